@@ -1,0 +1,32 @@
+"""Attack plugin base: a named, parameterised factory for a torchattacks attack."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class AttackPlugin:
+    """Base for attack plugins.
+
+    ``build(model, eps, spec)`` returns a ready torchattacks attack on ``model`` (which
+    takes NCHW images in [0,1]). ``uses_eps = False`` marks unbounded attacks (CW,
+    DeepFool): the grid runs them once with ``eps = None``. ``iterative`` tells the
+    evaluation checks which attacks should be at least as strong as FGSM.
+    """
+
+    uses_eps = True
+    iterative = False
+    norm = "Linf"
+
+    def build(self, model: nn.Module, eps: float | None, spec: Any) -> Any:
+        raise NotImplementedError
+
+    def effective_params(self, eps: float | None, spec: Any) -> dict[str, Any]:
+        """The parameters actually used for ``eps`` on ``spec`` (stored in every record)."""
+        return dict(getattr(self, "hparams", {}))
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
+                spec: Any) -> torch.Tensor:
+        return self.build(model, eps, spec)(x, y).detach()

@@ -1,0 +1,68 @@
+"""Safe checkpoints: weights only, never a pickle that could run code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """A short hash of a JSON-able object (dict key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def state_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_state(module: nn.Module, path: Path, meta: dict | None = None) -> None:
+    """Atomically write ``module``'s state dict (plus a JSON sidecar of ``meta``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+    if meta is not None:
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
+def load_state(module: nn.Module, path: Path, what: str = "checkpoint") -> nn.Module:
+    """Load a weights-only state dict into ``module``; any other content is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{what} {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BenchError(f"{what} {path} is not a weights-only checkpoint; refused to unpickle it "
+                         f"({_first_line(exc)})") from exc
+    except Exception as exc:  # truncated zip, random bytes, …
+        raise BenchError(f"{what} {path} is corrupted or not a PyTorch file: "
+                         f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"{what} {path} is not a state dict of tensors")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(s.strip() for s in str(exc).splitlines()[:3])[:300]
+        raise BenchError(f"{what} {path} does not fit {type(module).__name__}: {detail}") from exc
+    return module

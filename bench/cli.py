@@ -1,0 +1,110 @@
+"""Command line: ``python -m bench [run|list|report] …`` (bare form = run)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from bench.errors import BenchError
+
+SUBCOMMANDS = ("run", "list", "report")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise BenchError(message)
+
+
+def run_parser() -> Parser:
+    p = Parser(prog="python -m bench", description="Benchmark adversarial defenses side by side.")
+    a = p.add_argument
+    a("--defenses", help="comma list of defense names or module:Class (default: none)")
+    a("--attack", help="comma list: fgsm, pgd, bim, cw, deepfool, autoattack, torchattacks:Name")
+    a("--eps", help="comma list of L∞ budgets in (0,1]; fractions like 8/255 allowed "
+                    "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
+    a("--dataset", help="comma list: mnist, fashion-mnist, cifar10 (default mnist)")
+    a("--threat", help="comma list of threat models (default gray)")
+    a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")
+    a("--batch-size", type=_int, help="batch size (default 256)")
+    a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    a("--seed", type=_int, help="random seed (default 0)")
+    a("--results-dir", help="where runs and reports are stored (default results)")
+    a("--config", help="TOML config (default: ./bench.toml when present)")
+    a("--data-root", help="dataset folder (default data)")
+    a("--cache-dir", help="trained classifiers/defenses cache (default ~/.cache/defense-bench)")
+    a("--classifier", help="classifier architecture (default per dataset)")
+    a("--classifier-weights", help="a state dict for --classifier to evaluate instead of training one")
+    a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
+    a("--offline", action="store_true", default=None, help="never try to download datasets")
+    a("--rerun", action="store_true", default=None, help="recompute cells already stored")
+    a("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def cmd_run(argv: list[str]) -> int:
+    from bench.config import resolve
+    from bench.report import frame, markdown, write_report
+    from bench.runner import Runner
+    args = vars(run_parser().parse_args(argv))
+    config = args.pop("config")
+    args.pop("debug")
+    cfg = resolve(args, config)
+    runner = Runner(cfg, argv)
+    try:
+        records = runner.run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {runner.writer.count} new cell(s) stored in {runner.writer.dir}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(markdown(frame(records)))
+    if runner.writer.count:
+        print(f"stored {runner.writer.count} new cell(s) in {runner.writer.dir}")
+    write_report(cfg.results_dir)
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    import attacks  # noqa: F401
+    import defenses  # noqa: F401
+    from bench import classifiers, data  # noqa: F401
+    from bench.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES, doc_line, hyperparameters
+    Parser(prog="python -m bench list").parse_args(argv)
+    for title, reg in (("datasets", DATASETS), ("classifiers", CLASSIFIERS),
+                       ("defenses", DEFENSES), ("attacks", ATTACKS)):
+        print(f"{title}:")
+        for name, cls in reg:
+            params = ", ".join(f"{k}={v!r}" for k, v in hyperparameters(cls).items())
+            print(f"  {name:28s} {doc_line(cls)}" + (f"\n  {'':28s} params: {params}" if params else ""))
+    print("  torchattacks:<ClassName>     any torchattacks attack, e.g. torchattacks:MIFGSM")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    from bench.report import write_report
+    p = Parser(prog="python -m bench report")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    for path in write_report(args.results_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
+    try:
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[cmd](argv)
+    except BenchError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

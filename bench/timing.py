@@ -1,0 +1,46 @@
+"""Wall-clock per sample: CUDA events with synchronisation on GPU, perf_counter on CPU.
+
+Each batch is timed on its own; the figure reported is the median over batches of
+milliseconds per sample, the first ``warmup`` batches excluded when there are more.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+class BatchTimer:
+    def __init__(self, device: torch.device, warmup: int = 1) -> None:
+        self.cuda = device.type == "cuda"
+        self.warmup = warmup
+        self.samples: list[float] = []  # ms per sample, one per batch
+
+    def __call__(self, fn: Callable[[], T], n: int) -> T:
+        if self.cuda:
+            # Events bracket only the GPU work of fn; synchronising before and after keeps
+            # queued work from earlier calls out of this batch and this batch's work in it.
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            out = fn()
+            ms = (time.perf_counter() - t0) * 1000.0
+        self.samples.append(ms / max(n, 1))
+        return out
+
+    @property
+    def timed(self) -> list[float]:
+        return self.samples[self.warmup:] if len(self.samples) > self.warmup else self.samples
+
+    def ms_per_sample(self) -> float | None:
+        return statistics.median(self.timed) if self.samples else None

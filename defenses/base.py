@@ -1,0 +1,44 @@
+"""Defense base class: an ``nn.Module`` that maps images in [0,1] to images in [0,1]."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Defense(nn.Module):
+    """Base for defense plugins.
+
+    Contract: ``forward(x)`` takes NCHW float in [0,1] and returns the same shape in [0,1].
+    Hyperparameters are keyword-only constructor arguments with defaults (``bench.toml``
+    ``[defenses.<name>]`` and the CLI override them).
+
+    Life cycle, driven by the runner:
+      1. ``setup(spec)`` — build networks for the dataset (``spec.shape``, ``spec.num_classes``).
+      2. If ``trainable``: load the cached state dict, or ``fit(train, classifier, ...)`` and
+         cache it. The cache key covers the hyperparameters, the classifier weights, the data.
+      3. ``forward`` under ``torch.no_grad`` for gray-box cells.
+
+    Set ``randomized = True`` when two calls on one input may differ; ``seed(s)`` must then
+    make the next call reproducible.
+    """
+
+    randomized = False
+    trainable = False
+    # Small hyperparameters that keep the automatic plugin tests fast (tests/test_plugins.py).
+    test_params: dict[str, Any] = {}
+
+    def setup(self, spec: Any) -> None:
+        self.spec = spec
+
+    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int,
+            eps: float) -> dict[str, Any]:
+        """Train on ``train`` (a ``bench.data.Split``); returns facts to store (e.g. seconds)."""
+        return {}
+
+    def seed(self, seed: int) -> None:
+        """Fix the randomness of the next forward calls (no-op for deterministic defenses)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

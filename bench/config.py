@@ -41,6 +41,8 @@ class Config:
     offline: bool = False
     rerun: bool = False
     warmup: int = 1
+    wandb: str = "disabled"
+    wandb_project: str = "defense-bench"
     classifier_recipe: dict[str, Any] = field(default_factory=dict)
     defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -137,6 +139,9 @@ def validate(cfg: Config) -> None:
         raise BenchError(f"invalid seed {cfg.seed!r}: must be a non-negative integer")
     if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:
         raise BenchError(f"invalid warmup {cfg.warmup!r}: must be a non-negative integer")
+    from bench.wandb_log import MODES
+    if cfg.wandb not in MODES:
+        raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(MODES)}")
     for t in cfg.threat:
         if t not in THREATS:
             raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}")

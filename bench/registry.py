@@ -81,6 +81,8 @@ def hyperparameters(cls: type) -> dict[str, Any]:
         for p in inspect.signature(init).parameters.values():
             if p.kind is p.KEYWORD_ONLY:
                 params[p.name] = p.default
+    # A registered variant of a configurable class changes defaults, not the signature.
+    params.update(getattr(cls, "preset", {}))
     return params
 
 
@@ -118,7 +120,7 @@ def build(registry: Registry, name: str, overrides: dict[str, Any] | None = None
                          f"valid: {', '.join(sorted(known)) or '(none)'}")
     kwargs = {k: _coerce(registry.kind, name, k, v, known[k]) for k, v in overrides.items()}
     try:
-        obj = cls(**kwargs)
+        obj = cls(**{**getattr(cls, "preset", {}), **kwargs})
     except (ValueError, TypeError) as exc:
         raise BenchError(f"invalid parameters for {registry.kind} {name!r}: {exc}") from exc
     obj.registered_name = name

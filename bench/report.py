@@ -1,22 +1,26 @@
-"""Tables from stored records only: ``results/results.md`` and ``results/results.csv``.
+"""Tables and plots from stored records only (``python -m bench report``); no model is run.
 
-Nothing here runs a model. The latest record wins when a cell was stored more than once.
+Writes ``results.md`` (full table + a "paper view" pivot), ``results.csv`` (unrounded),
+optionally ``results.tex``, and PNG plots under ``plots/``. The latest record wins when a
+cell (dataset, classifier, defense, threat, attack, eps) was stored more than once.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from bench.store import iter_records
 
 ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
-COLUMNS = ROW_KEY + ["n", "clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc",
-                     "defense_ms_per_sample", "attack_ms_per_sample", "device"]
+ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
+COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
+FORMATS = ("md", "csv", "latex")
 
 
-def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | None = None) -> pd.DataFrame:
     df = pd.DataFrame(list(records))
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -24,29 +28,113 @@ def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     df["eps"] = pd.to_numeric(df["eps"], errors="coerce")
+    for col, allowed in (filters or {}).items():
+        if allowed:
+            df = df[df[col].isin(allowed)]
     df = df.sort_values("time", kind="stable", na_position="first")
     df = df.drop_duplicates(subset=ROW_KEY, keep="last")
     return df.sort_values(ROW_KEY, kind="stable", na_position="first").reset_index(drop=True)
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    return df[COLUMNS].copy()
+    cols = COLUMNS + [f"{a}_ci_{s}" for a in ACCS for s in ("low", "high") if f"{a}_ci_{s}" in df.columns]
+    extra = [c for c in ("checks",) if c in df.columns]
+    return df[cols + extra].copy()
+
+
+def _fmt_eps(e: Any) -> str:
+    return "—" if pd.isna(e) else f"{e:.4g}"
+
+
+def _with_ci(df: pd.DataFrame, acc: str) -> pd.Series:
+    lo, hi = f"{acc}_ci_low", f"{acc}_ci_high"
+
+    def cell(row):
+        v = row[acc]
+        if pd.isna(v):
+            return ""
+        if lo in row and not pd.isna(row.get(lo)) and not pd.isna(row.get(hi)):
+            return f"{v:.3f} [{row[lo]:.3f}, {row[hi]:.3f}]"
+        return f"{v:.4g}"
+    return df.apply(cell, axis=1)
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
+    shown["eps"] = df["eps"].map(_fmt_eps)
+    names = {"clean_acc": "clean", "adv_acc": "attacked (undefended)",
+             "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
+    for acc, name in names.items():
+        shown[name] = _with_ci(df, acc)
+    shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    shown["device"] = df["device"]
+    if "checks" in df.columns:
+        shown["warnings"] = df["checks"].map(lambda c: "; ".join(c) if isinstance(c, list) else "")
+    return shown
+
+
+def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Rows defenses, columns attack × eps (defended accuracy under attack), as counterGAN's table."""
+    out = []
+    for (dataset, clf, threat), g in df.groupby(["dataset", "classifier", "threat"], sort=True):
+        g = g.assign(col=g["attack"] + " " + g["eps"].map(_fmt_eps))
+        pivot = g.pivot_table(index="defense", columns="col", values="defended_adv_acc", aggfunc="last")
+        clean = g.groupby("defense")["defended_clean_acc"].last()
+        pivot.insert(0, "clean (defended)", clean)
+        ms = g.groupby("defense")["defense_ms_per_sample"].median()
+        pivot["ms/sample"] = ms
+        out.append((f"{dataset} · {clf} · {threat}-box", pivot.reset_index()))
+    return out
 
 
 def markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_no records_\n"
-    shown = table(df)
-    shown["eps"] = shown["eps"].map(lambda e: "—" if pd.isna(e) else f"{e:.4g}")
-    return shown.to_markdown(index=False, floatfmt=".4g") + "\n"
+    return display(df).to_markdown(index=False) + "\n"
 
 
-def write_report(results_dir: Path) -> list[Path]:
+def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
+                 filters: dict[str, list[str]] | None = None, plots: bool = True) -> list[Path]:
     results_dir = Path(results_dir)
-    df = frame(iter_records(results_dir))
+    df = frame(iter_records(results_dir), filters)
     results_dir.mkdir(parents=True, exist_ok=True)
-    md, csv = results_dir / "results.md", results_dir / "results.csv"
-    md.write_text("# defense-bench results\n\nGenerated by `python -m bench report` from "
-                  "`runs/*/records.jsonl`; do not edit.\n\n" + markdown(df))
-    table(df).to_csv(csv, index=False, float_format="%.17g")
-    return [md, csv]
+    written = []
+    if "md" in formats:
+        parts = ["# defense-bench results\n", "Generated by `python -m bench report` from "
+                 "`runs/*/records.jsonl`; do not edit. Accuracies with a Wilson 95% interval "
+                 "where stored.\n", "## Paper view: defended accuracy under attack\n"]
+        for title, pv in paper_view(df):
+            parts += [f"### {title}\n", pv.to_markdown(index=False, floatfmt=".4g") + "\n"]
+        parts += ["## All cells\n", markdown(df)]
+        (results_dir / "results.md").write_text("\n".join(parts))
+        written.append(results_dir / "results.md")
+    if "csv" in formats:
+        table(df).to_csv(results_dir / "results.csv", index=False, float_format="%.17g")
+        written.append(results_dir / "results.csv")
+    if "latex" in formats:
+        blocks = [pv.to_latex(index=False, float_format="%.3f", caption=title.replace("·", "/"))
+                  for title, pv in paper_view(df)]
+        (results_dir / "results.tex").write_text("\n".join(blocks))
+        written.append(results_dir / "results.tex")
+    if plots and not df.empty:
+        written += write_plots(df, results_dir)
+    return written
+
+
+def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
+    from bench import plots
+    out = results_dir / "plots"
+    paths = plots.accuracy_vs_eps(df, out) + plots.accuracy_vs_latency(df, out)
+    if "samples" in df.columns:
+        for _, row in df[df["samples"].notna()].iterrows():
+            path = results_dir / row["samples"]
+            if not path.is_file():
+                continue
+            with np.load(path, allow_pickle=False) as z:
+                samples = {k: z[k] for k in z.files}
+            name = "_".join(str(row[k]) for k in ("dataset", "threat", "attack")) + f"_{_fmt_eps(row['eps'])}"
+            title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={_fmt_eps(row['eps'])}, "
+                     f"{row['threat']}-box")
+            safe = str(row["defense"]).replace(":", "_").replace("/", "_")
+            paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
+    return paths

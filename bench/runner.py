@@ -30,6 +30,9 @@ from bench.timing import BatchTimer
 from defenses.base import Defense
 
 
+SAMPLES = 8  # images per cell kept for the report's image grid
+
+
 def make_attack(name: str, params: dict[str, Any] | None) -> AttackPlugin:
     if name.startswith("torchattacks:"):
         return TorchattacksAttack(name.split(":", 1)[1], params)
@@ -184,6 +187,7 @@ class Runner:
                            correct={"clean": bits(clean_ok), "adv": bits(adv_ok),
                                     "defended_clean": rec.pop("_dc"), "defended_adv": rec.pop("_da")},
                            device=self.writer.env["device"], time=time.time())
+                rec["samples"] = self.writer.save_samples(key, rec.pop("_samples"))
                 self.writer.append(rec)
                 self.records.append(rec)
                 bar.update(1)
@@ -226,7 +230,7 @@ class Runner:
     def evaluate_defense(self, d: Defense, classifier, test: Split, adv: torch.Tensor,
                          clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> dict[str, Any]:
         timer = BatchTimer(self.device, self.cfg.warmup)
-        preds = {}
+        preds, shown = {}, {}
         for tag, xs, undefended in (("clean", test.x, clean_pred), ("adv", adv, adv_pred)):
             out = []
             for a, b in self.batches(len(xs)):
@@ -237,9 +241,14 @@ class Runner:
                     xd = timer(lambda: d(xb), b - a)
                     # An identity defense returns its input object: its predictions are known.
                     out.append(undefended[a:b] if xd is xb else classifier(xd).argmax(1).cpu())
+                if a == 0:
+                    shown[tag] = xd[:SAMPLES].detach().cpu()
             preds[tag] = torch.cat(out)
         dc, da = preds["clean"] == test.y, preds["adv"] == test.y
+        samples = {"clean": test.x[:SAMPLES], "adv": adv[:SAMPLES], "defended_adv": shown["adv"],
+                   "label": test.y[:SAMPLES], "pred_clean": clean_pred[:SAMPLES],
+                   "pred_adv": adv_pred[:SAMPLES], "pred_defended_adv": preds["adv"][:SAMPLES]}
         return {"defended_clean_acc": dc.float().mean().item(), "defended_adv_acc": da.float().mean().item(),
                 "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
                 "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
-                "_dc": bits(dc), "_da": bits(da)}
+                "_dc": bits(dc), "_da": bits(da), "_samples": samples}

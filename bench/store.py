@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "pandas", "matplotlib", "wandb")
@@ -78,8 +79,17 @@ class RunWriter:
         for name, obj in (("config.json", self.config), ("env.json", self.env)):
             (self.dir / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
+    def save_samples(self, cell_key: str, arrays: dict[str, Any]) -> str:
+        """A few images of a cell as .npz (no pickles), for the report's image grid."""
+        if not self.dir.exists():
+            self._open()
+        folder = self.dir / "samples"
+        folder.mkdir(exist_ok=True)
+        np.savez_compressed(folder / f"{cell_key}.npz", **{k: v.numpy() for k, v in arrays.items()})
+        return f"runs/{self.run_id}/samples/{cell_key}.npz"
+
     def append(self, record: dict[str, Any]) -> None:
-        if self.count == 0:
+        if not self.dir.exists():
             self._open()
         line = json.dumps(record, sort_keys=True, default=str, allow_nan=True)
         with open(self.dir / "records.jsonl", "a", encoding="utf-8") as f:

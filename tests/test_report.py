@@ -53,3 +53,43 @@ def test_csv_keeps_unrounded_values(tmp_path):
 
 def test_empty_store():
     assert frame([]).empty
+
+
+def test_run_then_report_writes_tables_and_every_plot_kind(run_args, capsys):
+    assert main(run_args("--defenses", "none,examples.median_filter:MedianFilter", "--attack", "fgsm",
+                         "--eps", "0.1,0.3")) == 0
+    res = run_args.results
+    for p in [res / "results.md", res / "results.csv"]:
+        p.unlink()
+    assert main(["report", "--results-dir", str(res), "--format", "md,csv,latex"]) == 0
+    md = (res / "results.md").read_text()
+    assert "examples.median_filter:MedianFilter" in md and "Paper view" in md
+    assert (res / "results.tex").read_text().count("\\begin{tabular}") == 1
+    plots = res / "plots"
+    assert list(plots.glob("acc_vs_eps_*.png")) and list(plots.glob("pareto_*.png"))
+    grids = list((plots / "samples").glob("*.png"))
+    assert len(grids) == 4  # 2 eps × 2 defenses
+    for png in plots.rglob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_filters_and_bad_format(tmp_path, capsys):
+    write_records(tmp_path, [rec("a", 0.5, 1.0), rec("b", 0.6, 1.0, attack="pgd")])
+    assert main(["report", "--results-dir", str(tmp_path), "--attack", "pgd", "--no-plots"]) == 0
+    assert list(pd.read_csv(tmp_path / "results.csv")["defense"]) == ["b"]
+    assert main(["report", "--results-dir", str(tmp_path), "--format", "pdf"]) == 2
+    assert "unknown report format" in capsys.readouterr().err
+
+
+def test_pareto_front():
+    import numpy as np
+    from bench.plots import pareto_front
+    cost = np.array([1.0, 2.0, 3.0, 0.5, 10.0])
+    acc = np.array([0.5, 0.4, 0.9, 0.1, 0.95])
+    assert pareto_front(cost, acc).tolist() == [3, 0, 2, 4]
+
+
+def test_confidence_intervals_are_shown_when_stored(tmp_path):
+    write_records(tmp_path, [rec("a", 0.5, 1.0, defended_adv_acc_ci_low=0.4, defended_adv_acc_ci_high=0.6)])
+    main(["report", "--results-dir", str(tmp_path), "--no-plots"])
+    assert "0.500 [0.400, 0.600]" in (tmp_path / "results.md").read_text()

@@ -24,7 +24,8 @@ def run_parser() -> Parser:
     a("--eps", help="comma list of L∞ budgets in (0,1]; fractions like 8/255 allowed "
                     "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
     a("--dataset", help="comma list: mnist, fashion-mnist, cifar10 (default mnist)")
-    a("--threat", help="comma list of threat models (default gray)")
+    a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
+    a("--eot-samples", type=_int, help="draws of the defense's randomness per gradient in bpda-eot (default 8)")
     a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")
     a("--batch-size", type=_int, help="batch size (default 256)")
     a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
@@ -38,6 +39,8 @@ def run_parser() -> Parser:
     a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
     a("--offline", action="store_true", default=None, help="never try to download datasets")
     a("--rerun", action="store_true", default=None, help="recompute cells already stored")
+    a("--executor", help="local (default) or ray")
+    a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
     a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")
     a("--debug", action="store_true", help="show tracebacks")
     return p
@@ -59,8 +62,12 @@ def cmd_run(argv: list[str]) -> int:
     args.pop("debug")
     cfg = resolve(args, config)
     runner = Runner(cfg, argv)
+    executor = None
+    if cfg.executor != "local":
+        from bench.executors import make_executor
+        executor = make_executor(cfg.executor, cfg.ray_address)
     try:
-        records = runner.run()
+        records = runner.run(executor)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {runner.writer.count} new cell(s) stored in {runner.writer.dir}; "
               "rerun the same command to resume", file=sys.stderr)

@@ -19,7 +19,6 @@ import torch
 from bench.errors import BenchError
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
-THREATS = ("gray",)
 
 
 @dataclass
@@ -41,6 +40,9 @@ class Config:
     offline: bool = False
     rerun: bool = False
     warmup: int = 1
+    eot_samples: int = 8
+    executor: str = "local"
+    ray_address: str | None = None
     wandb: str = "disabled"
     wandb_project: str = "defense-bench"
     classifier_recipe: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +144,10 @@ def validate(cfg: Config) -> None:
     from bench.wandb_log import MODES
     if cfg.wandb not in MODES:
         raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(MODES)}")
+    from bench.threats import THREATS
+    if cfg.executor not in ("local", "ray"):
+        raise BenchError(f"unknown executor {cfg.executor!r}; available: local, ray")
+    _positive_int("eot_samples", cfg.eot_samples)
     for t in cfg.threat:
         if t not in THREATS:
             raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}")

@@ -44,8 +44,10 @@ class BPDA(nn.Module):
 
 
 def attack_model(threat: str, classifier: nn.Module, defense: nn.Module, eot_samples: int) -> nn.Module:
+    """The module the attack sees, in eval mode: torchattacks restores the mode it found after
+    each attack, and a wrapper left in train mode would switch the classifier's dropout on."""
     if threat == "gray":
-        return classifier
+        return classifier.eval()
     if threat == "white":
-        return WhiteBox(classifier, defense)
-    return BPDA(classifier, defense, eot_samples if threat == "bpda-eot" else 1)
+        return WhiteBox(classifier, defense).eval()
+    return BPDA(classifier, defense, eot_samples if threat == "bpda-eot" else 1).eval()

@@ -35,6 +35,8 @@ class DefenseGAN(Defense):
         recipe: "cpu" (6,000 generator iterations, fits ~10 min on 2 cores) | "paper" (200k).
         iterations: 0 = the recipe's; critic_iters: 5; gp_weight: 10.0; gan_lr: 1e-4;
         batch_size: 50 (WGAN-GP training, Adam betas (0.5, 0.9) as the reference).
+        unroll: 0 = differentiate through all L steps in white-box attacks; N > 0 = a truncated
+        N-step reconstruction when the input requires grad (recorded in the cell's parameters).
     Contract: NCHW float in [0,1] → same shape in [0,1] (a sigmoid generator output).
     Example: ``python -m bench --defenses none,defensegan --attack fgsm --eps 0.3 --limit 500``
     """
@@ -46,7 +48,8 @@ class DefenseGAN(Defense):
     def __init__(self, *, L: int = 200, R: int = 10, lr: float = 10.0, momentum: float = 0.7,
                  optimizer: str = "sgd", lr_cut: float = 0.8, seed: int = -1, z_dim: int = 128,
                  width: int = 64, recipe: str = "cpu", iterations: int = 0, critic_iters: int = 5,
-                 gp_weight: float = 10.0, gan_lr: float = 1e-4, batch_size: int = 50) -> None:
+                 gp_weight: float = 10.0, gan_lr: float = 1e-4, batch_size: int = 50,
+                 unroll: int = 0) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be sgd or adam, not {optimizer!r}")
@@ -55,8 +58,9 @@ class DefenseGAN(Defense):
         for key in ("L", "R", "z_dim", "width", "critic_iters", "batch_size"):
             if locals()[key] <= 0:
                 raise ValueError(f"{key} must be > 0")
-        if lr <= 0 or not 0 <= momentum < 1 or not 0 < lr_cut <= 1 or iterations < 0:
-            raise ValueError("need lr > 0, 0 ≤ momentum < 1, 0 < lr_cut ≤ 1, iterations ≥ 0")
+        if lr <= 0 or not 0 <= momentum < 1 or not 0 < lr_cut <= 1 or iterations < 0 or unroll < 0:
+            raise ValueError("need lr > 0, 0 ≤ momentum < 1, 0 < lr_cut ≤ 1, iterations ≥ 0, unroll ≥ 0")
+        self.unroll = unroll
         self.L, self.R, self.lr, self.momentum, self.optimizer = L, R, lr, momentum, optimizer
         self.lr_cut, self.fixed_seed, self.z_dim, self.width = lr_cut, seed, z_dim, width
         self.iterations = iterations or RECIPES[recipe]
@@ -71,6 +75,18 @@ class DefenseGAN(Defense):
     def seed(self, seed: int) -> None:
         self._gen.manual_seed(seed)
 
+    def __getstate__(self) -> dict:
+        # torch.Generator does not pickle; ship its state (executors send defenses to workers).
+        state = dict(self.__dict__)
+        state["_gen"] = self._gen.get_state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        gen_state = state.pop("_gen")
+        self.__dict__.update(state)
+        self._gen = torch.Generator()
+        self._gen.set_state(gen_state)
+
     # ---- reconstruction ---------------------------------------------------------------------
     def initial_z(self, batch: int) -> torch.Tensor:
         """[B·R, z_dim], image-major, so image i gets the same restarts in any batch."""
@@ -81,10 +97,10 @@ class DefenseGAN(Defense):
     def reconstruct(self, x: torch.Tensor, z: torch.Tensor | None = None, steps: int | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (G(z*) [B, C, H, W], best per-image loss [B])."""
-        B, L = x.shape[0], steps or self.L
+        differentiable = x.requires_grad and torch.is_grad_enabled()
+        B, L = x.shape[0], steps or (self.unroll if differentiable and self.unroll else self.L)
         z = (self.initial_z(B) if z is None else z).to(x.device)
         target = x.repeat_interleave(self.R, 0)
-        differentiable = x.requires_grad and torch.is_grad_enabled()
         with torch.enable_grad():
             z = z.clone().requires_grad_(True)
             v = torch.zeros_like(z)

@@ -95,23 +95,26 @@ class LinearDiscriminator(nn.Module):
 class ConvDiscriminator(nn.Module):
     """counterGAN's conv D: Conv(C→64, 11, /2) BN LReLU → Conv(64→128, 11, /2) BN LReLU → Linear → 1.
 
-    Unpadded as published for 32×32 and larger; padded by 5 on smaller images (28×28 would
-    otherwise shrink below the kernel).
+    Unpadded as published; images smaller than 32×32 are zero-padded to 32×32 first (28×28
+    would otherwise shrink below the kernel), so MNIST gets the published 32 → 11 → 1 geometry.
     """
 
     def __init__(self, shape: tuple[int, int, int], sigmoid: bool = True, batch_norm: bool = True) -> None:
         super().__init__()
         c, h, w = shape
-        pad = 0 if min(h, w) >= 32 else 5
+        self.pad = [max(0, 32 - w) // 2, max(0, 32 - w) - max(0, 32 - w) // 2,
+                    max(0, 32 - h) // 2, max(0, 32 - h) - max(0, 32 - h) // 2]
         norm = (lambda n: nn.BatchNorm2d(n)) if batch_norm else (lambda n: nn.Identity())
-        self.features = nn.Sequential(nn.Conv2d(c, 64, 11, stride=2, padding=pad), norm(64), nn.LeakyReLU(0.2),
-                                      nn.Conv2d(64, 128, 11, stride=2, padding=pad), norm(128),
+        self.features = nn.Sequential(nn.Conv2d(c, 64, 11, stride=2), norm(64), nn.LeakyReLU(0.2),
+                                      nn.Conv2d(64, 128, 11, stride=2), norm(128),
                                       nn.LeakyReLU(0.2), nn.Flatten())
         with torch.no_grad():
-            n = self.features(torch.zeros(1, *shape)).shape[1]
+            n = self.features(torch.zeros(2, c, max(h, 32), max(w, 32))).shape[1]
         self.head = nn.Sequential(nn.Linear(n, 1), *([nn.Sigmoid()] if sigmoid else []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(self.pad):
+            x = nn.functional.pad(x, self.pad)
         return self.head(self.features(x)).squeeze(1)
 
 

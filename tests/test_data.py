@@ -74,3 +74,8 @@ def test_cifar_loader_reads_batches_and_refuses_code(tmp_path):
 def test_cifar_missing_offline_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match="CIFAR-10 not found"):
         CIFAR10().load(tmp_path, offline=True)
+
+
+def test_offline_test_split_prefixes_are_class_mixed(tmp_path):
+    d = MNIST().load(tmp_path, offline=True)
+    assert len(torch.unique(d.test.y[:50])) == 10  # a --limit prefix is not one class

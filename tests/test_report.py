@@ -93,3 +93,15 @@ def test_confidence_intervals_are_shown_when_stored(tmp_path):
     write_records(tmp_path, [rec("a", 0.5, 1.0, defended_adv_acc_ci_low=0.4, defended_adv_acc_ci_high=0.6)])
     main(["report", "--results-dir", str(tmp_path), "--no-plots"])
     assert "0.500 [0.400, 0.600]" in (tmp_path / "results.md").read_text()
+
+
+def test_readme_block_is_generated(tmp_path):
+    write_records(tmp_path, [rec("a", 0.5, 1.0), rec("none", 0.2, 2.0)])
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\noutro\n")
+    assert main(["report", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| none" in text and "pareto_" in text
+    readme.write_text("no markers")
+    assert main(["report", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 2

@@ -26,7 +26,7 @@ def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: 
     import defenses  # noqa: F401
     torch.set_num_threads(threads)
     worker = Worker(Config(**cfg_dict))
-    return worker.execute(prep, group)
+    return list(worker.execute(prep, group))
 
 
 class RayExecutor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -145,14 +145,14 @@ class Worker:
     def seed_for(self, *parts: Any) -> int:
         return int(stable_hash([self.cfg.seed, *parts], 8), 16)
 
-    def execute(self, prep: Prepared, group: Group) -> list[dict[str, Any]]:
+    def execute(self, prep: Prepared, group: Group) -> Iterator[dict[str, Any]]:
+        """Yield each cell's record as soon as it is computed (so it can be stored at once)."""
         cfg, test, classifier = self.cfg, prep.test, prep.classifier.to(self.device)
         attack, n = self.attacks[group.attack], len(test)
         clean_ok = prep.clean_pred == test.y
         if group.threat == "gray":  # crafted on the bare classifier: shared by every defense
             shared = self.craft(classifier, attack, prep, group)
             shared_pred = self.predict(classifier, shared[0])
-        out = []
         for dname, key in group.todo.items():
             d = prep.defenses[dname].to(self.device).eval()
             model = attack_model(group.threat, classifier, d, cfg.eot_samples)
@@ -176,8 +176,7 @@ class Worker:
                        device=self.device_label, time=time.time())
             rec.update(accuracies(clean_ok, adv_ok, dc, da))
             rec["checks"] = checks.evaluate(self, rec, d, model, test, adv, group.eps)
-            out.append(rec)
-        return out
+            yield rec
 
     def craft(self, model, attack: AttackPlugin, prep: Prepared, group: Group, defense: Defense | None = None):
         timer, test = BatchTimer(self.device, self.cfg.warmup), prep.test

@@ -19,6 +19,7 @@ import torch
 from bench.errors import BenchError
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -144,10 +145,10 @@ def validate(cfg: Config) -> None:
     from bench.wandb_log import MODES
     if cfg.wandb not in MODES:
         raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(MODES)}")
-    from bench.threats import THREATS
-    if cfg.executor not in ("local", "ray"):
-        raise BenchError(f"unknown executor {cfg.executor!r}; available: local, ray")
+    if cfg.executor not in EXECUTORS:
+        raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
     _positive_int("eot_samples", cfg.eot_samples)
+    from bench.threats import THREATS
     for t in cfg.threat:
         if t not in THREATS:
             raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}")

@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.config import EXECUTORS
 from bench.errors import BenchError
 from bench.runner import Group, LocalExecutor, Prepared, Runner, Worker
-
-EXECUTORS = ("local", "ray")
 
 
 def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import attacks  # noqa: F401  (registers the built-in attacks)
 import defenses  # noqa: F401  (registers the built-in defenses)
 from attacks.base import AttackPlugin
 from attacks.generic import TorchattacksAttack
-from bench.checkpoint import load_state, save_state, stable_hash, state_hash
+from bench.checkpoint import load_state, save_state, stable_hash
 from bench.classifiers import check_recipe, get_classifier
 from bench.config import Config, resolve_device
 from bench.data import Data, DatasetPlugin, Split
@@ -148,7 +148,7 @@ class Worker:
     def execute(self, prep: Prepared, group: Group) -> Iterator[dict[str, Any]]:
         """Yield each cell's record as soon as it is computed (so it can be stored at once)."""
         cfg, test, classifier = self.cfg, prep.test, prep.classifier.to(self.device)
-        attack, n = self.attacks[group.attack], len(test)
+        attack = self.attacks[group.attack]
         clean_ok = prep.clean_pred == test.y
         if group.threat == "gray":  # crafted on the bare classifier: shared by every defense
             shared = self.craft(classifier, attack, prep, group)
@@ -269,13 +269,13 @@ class Runner(Worker):
         first = next((k for k in order if self.attacks[k].uses_eps), None)
         ctx = FitContext(spec, first or "fgsm", self.attacks[first] if first else make_attack("fgsm", None),
                          max(eps_all) if eps_all else spec.default_eps, self.device, cfg.seed)
-        defenses = {}
+        built: dict[str, Defense] = {}
         for name in cfg.defenses:
             d = make_defense(name, cfg.defense_params.get(name))
             d.setup(spec)
             if hasattr(d, "bind"):
                 d.bind(ctx)
-            defenses[name] = d
+            built[name] = d
         base = {"dataset": data.name, "classifier": clf_name, "seed": cfg.seed, "n": n,
                 "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
                 "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
@@ -287,7 +287,7 @@ class Runner(Worker):
                 params = attack.effective_params(eps, spec)
                 for threat in cfg.threat:
                     todo = {}
-                    for dname, d in defenses.items():
+                    for dname, d in built.items():
                         key = stable_hash({"dataset": data.name, "data": data.fingerprint, "n": n,
                                            "classifier": clf_name, "classifier_hash": clf_info["classifier_hash"],
                                            "defense": dname, "defense_params": d.hparams, "attack": attack_name,
@@ -300,11 +300,11 @@ class Runner(Worker):
                     if todo:
                         groups.append(Group(attack_name, eps, threat, params, todo))
         needed = {d for g in groups for d in g.todo}
-        for name in (n for n in defenses if n in needed):  # train once, in the driver, before fan-out
-            self.ensure_fitted(defenses[name], name, classifier, clf_info, data, ctx)
+        for name in (n for n in built if n in needed):  # train once, in the driver, before fan-out
+            self.ensure_fitted(built[name], name, classifier, clf_info, data, ctx)
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.predict(classifier, test.x, timer)
-        return Prepared(spec, test, classifier, defenses, base, clean_pred, timer.ms_per_sample()), groups
+        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample()), groups
 
     def store(self, rec: dict[str, Any]) -> None:
         """Append one finished cell (the driver is the only writer)."""

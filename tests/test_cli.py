@@ -1,7 +1,6 @@
 """Bad input: one line on stderr, exit 2, stored results untouched."""
 import hashlib
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path

@@ -7,8 +7,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from bench.cli import main
 from conftest import read_records
 

@@ -1,7 +1,6 @@
 """Threat models, sanity checks, Wilson intervals, worst-case rows."""
 import math
 
-import pytest
 import torch
 from torch import nn
 

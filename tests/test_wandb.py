@@ -1,5 +1,3 @@
-import os
-
 from bench.cli import main
 
 

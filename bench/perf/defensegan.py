@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +54,6 @@ def main() -> None:
     base = {"plugin": "defensegan", "recipe": a.recipe}
     cfg = Config(defenses=["defensegan"], attack=["fgsm"], device=a.device, data_root=a.data_root,
                  cache_dir=a.cache_dir, results_dir=a.results_dir, offline=True, limit=a.limit,
-                 classifier_recipe={"epochs": 6, "lr": 1e-3, "batch_size": 64},
                  defense_params={"defensegan": {"recipe": a.recipe}})
     runner = Runner(cfg, ["perf"])
     spec = DATASETS.get("mnist")()
@@ -89,7 +86,7 @@ def main() -> None:
             params[name] = {**base, "L": L, "R": R}
     sweep = Config(defenses=names, attack=["fgsm"], eps=[spec.default_eps], limit=a.limit,
                    device=a.device, data_root=a.data_root, cache_dir=a.cache_dir, offline=True,
-                   results_dir=a.results_dir, classifier_recipe=cfg.classifier_recipe, defense_params=params)
+                   results_dir=a.results_dir, defense_params=params)
     t0 = time.perf_counter()
     records = Runner(sweep, ["perf-defensegan-sweep"]).run()
     print(f"sweep on {a.limit} images, FGSM eps={spec.default_eps} ({time.perf_counter() - t0:.0f} s):")

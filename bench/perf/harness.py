@@ -67,8 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(defenses=["none"], attack=["fgsm"], eps=[float(e) for e in a.eps.split(",")],
                      limit=a.limit, batch_size=a.batch_size, device=a.device, data_root=a.data_root,
-                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True,
-                     classifier_recipe={"epochs": 6, "lr": 1e-3, "batch_size": 64})
+                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True)
         harness(cfg), bare(cfg)  # warm caches (classifier training, page cache) on both paths
         h, b = [], []
         for _ in range(a.repeats):

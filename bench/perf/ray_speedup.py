@@ -37,8 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(defenses=["none", "examples.median_filter:MedianFilter"], attack=["fgsm", "pgd"],
                      eps=[0.05, 0.1, 0.2, 0.3], limit=a.limit, device="cpu", data_root=a.data_root,
-                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True,
-                     classifier_recipe={"epochs": 6, "lr": 1e-3, "batch_size": 64})
+                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True)
         ray_exec = RayExecutor(num_cpus=a.workers)
         t0 = time.perf_counter()
         ray_exec.start()

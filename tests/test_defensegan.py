@@ -22,18 +22,27 @@ def test_reference_generator_shapes():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
 
 
-def test_reconstructs_an_image_in_the_generator_range():
+@pytest.mark.parametrize("z_init,scale", [("paper", 128 ** -0.5), ("prior", 1.0)])
+def test_reconstructs_an_image_in_the_generator_range(z_init, scale):
     torch.manual_seed(0)
-    d = make(L=300, R=4, seed=1)
+    d = make(L=300, R=4, seed=1, z_init=z_init)
     with torch.no_grad():  # an untrained G is almost constant; widen its range
         for m in d.G.modules():
             if isinstance(m, (torch.nn.Linear, torch.nn.ConvTranspose2d)):
                 m.weight.mul_(3)
-    target = d.G(torch.randn(2, 128) / 128 ** 0.5)
+    target = d.G(torch.randn(2, 128) * scale)
     start = ((d.G(d.initial_z(2)[::4]) - target) ** 2).mean().item()
     out, loss = d.reconstruct(target)
     assert loss.max().item() < 0.1 * start
     assert ((out - target) ** 2).flatten(1).mean(1).allclose(loss, atol=1e-6)
+
+
+def test_z_init_follows_the_recipe_unless_set():
+    assert make().z_init == "prior" and make(recipe="paper").z_init == "paper"
+    assert make(recipe="paper", z_init="prior").hparams["z_init"] == "prior"
+    for z_init, std in (("paper", 128 ** -0.5), ("prior", 1.0)):
+        z = make(z_init=z_init, R=10, seed=0).initial_z(100)
+        assert z.shape == (1000, 128) and abs(z.std().item() / std - 1) < 0.05
 
 
 def test_shape_range_and_determinism_under_seed():
@@ -80,3 +89,5 @@ def test_bad_parameters():
         build(DEFENSES, "defensegan", {"optimizer": "lbfgs"})
     with pytest.raises(BenchError, match="recipe must be one of cpu, paper"):
         build(DEFENSES, "defensegan", {"recipe": "huge"})
+    with pytest.raises(BenchError, match="z_init must be one of paper, prior"):
+        build(DEFENSES, "defensegan", {"z_init": "zero"})

@@ -49,9 +49,10 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     p.add_argument("--results-dir", default="results")
     p.add_argument("--recipe", default="cpu")
+    p.add_argument("--z-init", default="", help="paper | prior (default: the recipe's)")
     a = p.parse_args()
     device = resolve_device(a.device)
-    base = {"plugin": "defensegan", "recipe": a.recipe}
+    base = {"plugin": "defensegan", "recipe": a.recipe, **({"z_init": a.z_init} if a.z_init else {})}
     cfg = Config(defenses=["defensegan"], attack=["fgsm"], device=a.device, data_root=a.data_root,
                  cache_dir=a.cache_dir, results_dir=a.results_dir, offline=True, limit=a.limit,
                  defense_params={"defensegan": {"recipe": a.recipe}})
@@ -59,7 +60,7 @@ def main() -> None:
     spec = DATASETS.get("mnist")()
     data = spec.load(Path(a.data_root), True)
     clf, info = get_classifier(spec.default_classifier, spec, data, runner.recipe, 0, device, Path(a.cache_dir))
-    d = make_defense("defensegan", {"recipe": a.recipe, "L": a.L, "R": a.R})
+    d = make_defense("defensegan", {**base, "L": a.L, "R": a.R})
     d.setup(spec)
     ctx = FitContext(spec, "fgsm", make_attack("fgsm", None), spec.default_eps, device, 0)
     d = runner.ensure_fitted(d, "defensegan", clf, info, data, ctx)

@@ -1,13 +1,18 @@
 """Local executor vs Ray with 2 single-threaded workers on the same grid, one run, one machine.
 
-The grid (≥ 8 cells) is run with --rerun semantics on both sides; the local executor uses all
-of torch's intra-op threads, each Ray task one thread. Ray's start-up is timed separately.
+The grid (≥ 8 cells) is run with --rerun semantics on every side. Three timings, alternated:
+the local executor with all of torch's intra-op threads (the default), the local executor with
+one thread (a sequential process: what Ray's workers each are), and Ray with ``--workers``
+single-threaded workers. Ray's start-up is timed separately. On a machine whose cores torch's
+intra-op threads already keep busy, Ray cannot beat the default local run by much; its gain is
+cells in parallel where intra-op threading scales poorly, and more machines.
 
     python -m bench.perf.ray_speedup [--limit 300] [--repeats 2]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -44,21 +49,30 @@ def main() -> None:
         start_s = time.perf_counter() - t0
         timed(cfg, LocalExecutor())  # warm caches (data, classifier) for both
         timed(cfg, ray_exec)         # warm Ray workers
-        local, remote = [], []
+        threads = torch.get_num_threads()
+        local, single, remote = [], [], []
         for _ in range(a.repeats):
             t, lrec = timed(cfg, LocalExecutor())
             local.append(t)
+            torch.set_num_threads(1)
+            t, srec = timed(cfg, LocalExecutor())
+            single.append(t)
+            torch.set_num_threads(threads)
             t, rrec = timed(cfg, ray_exec)
             remote.append(t)
-        same = sorted((r["defense"], r["attack"], r["eps"], r["defended_adv_acc"]) for r in lrec) == \
-            sorted((r["defense"], r["attack"], r["eps"], r["defended_adv_acc"]) for r in rrec)
+        key = lambda recs: sorted((r["defense"], r["attack"], r["eps"], r["defended_adv_acc"]) for r in recs)
+        same = key(lrec) == key(rrec) == key(srec)
     cells = sum(r["attack"] != "worst" for r in lrec)
-    lm, rm = statistics.median(local), statistics.median(remote)
-    print(f"grid: {cells} cells (+ worst-case rows), {a.limit} images, cpu, torch threads {torch.get_num_threads()}")
+    lm, sm, rm = (statistics.median(v) for v in (local, single, remote))
+    show = lambda v: ", ".join(f"{t:.2f}" for t in v)
+    print(f"grid: {cells} cells (+ worst-case rows), {a.limit} images, cpu, {os.cpu_count()} cores")
     print(f"ray start-up (not in the figures below): {start_s:.1f} s")
-    print(f"local executor  median {lm:.2f} s ({', '.join(f'{t:.2f}' for t in local)})")
-    print(f"ray, {a.workers} workers median {rm:.2f} s ({', '.join(f'{t:.2f}' for t in remote)})")
-    print(f"speed-up local/ray = {lm / rm:.2f}×   identical accuracies: {same}")
+    print(f"local executor, {threads} torch threads  median {lm:.2f} s ({show(local)})")
+    print(f"local executor, 1 torch thread    median {sm:.2f} s ({show(single)})")
+    print(f"ray, {a.workers} workers × 1 thread     median {rm:.2f} s ({show(remote)})")
+    print(f"intra-op scaling (1 thread / {threads} threads) = {sm / lm:.2f}×")
+    print(f"speed-up vs local {threads} threads = {lm / rm:.2f}×   vs local 1 thread = {sm / rm:.2f}×   "
+          f"identical accuracies: {same}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ class AttackPlugin:
     uses_eps = True
     iterative = False
     norm = "Linf"
+    # True when ``build_eot`` gives a form that averages the loss gradient over draws of a
+    # randomized model (Athalye et al.'s EOT); bpda-eot on a randomized defense needs it.
+    supports_eot = False
 
     def build(self, model: nn.Module, eps: float | None, spec: Any) -> Any:
         raise NotImplementedError
@@ -27,6 +30,14 @@ class AttackPlugin:
         """The parameters actually used for ``eps`` on ``spec`` (stored in every record)."""
         return dict(getattr(self, "hparams", {}))
 
+    def build_eot(self, model: nn.Module, eps: float | None, spec: Any, draws: int) -> Any:
+        """The attack with each gradient averaged over ``draws`` forward passes of ``model``."""
+        raise NotImplementedError(f"{type(self).__name__} has no EOT form")
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
                 spec: Any) -> torch.Tensor:
         return self.build(model, eps, spec)(x, y).detach()
+
+    def perturb_eot(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
+                    spec: Any, draws: int) -> torch.Tensor:
+        return self.build_eot(model, eps, spec, draws)(x, y).detach()

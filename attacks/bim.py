@@ -18,6 +18,7 @@ class BIM(AttackPlugin):
     """
 
     iterative = True
+    supports_eot = True
 
     def __init__(self, *, steps: int = 0, alpha: float = 1 / 255) -> None:
         if steps < 0 or alpha <= 0:
@@ -30,3 +31,8 @@ class BIM(AttackPlugin):
 
     def build(self, model, eps, spec):
         return torchattacks.BIM(model, eps=eps, **self.effective_params(eps, spec))
+
+    def build_eot(self, model, eps, spec, draws):
+        # BIM is PGD from x itself (no random start), projected onto the eps-ball each step.
+        return torchattacks.EOTPGD(model, eps=eps, eot_iter=draws, random_start=False,
+                                   **self.effective_params(eps, spec))

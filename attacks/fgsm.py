@@ -15,5 +15,11 @@ class FGSM(AttackPlugin):
     Example: ``python -m bench --attack fgsm --eps 0.3``
     """
 
+    supports_eot = True
+
     def build(self, model, eps, spec):
         return torchattacks.FGSM(model, eps=eps)
+
+    def build_eot(self, model, eps, spec, draws):
+        # One step of size eps from x with the gradient averaged over draws: FGSM under EOT.
+        return torchattacks.EOTPGD(model, eps=eps, alpha=eps, steps=1, eot_iter=draws, random_start=False)

@@ -4,17 +4,19 @@ A non-empty list means the number should not be trusted as a robustness claim as
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 PROBE = 8  # images used by the probes
+LEAK_P = 0.05  # one-sided level of the label-leaking sign test
 
 
 def is_randomized(defense: torch.nn.Module, x: torch.Tensor) -> bool:
     with torch.no_grad():
-        return not torch.equal(defense(x), defense(x))
+        return not torch.equal(defense(x.clone()), defense(x.clone()))
 
 
 def gradient_problem(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> str | None:
@@ -31,37 +33,69 @@ def gradient_problem(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return None
 
 
-def evaluate(worker: Any, rec: dict[str, Any], defense: torch.nn.Module, model: torch.nn.Module,
-             test: Any, adv: torch.Tensor, eps: float | None) -> list[str]:
-    """The checks a worker can compute from one cell (probes cached per worker)."""
-    cache = worker.check_cache
+def evaluate(cache: dict, cell: Any, defense: torch.nn.Module, model: torch.nn.Module,
+             probe: tuple[torch.Tensor, torch.Tensor], rec: dict[str, Any]) -> list[str]:
+    """The checks a worker can compute from one cell (probes cached per worker in ``cache``)."""
     out = []
-    xb = test.x[:PROBE].to(worker.device)
-    yb = test.y[:PROBE].to(worker.device)
-    name = rec["defense"]
+    xb, yb = probe
+    name, threat = cell.defense, cell.threat_effective
     if ("random", name) not in cache:
         cache[("random", name)] = is_randomized(defense, xb)
-    if cache[("random", name)]:
-        out.append("randomized defense: outputs differ between calls (use bpda-eot)")
-    gkey = ("grad", name, rec["threat"])
+    varies = cache[("random", name)]
+    if varies and not defense.randomized:
+        out.append("outputs differ between calls but the defense does not declare randomized = True")
+    # Only where the threat itself ignores the randomness: gray-box attacks never see the
+    # defense, and bpda-eot averages over it.
+    if (varies or defense.randomized) and threat in ("white", "bpda"):
+        out.append(f"randomized defense under {threat}, which does not average over its randomness "
+                   "(use bpda-eot)")
+    if cell.threat_effective != cell.identity["threat"]:
+        out.append(f"{cell.identity['threat']} attacked through {cell.threat_effective}: "
+                   "the defense declares no useful gradients (differentiable = False)")
+    gkey = ("grad", name, threat)
     if gkey not in cache:
         cache[gkey] = gradient_problem(model, xb, yb)
     if cache[gkey]:
         out.append(cache[gkey])
+    eps = rec["eps"]
     if eps is not None and rec["max_linf"] > eps + 1e-6:
         out.append(f"perturbation exceeds eps: max |x_adv - x| = {rec['max_linf']:.6g} > {eps:.6g}")
-    if adv.min().item() < 0 or adv.max().item() > 1:
-        out.append("adversarial images leave [0,1]")
+    return out
+
+
+def binom_tail(k: int, n: int) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, 1/2): the exact one-sided sign test."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n if n else 1.0
+
+
+def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
+               da_ok: torch.Tensor) -> list[str]:
+    """Signs that the attack's perturbation carries the label and the defense reads it
+    (Kurakin et al. 2017): a true-label FGSM perturbation is the sign of the gradient at the
+    true class, so a purifier trained on it can decode the answer from the noise."""
+    out = []
+    if rec["defended_adv_acc_ci_low"] > rec["clean_acc_ci_high"]:
+        out.append(f"label leaking? defended accuracy under attack {rec['defended_adv_acc']:.3f} exceeds "
+                   f"the undefended clean accuracy {rec['clean_acc']:.3f} beyond the 95% CIs "
+                   "(try --attack-labels predicted)")
+    wrong = ~clean_ok
+    fixed_attacked = int((wrong & da_ok & ~dc_ok).sum())   # right only when attacked
+    fixed_clean = int((wrong & dc_ok & ~da_ok).sum())      # right only when clean
+    p = binom_tail(fixed_attacked, fixed_attacked + fixed_clean)
+    if fixed_attacked > fixed_clean and p < LEAK_P:
+        out.append(f"label leaking? of the images the classifier gets wrong, the defense fixes "
+                   f"{int((wrong & da_ok).sum())} when attacked vs {int((wrong & dc_ok).sum())} when clean "
+                   f"(sign test p = {p:.3g})")
     return out
 
 
 def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
-    """Flag an iterative attack that does worse than FGSM at the same eps (driver side)."""
+    """Flag an iterative attack that does worse than FGSM on the same cell otherwise (driver side)."""
     if not rec.get("iterative") or rec.get("eps") is None:  # FGSM and worst-case rows are not iterative
         return
+    same = ("dataset", "classifier", "defense", "threat", "eps", "n", "attack_labels", "defense_params")
     for r in stored:
-        if (r.get("attack") == "fgsm" and r.get("defense") == rec["defense"] and r.get("threat") == rec["threat"]
-                and r.get("eps") == rec["eps"] and r.get("dataset") == rec["dataset"]):
+        if r.get("attack") == "fgsm" and all(r.get(k) == rec.get(k) for k in same):
             high = r.get("defended_adv_acc_ci_high", r["defended_adv_acc"])
             if rec["defended_adv_acc"] > high:
                 rec["checks"].append(f"{rec['attack']} is weaker than FGSM at the same eps "

@@ -133,6 +133,7 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
                    device: torch.device, cache_dir: Path, weights: Path | None = None
                    ) -> tuple[nn.Module, dict]:
     """Return (model in eval mode on ``device``, identity info for records)."""
+    torch.manual_seed(seed)  # before the model exists: its initial weights must not depend on hidden RNG state
     model = make_classifier(name, spec)
     if weights is not None:
         load_state(model, weights, what="classifier weights")
@@ -173,3 +174,8 @@ def check_recipe(values: dict) -> Recipe:
     if not isinstance(recipe.lr, (int, float)) or recipe.lr <= 0:
         raise BenchError(f"[classifier] lr must be a positive number, got {recipe.lr!r}")
     return recipe
+
+
+def resolve_recipe(name: str, general: dict, specific: dict) -> Recipe:
+    """Placeholder until the per-classifier recipes land: the general table, then the specific one."""
+    return check_recipe({**general, **specific})

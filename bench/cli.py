@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench [run|list|report] …`` (bare form = run)."""
+"""Command line: ``python -m bench [run|list|report|adequacy] …`` (bare form = run)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import traceback
 
 from bench.errors import BenchError
 
-SUBCOMMANDS = ("run", "list", "report")
+SUBCOMMANDS = ("run", "list", "report", "adequacy")
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +25,9 @@ def run_parser() -> Parser:
                     "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
     a("--dataset", help="comma list: mnist, fashion-mnist, cifar10 (default mnist)")
     a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
-    a("--eot-samples", type=_int, help="draws of the defense's randomness per gradient in bpda-eot (default 8)")
+    a("--eot-samples", type=_int, help="draws of a randomized defense averaged per gradient in bpda-eot (default 8)")
+    a("--attack-labels", help="craft attacks with the true labels (default, as AutoAttack) or the "
+                              "classifier's predictions (predicted: no label leaking)")
     a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")
     a("--batch-size", type=_int, help="batch size (default 256)")
     a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
@@ -37,8 +39,10 @@ def run_parser() -> Parser:
     a("--classifier", help="classifier architecture (default per dataset)")
     a("--classifier-weights", help="a state dict for --classifier to evaluate instead of training one")
     a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
-    a("--offline", action="store_true", default=None, help="never try to download datasets")
-    a("--rerun", action="store_true", default=None, help="recompute cells already stored")
+    a("--offline", action=argparse.BooleanOptionalAction, default=None,
+      help="never try to download datasets (--no-offline overrides the config file)")
+    a("--rerun", action=argparse.BooleanOptionalAction, default=None,
+      help="recompute cells already stored (--no-rerun overrides the config file)")
     a("--executor", help="local (default) or ray")
     a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
     a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")
@@ -56,26 +60,28 @@ def _int(text: str) -> int:
 def cmd_run(argv: list[str]) -> int:
     from bench.config import resolve
     from bench.report import frame, markdown, write_report
-    from bench.runner import Runner
+    from bench.driver import Runner
     args = vars(run_parser().parse_args(argv))
     config = args.pop("config")
     args.pop("debug")
     cfg = resolve(args, config)
     runner = Runner(cfg, argv)
     executor = None
-    if cfg.executor != "local":
-        from bench.executors import make_executor
-        executor = make_executor(cfg.executor, cfg.ray_address)
     try:
-        records = runner.run(executor)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {runner.writer.count} new cell(s) stored in {runner.writer.dir}; "
-              "rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(markdown(frame(records)))
-    if runner.writer.count:
-        print(f"stored {runner.writer.count} new cell(s) in {runner.writer.dir}")
-    written = write_report(cfg.results_dir)
+        if cfg.executor != "local":
+            from bench.executors import make_executor
+            executor = make_executor(cfg.executor, cfg.ray_address)
+        try:
+            records = runner.run(executor)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {runner.writer.count} new cell(s) stored in {runner.writer.dir}; "
+                  "rerun the same command to resume", file=sys.stderr)
+            return 130
+        print(markdown(frame(records)))
+        print(runner.summary())
+        written = write_report(cfg.results_dir)
+    finally:
+        runner.close()
     if cfg.wandb != "disabled":
         from bench.wandb_log import log_run
         run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
@@ -110,8 +116,13 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--defenses", help="only these defenses (comma list)")
     p.add_argument("--attack", help="only these attacks (comma list)")
     p.add_argument("--threat", help="only these threat models (comma list)")
+    p.add_argument("--run", help="only these runs (comma list of run ids, the folder names under runs/)")
+    p.add_argument("--latest", action="store_true", help="only the most recent run")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--readme", help="also fill the results block of this README")
+    p.add_argument("--html", action="store_true", help="also write the leaderboard page <results-dir>/site/index.html")
+    p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
+                                                    "McNemar p, difference with CI) and write nothing")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     formats = split_list(args.format)
@@ -122,7 +133,11 @@ def cmd_report(argv: list[str]) -> int:
         raise BenchError(f"results dir {args.results_dir} does not exist")
     filters = {"dataset": args.dataset, "defense": args.defenses, "attack": args.attack, "threat": args.threat}
     filters = {k: split_list(v) for k, v in filters.items() if v}
-    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme)
+    runs = select_runs(Path(args.results_dir), split_list(args.run) if args.run else None, args.latest)
+    if args.compare:
+        return compare(args.results_dir, args.compare, filters, runs)
+    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme,
+                           runs=runs, html=args.html)
     for path in written:
         if path.suffix != ".png":
             print(f"wrote {path}")
@@ -130,12 +145,44 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def compare(results_dir: str, names: str, filters: dict[str, list[str]], runs: list[str] | None) -> int:
+    from bench.config import split_list
+    from bench.paired import compare as paired_compare
+    from bench.report import frame, run_commits
+    from bench.store import iter_records
+    pair = split_list(names)
+    if len(pair) != 2:
+        raise BenchError(f"--compare takes two defenses, A,B (got {names!r})")
+    # Holm's family is every defense on the shared cells, so --defenses does not narrow it.
+    filters = {k: v for k, v in filters.items() if k != "defense"}
+    df = frame(iter_records(Path(results_dir), runs), filters, run_commits(Path(results_dir)))
+    print(paired_compare(df, *pair))
+    return 0
+
+
+def select_runs(results_dir: Path, runs: list[str] | None, latest: bool) -> list[str] | None:
+    """The run ids a report is restricted to (None: all), checked against what is stored."""
+    stored = sorted(p.name for p in results_dir.glob("runs/*") if (p / "records.jsonl").is_file())
+    if runs and latest:
+        raise BenchError("--run and --latest are exclusive")
+    if latest:
+        if not stored:
+            raise BenchError(f"no stored runs under {results_dir}")
+        return stored[-1:]  # run ids start with a UTC timestamp: the last sorts latest
+    if runs:
+        unknown = [r for r in runs if r not in stored]
+        if unknown:
+            raise BenchError(f"unknown run(s) {', '.join(unknown)}; stored: {', '.join(stored) or '(none)'}")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
     try:
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[cmd](argv)
+        from bench.adequacy import cmd_adequacy
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "adequacy": cmd_adequacy}[cmd](argv)
     except BenchError as exc:
         if debug:
             traceback.print_exc()

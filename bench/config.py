@@ -1,9 +1,11 @@
 """Effective configuration: class defaults < bench.toml < command line.
 
-``bench.toml`` has four tables, all optional; an unknown table or key is an error::
+``bench.toml`` has five tables, all optional; an unknown table or key is an error, and so
+is a value of the wrong type (``rerun = "false"`` is not a boolean)::
 
     [run]          # the same names as the CLI flags (underscores), e.g. limit = 1000
-    [classifier]   # training recipe for classifiers trained on demand
+    [classifier]   # training recipe for every classifier trained on demand
+    [classifiers.<name>]  # recipe overrides for one classifier (e.g. adversarial training)
     [defenses.<name>]  # keyword hyperparameters of that defense
     [attacks.<name>]   # keyword hyperparameters of that attack
 """
@@ -20,6 +22,12 @@ from bench.errors import BenchError
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 EXECUTORS = ("local", "ray")
+TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
+BOOL_KEYS = ("offline", "rerun")
+STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
+            "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
+POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples")
+NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
 
 
 @dataclass
@@ -42,11 +50,13 @@ class Config:
     rerun: bool = False
     warmup: int = 1
     eot_samples: int = 8
+    attack_labels: str = "true"             # craft with the true labels, or the classifier's predictions
     executor: str = "local"
     ray_address: str | None = None
     wandb: str = "disabled"
     wandb_project: str = "defense-bench"
     classifier_recipe: dict[str, Any] = field(default_factory=dict)
+    classifier_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -54,7 +64,8 @@ class Config:
         return asdict(self)
 
 
-RUN_FIELDS = {f.name for f in fields(Config)} - {"classifier_recipe", "defense_params", "attack_params"}
+RUN_FIELDS = {f.name for f in fields(Config)} - {"classifier_recipe", "classifier_recipes", "defense_params",
+                                                 "attack_params"}
 
 
 def parse_eps(value: Any) -> float:
@@ -94,18 +105,17 @@ def load_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"run", "classifier", "defenses", "attacks"})
+    unknown = sorted(set(data) - set(TABLES))
     if unknown:
-        raise BenchError(f"unknown table(s) {', '.join(unknown)} in {path}; "
-                         "valid: run, classifier, defenses, attacks")
-    for table in ("run", "classifier", "defenses", "attacks"):
+        raise BenchError(f"unknown table(s) {', '.join(unknown)} in {path}; valid: {', '.join(TABLES)}")
+    for table in TABLES:
         if not isinstance(data.get(table, {}), dict):
             raise BenchError(f"[{table}] in {path} must be a table")
     bad = sorted(set(data.get("run", {})) - RUN_FIELDS)
     if bad:
         raise BenchError(f"unknown key(s) {', '.join(bad)} in [run] of {path}; "
                          f"valid: {', '.join(sorted(RUN_FIELDS))}")
-    for table in ("defenses", "attacks"):
+    for table in ("classifiers", "defenses", "attacks"):
         for name, params in data.get(table, {}).items():
             if not isinstance(params, dict):
                 raise BenchError(f"[{table}.{name}] in {path} must be a table of parameters")
@@ -117,14 +127,40 @@ def resolve(cli: dict[str, Any], config_path: str | None) -> Config:
     cfg = Config()
     path = Path(config_path) if config_path else Path("bench.toml")
     file = load_toml(path) if (config_path or path.is_file()) else {}
+    for key, value in file.get("run", {}).items():
+        check_type(key, value, f"[run] {key} in {path}")
     merged = {**file.get("run", {}), **{k: v for k, v in cli.items() if v is not None}}
     for key, value in merged.items():
         setattr(cfg, key, split_list(value) if key in LIST_KEYS else value)
     cfg.classifier_recipe = dict(file.get("classifier", {}))
+    cfg.classifier_recipes = {k: dict(v) for k, v in file.get("classifiers", {}).items()}
     cfg.defense_params = {k: dict(v) for k, v in file.get("defenses", {}).items()}
     cfg.attack_params = {k: dict(v) for k, v in file.get("attacks", {}).items()}
     validate(cfg)
     return cfg
+
+
+def check_type(key: str, value: Any, where: str) -> None:
+    """A [run] value must have the type its flag has: TOML booleans for switches, strings,
+    positive integers, lists (or comma strings) for the grid axes."""
+    if key in BOOL_KEYS:
+        ok, want = isinstance(value, bool), "a boolean (true or false, unquoted)"
+    elif key in STR_KEYS:
+        ok, want = isinstance(value, str), "a string"
+    elif key in POSITIVE_INT_KEYS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
+    elif key in NON_NEGATIVE_INT_KEYS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a non-negative integer"
+    elif key == "eps":
+        ok = isinstance(value, (list, str, int, float)) and not isinstance(value, bool)
+        want = "a list of numbers (or fractions such as \"8/255\")"
+    elif key in LIST_KEYS:
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        want = "a list of strings (or one comma-separated string)"
+    else:
+        return
+    if not ok:
+        raise BenchError(f"invalid {where} = {value!r}: must be {want}")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -148,6 +184,8 @@ def validate(cfg: Config) -> None:
     if cfg.executor not in EXECUTORS:
         raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
     _positive_int("eot_samples", cfg.eot_samples)
+    if cfg.attack_labels not in ("true", "predicted"):
+        raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
     from bench.threats import THREATS
     for t in cfg.threat:
         if t not in THREATS:

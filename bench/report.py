@@ -1,8 +1,13 @@
 """Tables and plots from stored records only (``python -m bench report``); no model is run.
 
 Writes ``results.md`` (full table + a "paper view" pivot), ``results.csv`` (unrounded),
-optionally ``results.tex``, and PNG plots under ``plots/``. The latest record wins when a
-cell (dataset, classifier, defense, threat, attack, eps) was stored more than once.
+optionally ``results.tex``, and PNG plots under ``plots/``, each file atomically.
+
+Rows never mix: a row is one cell identity (``bench.identity``). Two stored cells that differ
+in anything — n, an attack parameter, the EOT draws, the classifier's weights — are two rows,
+labelled with the fields they differ in. Only a cell recomputed with ``--rerun`` (same
+identity) is shown once, latest first. A table whose rows come from more than one git commit
+(or a dirty tree) says so under it.
 """
 from __future__ import annotations
 
@@ -12,33 +17,102 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from bench.store import iter_records
+import json
+
+from bench.identity import digest, flatten
+from bench.store import iter_records, write_atomic
 
 ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
+ROW_GROUP = ["dataset", "classifier", "defense", "threat"]
+# Identity fields that are columns of the paper view, not properties of its rows.
+ATTACK_FIELDS = ("attack", "eps", "norm")
+SKIP_FIELDS = ("kind", "v")
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
 COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
 FORMATS = ("md", "csv", "latex")
 
 
-def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 14 else text[:12] + "…"
+
+
+def _differing(flat: pd.Series, skip) -> list[str]:
+    """The identity fields whose values differ among these records."""
+    keys = sorted({k for d in flat for k in d if not skip(k)})
+    return [k for k in keys if len({json.dumps(d.get(k), default=str) for d in flat}) > 1]
+
+
+def _labels(flat: pd.Series, fields: list[str]) -> pd.Series:
+    return flat.map(lambda d: ", ".join(f"{k}={_short(d.get(k))}" for k in fields))
+
+
+def with_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``variant`` (what tells a row apart from the same defense's other rows) and
+    ``attack_variant`` (what tells an attack column apart), from the stored identities."""
+    flat = df["identity"].map(lambda i: flatten(i) if isinstance(i, dict) else {})
+    row_skip = lambda k: k.split(".")[0] in SKIP_FIELDS + ATTACK_FIELDS or k.startswith("attack_params")
+    df["variant"], df["attack_variant"] = "", ""
+    for _, idx in df.groupby(ROW_GROUP, dropna=False, sort=False).groups.items():
+        df.loc[idx, "variant"] = _labels(flat[idx], _differing(flat[idx], row_skip))
+    for _, idx in df.groupby(ROW_GROUP + ["variant", "attack", "eps"], dropna=False, sort=False).groups.items():
+        fields = _differing(flat[idx], lambda k: not k.startswith("attack_params"))
+        df.loc[idx, "attack_variant"] = _labels(flat[idx], fields)
+    return df
+
+
+def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | None = None,
+          commits: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """One row per stored cell identity (a ``--rerun`` of the same cell: the latest wins)."""
     df = pd.DataFrame(list(records))
     if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    for col in COLUMNS + ["time"]:
+        return pd.DataFrame(columns=COLUMNS + ["variant", "attack_variant", "git_commit"])
+    for col in COLUMNS + ["time", "cell_key", "identity", "run_id"]:
         if col not in df.columns:
             df[col] = None
     df["eps"] = pd.to_numeric(df["eps"], errors="coerce")
     for col, allowed in (filters or {}).items():
         if allowed:
             df = df[df[col].isin(allowed)]
+    # A record from before cell keys existed is keyed by what it showed: its row and n.
+    missing = df["cell_key"].isna()
+    df.loc[missing, "cell_key"] = df[missing].apply(
+        lambda r: "legacy-" + digest([str(r[k]) for k in ROW_KEY + ["n"]]), axis=1)
     df = df.sort_values("time", kind="stable", na_position="first")
-    df = df.drop_duplicates(subset=ROW_KEY, keep="last")
-    return df.sort_values(ROW_KEY, kind="stable", na_position="first").reset_index(drop=True)
+    df = df.drop_duplicates(subset=["cell_key"], keep="last").reset_index(drop=True)
+    df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
+    df = with_variants(df)
+    return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable",
+                          na_position="first").reset_index(drop=True)
+
+
+def run_commits(results_dir: Path) -> dict[str, str | None]:
+    """run id → the git commit its env.json recorded."""
+    out = {}
+    for env in Path(results_dir).glob("runs/*/env.json"):
+        try:
+            out[env.parent.name] = json.loads(env.read_text()).get("git_commit")
+        except (OSError, json.JSONDecodeError):
+            out[env.parent.name] = None
+    return out
+
+
+def provenance_note(df: pd.DataFrame) -> str:
+    """A line under a table whose rows come from several code states or a dirty tree."""
+    commits = sorted({c if isinstance(c, str) else "unknown" for c in df["git_commit"]})
+    dirty = [c for c in commits if c.endswith("-dirty")]
+    if len(commits) <= 1 and not dirty:
+        return ""
+    shown = ", ".join(c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits)
+    return (f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
+            + (", including uncommitted changes" if dirty else "") + "; see each run's env.json._")
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = COLUMNS + [f"{a}_ci_{s}" for a in ACCS for s in ("low", "high") if f"{a}_ci_{s}" in df.columns]
-    extra = [c for c in ("checks",) if c in df.columns]
+    cols = COLUMNS + ["variant", "attack_variant", "attack_labels", "cell_key", "run_id", "git_commit"]
+    cols = [c for c in cols if c in df.columns]
+    cols += [f"{a}_ci_{s}" for a in ACCS for s in ("low", "high") if f"{a}_ci_{s}" in df.columns]
+    extra = [c for c in ("checks", "adequacy") if c in df.columns]
     return df[cols + extra].copy()
 
 
@@ -62,6 +136,7 @@ def _with_ci(df: pd.DataFrame, acc: str) -> pd.Series:
 def display(df: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
     shown["eps"] = df["eps"].map(_fmt_eps)
+    shown["variant"] = [", ".join(x for x in (v, a) if x) for v, a in zip(df["variant"], df["attack_variant"])]
     names = {"clean_acc": "clean", "adv_acc": "attacked (undefended)",
              "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
     for acc, name in names.items():
@@ -70,6 +145,8 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     shown["device"] = df["device"]
     if "checks" in df.columns:
         shown["warnings"] = df["checks"].map(lambda c: "; ".join(c) if isinstance(c, list) else "")
+    if "adequacy" in df.columns and (df["adequacy"] != "").any():  # bench.adequacy's flag
+        shown["adequacy"] = df["adequacy"]
     return shown
 
 
@@ -77,14 +154,20 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Rows defenses, columns attack × eps (defended accuracy under attack), as counterGAN's table."""
     out = []
     for (dataset, clf, threat), g in df.groupby(["dataset", "classifier", "threat"], sort=True):
-        g = g.assign(col=g["attack"] + " " + g["eps"].map(_fmt_eps))
-        pivot = g.pivot_table(index="defense", columns="col", values="defended_adv_acc", aggfunc="last")
-        clean = g.groupby("defense")["defended_clean_acc"].last()
-        pivot.insert(0, "clean (defended)", clean)
-        ms = g.groupby("defense")["defense_ms_per_sample"].median()
-        pivot["ms/sample"] = ms
-        pivot = pivot.reset_index()
-        out.append((f"{dataset} · {clf} · {threat}-box", pivot.astype(object).where(pivot.notna(), None)))
+        g = g.assign(col=g["attack"] + " " + g["eps"].map(_fmt_eps)
+                     + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
+                     row=g["defense"] + g["variant"].map(lambda v: f" [{v}]" if v else ""))
+        # Each (row, col) holds exactly one cell: rows and columns carry every differing field.
+        pivot = g.pivot_table(index="row", columns="col", values="defended_adv_acc", aggfunc="first")
+        rows = g.groupby("row")
+        pivot.insert(0, "n", rows["n"].agg(lambda s: "/".join(str(v) for v in sorted(set(s)))))
+        pivot.insert(1, "clean (defended)", rows["defended_clean_acc"].first())
+        pivot["ms/sample"] = rows["defense_ms_per_sample"].median()
+        pivot = pivot.reset_index().rename(columns={"row": "defense"})
+        pivot.columns.name = None
+        table = pivot.astype(object).where(pivot.notna(), None)
+        table.attrs["note"] = provenance_note(g)
+        out.append((f"{dataset} · {clf} · {threat}-box", table))
     return out
 
 
@@ -96,9 +179,13 @@ def markdown(df: pd.DataFrame) -> str:
 
 def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
                  filters: dict[str, list[str]] | None = None, plots: bool = True,
-                 readme: Path | None = None) -> list[Path]:
+                 readme: Path | None = None, runs: list[str] | None = None, html: bool = False) -> list[Path]:
+    from bench import adequacy, paired
     results_dir = Path(results_dir)
-    df = frame(iter_records(results_dir), filters)
+    df = frame(iter_records(results_dir, runs), filters, run_commits(results_dir))
+    curves = adequacy.curves(df)
+    df["adequacy"] = adequacy.annotate(df, curves)
+    notes = adequacy.paper_notes(df, df["adequacy"])
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if "md" in formats:
@@ -107,19 +194,30 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
                  "where stored.\n", "## Paper view: defended accuracy under attack\n"]
         for title, pv in paper_view(df):
             parts += [f"### {title}\n", pv.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n"]
+            if pv.attrs.get("note"):
+                parts.append(pv.attrs["note"] + "\n")
+            if notes.get(title):
+                parts.append(notes[title] + "\n")
         parts += ["## All cells\n", markdown(df)]
-        (results_dir / "results.md").write_text("\n".join(parts))
+        if provenance_note(df):
+            parts.append(provenance_note(df) + "\n")
+        parts += [s for s in (adequacy.markdown(df, curves), paired.markdown(df)) if s]
+        write_atomic(results_dir / "results.md", "\n".join(parts))
         written.append(results_dir / "results.md")
     if "csv" in formats:
-        table(df).to_csv(results_dir / "results.csv", index=False, float_format="%.17g")
+        write_atomic(results_dir / "results.csv", table(df).to_csv(index=False, float_format="%.17g"))
         written.append(results_dir / "results.csv")
     if "latex" in formats:
         blocks = [pv.to_latex(index=False, float_format="%.3f", na_rep="--", caption=title.replace("·", "/"))
                   for title, pv in paper_view(df)]
-        (results_dir / "results.tex").write_text("\n".join(blocks))
+        write_atomic(results_dir / "results.tex", "\n".join(blocks))
         written.append(results_dir / "results.tex")
     if plots and not df.empty:
         written += write_plots(df, results_dir)
+        written += adequacy.write_plots(df, results_dir / "plots", curves)
+    if html:
+        from bench import site
+        written += site.write_site(df, results_dir, curves)
     if readme is not None:
         written.append(update_readme(Path(readme), results_dir, df))
     return written
@@ -140,12 +238,14 @@ def update_readme(readme: Path, results_dir: Path, df: pd.DataFrame) -> Path:
     for title, pv in paper_view(df):
         parts += [f"**{title}** (defended accuracy; device: {devices})", "",
                   pv.to_markdown(index=False, floatfmt=".3f", missingval="—"), ""]
+        if pv.attrs.get("note"):
+            parts += [pv.attrs["note"], ""]
     pareto = sorted((results_dir / "plots").glob("pareto_*.png"))
     if pareto:
         parts += [f"![accuracy vs latency]({pareto[0].as_posix()})", ""]
     parts.append(README_END)
     head, rest = text.split(README_START, 1)
-    readme.write_text(head + "\n".join(parts) + rest.split(README_END, 1)[1])
+    write_atomic(readme, head + "\n".join(parts) + rest.split(README_END, 1)[1])
     return readme
 
 
@@ -160,9 +260,9 @@ def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
                 continue
             with np.load(path, allow_pickle=False) as z:
                 samples = {k: z[k] for k in z.files}
-            name = "_".join(str(row[k]) for k in ("dataset", "threat", "attack")) + f"_{_fmt_eps(row['eps'])}"
+            name = "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{_fmt_eps(row['eps'])}"
             title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={_fmt_eps(row['eps'])}, "
                      f"{row['threat']}-box")
-            safe = str(row["defense"]).replace(":", "_").replace("/", "_")
+            safe = str(row["defense"]).replace(":", "_").replace("/", "_") + f"_{row['cell_key']}"
             paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
     return paths

@@ -1,10 +1,14 @@
 """Threat models: what the attack differentiates through.
 
 * ``gray``  — the bare classifier (the setting of counterGAN and DefenseGAN).
-* ``white`` — classifier ∘ defense, end to end (through DefenseGAN's unrolled steps).
+* ``white`` — classifier ∘ defense, end to end (through DefenseGAN's unrolled steps). A
+  defense marked ``differentiable = False`` (JPEG) is attacked through BPDA instead, and the
+  record says so in ``threat_effective``.
 * ``bpda``  — forward through the defense, backward as the identity (Athalye et al. 2018).
-* ``bpda-eot`` — BPDA, logits averaged over ``eot_samples`` draws of the defense's randomness,
-  so the gradient is the expectation over transformations.
+* ``bpda-eot`` — BPDA, with each loss gradient averaged over ``eot_samples`` draws of the
+  defense's randomness (the expectation over transformations of the *gradient*, as in
+  Athalye et al.); the averaging is done by the attack's EOT form (``build_eot``), each
+  forward pass of the wrapper drawing afresh. A deterministic defense is drawn once.
 The attacks themselves are torchattacks attacks run on these wrapper modules.
 """
 from __future__ import annotations
@@ -27,27 +31,24 @@ class WhiteBox(nn.Module):
 
 
 class BPDA(nn.Module):
-    """classifier(x + (defense(x) − x).detach()): the defense's Jacobian taken as the identity."""
+    """classifier(x + (defense(x) − x).detach()): the defense's Jacobian taken as the identity.
+    Each call is one draw of a randomized defense."""
 
-    def __init__(self, classifier: nn.Module, defense: nn.Module, eot_samples: int = 1) -> None:
+    def __init__(self, classifier: nn.Module, defense: nn.Module) -> None:
         super().__init__()
-        self.classifier, self.defense, self.eot_samples = classifier, defense, eot_samples
-
-    def purified(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            d = self.defense(x.detach())
-        return x + (d - x).detach()
+        self.classifier, self.defense = classifier, defense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = [self.classifier(self.purified(x)) for _ in range(self.eot_samples)]
-        return torch.stack(logits).mean(0)
+        with torch.no_grad():
+            d = self.defense(x.detach().clone())  # a copy: the defense may not write into x
+        return self.classifier(x + (d - x).detach())
 
 
-def attack_model(threat: str, classifier: nn.Module, defense: nn.Module, eot_samples: int) -> nn.Module:
+def attack_model(threat: str, classifier: nn.Module, defense: nn.Module) -> nn.Module:
     """The module the attack sees, in eval mode: torchattacks restores the mode it found after
     each attack, and a wrapper left in train mode would switch the classifier's dropout on."""
     if threat == "gray":
         return classifier.eval()
     if threat == "white":
         return WhiteBox(classifier, defense).eval()
-    return BPDA(classifier, defense, eot_samples if threat == "bpda-eot" else 1).eval()
+    return BPDA(classifier, defense).eval()

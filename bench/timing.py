@@ -16,21 +16,26 @@ T = TypeVar("T")
 
 class BatchTimer:
     def __init__(self, device: torch.device, warmup: int = 1) -> None:
-        self.cuda = device.type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.warmup = warmup
         self.samples: list[float] = []  # ms per sample, one per batch
 
     def __call__(self, fn: Callable[[], T], n: int) -> T:
         if self.cuda:
-            # Events bracket only the GPU work of fn; synchronising before and after keeps
-            # queued work from earlier calls out of this batch and this batch's work in it.
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            out = fn()
-            end.record()
-            torch.cuda.synchronize()
-            ms = start.elapsed_time(end)
+            # Events on the chosen device's current stream, and that device synchronised: with
+            # --device cuda:1 the work runs there, not on the process's current device.
+            with torch.cuda.device(self.device):
+                stream = torch.cuda.current_stream(self.device)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                # Synchronising before and after keeps queued work from earlier calls out of
+                # this batch and this batch's work in it.
+                torch.cuda.synchronize(self.device)
+                start.record(stream)
+                out = fn()
+                end.record(stream)
+                torch.cuda.synchronize(self.device)
+                ms = start.elapsed_time(end)
         else:
             t0 = time.perf_counter()
             out = fn()

@@ -26,6 +26,13 @@ class Defense(nn.Module):
 
     randomized = False
     trainable = False
+    # True only for a defense whose output *is* its input (``none``): the runner then reuses the
+    # undefended predictions. An explicit flag, never object identity: a defense that works in
+    # place also returns its input object.
+    identity = False
+    # False for a defense without useful gradients (JPEG): the white-box threat then attacks
+    # it through BPDA, and the record says so (``threat_effective``).
+    differentiable = True
     # Small hyperparameters that keep the automatic plugin tests fast (tests/test_plugins.py).
     test_params: dict[str, Any] = {}
     # Hyperparameters that change what ``fit`` learns (None = all): the training cache is keyed
@@ -39,6 +46,14 @@ class Defense(nn.Module):
             eps: float) -> dict[str, Any]:
         """Train on ``train`` (a ``bench.data.Split``); returns facts to store (e.g. seconds)."""
         return {}
+
+    def load_pretrained(self, data: Any) -> dict[str, Any] | None:
+        """Load shipped weights that fit ``data`` (a ``bench.data.Data``) instead of training.
+
+        Return facts to record (must include ``defense_source``) when weights were loaded,
+        None to train on demand. Called by the runner before ``fit`` when no cached state exists.
+        """
+        return None
 
     def seed(self, seed: int) -> None:
         """Fix the randomness of the next forward calls (no-op for deterministic defenses)."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.registry import register_defense
+from bench.registry import ATTACKS, build, register_defense
 from defenses.base import Defense
 from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
                                LinearDiscriminator, LinearGenerator)
@@ -58,8 +58,11 @@ class CounterGAN(Defense):
         noise added to D's real input (1.0).
         epochs: 6.  batch_size: 128.  lr: 1e-3.  weight_decay: 4e-3.  lr_step: 3 (epochs).
         lr_gamma: 0.93.
-        train_eps: 0 = the grid's largest eps; each batch is attacked at
-        eps ~ U(eps_low·train_eps, train_eps] (eps_low 0.0).
+        train_attack: "fgsm" — the attack (a registered name) crafted on the frozen classifier
+        during training; its effective parameters are recorded in ``hparams``.
+        train_eps: 0 = the dataset's default eps (0.3 for MNIST-like data); each batch is
+        attacked at eps ~ U(eps_low·train_eps, train_eps] (eps_low 0.0). Neither depends on
+        the grid being evaluated: the same flags always train the same defense.
         clean_fraction: share of each batch left clean (0.0, as published).
         width: channels of the image-conditioned conv generator (32).
         discriminator: "auto" (same family as arch) | "linear" | "conv".
@@ -75,7 +78,7 @@ class CounterGAN(Defense):
                  ce_weight: float = 10.0, mse_weight: float = 1.0, gan_weight: float = 1.0,
                  gp_weight: float = 10.0, d_every: int = 10, instance_noise: float = 1.0,
                  epochs: int = 6, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 4e-3,
-                 lr_step: int = 3, lr_gamma: float = 0.93, train_eps: float = 0.0,
+                 lr_step: int = 3, lr_gamma: float = 0.93, train_attack: str = "fgsm", train_eps: float = 0.0,
                  clean_fraction: float = 0.0, eps_low: float = 0.0, width: int = 32,
                  discriminator: str = "auto") -> None:
         super().__init__()
@@ -95,6 +98,7 @@ class CounterGAN(Defense):
         self.d_every, self.instance_noise = d_every, instance_noise
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.lr_step, self.lr_gamma, self.train_eps, self.clean_fraction = lr_step, lr_gamma, train_eps, clean_fraction
+        self.train_attack_name = train_attack
         self.eps_low, self.width, self.discriminator = eps_low, width, discriminator
         self.register_buffer("scale", torch.tensor(float(noise_scale)))
 
@@ -115,12 +119,13 @@ class CounterGAN(Defense):
             wgan = self.gan_loss == "wgangp"
             self.D = D(shape, sigmoid=self.gan_loss == "bce" or self.gan_loss == "mse", batch_norm=not wgan)
 
-    def bind(self, ctx: Any) -> None:
-        """Resolve the training attack and eps from the grid (stored in ``hparams``)."""
-        self.train_attack = ctx.attack_plugin
-        self.hparams["train_attack"] = ctx.attack
-        self.hparams["train_eps"] = self.train_eps or ctx.eps
-        self.train_eps = self.hparams["train_eps"]
+        # Resolve the training attack and eps now, so the cache key and every record name them.
+        import attacks  # noqa: F401  (registers the attacks a defense may train against)
+        self.hparams = getattr(self, "hparams", {})
+        self.train_eps = self.train_eps or spec.default_eps
+        self.train_attack = build(ATTACKS, self.train_attack_name)  # unknown names list what exists
+        self.hparams.update(train_attack=self.train_attack_name, train_eps=self.train_eps,
+                            train_attack_params=self.train_attack.effective_params(self.train_eps, spec))
 
     # ---- the defense --------------------------------------------------------------------
     def noise(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,13 +171,9 @@ class CounterGAN(Defense):
             eps: float) -> dict[str, Any]:
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        train_eps = self.train_eps or eps
+        train_eps, attack = self.train_eps, self.train_attack
         if self.noise_scale == 0:
             self.scale.fill_(train_eps)
-        attack = getattr(self, "train_attack", None)
-        if attack is None:
-            from attacks.fgsm import FGSM
-            attack = FGSM()
         classifier.eval()
         opt_g = torch.optim.AdamW(self.G.parameters(), lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt_g, self.lr_step, self.lr_gamma)

@@ -14,5 +14,7 @@ class NoDefense(Defense):
     Input/output NCHW float in [0,1], same tensor. Example: ``--defenses none,countergan``
     """
 
+    identity = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

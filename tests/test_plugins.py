@@ -36,9 +36,6 @@ def test_defense_contract(name, mnist_setup):
     spec, d, clf = mnist_setup
     defense = build(DEFENSES, name, DEFENSES.get(name).test_params)
     defense.setup(spec)
-    if hasattr(defense, "bind"):
-        from bench.runner import FitContext, make_attack
-        defense.bind(FitContext(spec, "fgsm", make_attack("fgsm", None), 0.3, torch.device("cpu"), 0))
     if defense.trainable:
         from bench.data import Split
         defense.fit(Split(d.train.x[:256], d.train.y[:256], "subset"), clf,
@@ -54,7 +51,7 @@ def test_defense_contract(name, mnist_setup):
 
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_respects_budget_and_range(name, mnist_setup):
-    from bench.runner import make_attack
+    from bench.plan import make_attack
     spec, d, clf = mnist_setup
     attack = make_attack(name, None)
     x, y = d.test.x[:3], d.test.y[:3]
@@ -68,7 +65,7 @@ def test_attack_respects_budget_and_range(name, mnist_setup):
 
 def test_generic_torchattacks_attack(mnist_setup):
     from bench.errors import BenchError
-    from bench.runner import make_attack
+    from bench.plan import make_attack
     spec, d, clf = mnist_setup
     att = make_attack("torchattacks:MIFGSM", {"steps": 3})
     adv = att.perturb(clf, d.test.x[:4], d.test.y[:4], 0.1, spec)

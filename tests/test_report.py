@@ -24,7 +24,7 @@ def rec(defense, adv, t, **extra):
     return base
 
 
-def test_latest_duplicate_wins_and_missing_fields_are_tolerated(tmp_path):
+def test_legacy_records_latest_duplicate_wins_and_missing_fields_are_tolerated(tmp_path):
     records = [rec("a", 0.5, 1.0), rec("a", 0.7, 2.0), rec("b", 0.6, 1.5)]
     del records[2]["attack_ms_per_sample"]
     write_records(tmp_path, records)

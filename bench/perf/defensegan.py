@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from bench.classifiers import get_classifier
 from bench.config import Config, resolve_device
 from bench.registry import DATASETS
-from bench.runner import FitContext, Runner, make_attack, make_defense
+from bench.driver import Runner
 from bench.store import device_name
 from bench.timing import BatchTimer
 
@@ -56,14 +55,10 @@ def main() -> None:
     cfg = Config(defenses=["defensegan"], attack=["fgsm"], device=a.device, data_root=a.data_root,
                  cache_dir=a.cache_dir, results_dir=a.results_dir, offline=True, limit=a.limit,
                  defense_params={"defensegan": {"recipe": a.recipe}})
-    runner = Runner(cfg, ["perf"])
     spec = DATASETS.get("mnist")()
-    data = spec.load(Path(a.data_root), True)
-    clf, info = get_classifier(spec.default_classifier, spec, data, runner.recipe, 0, device, Path(a.cache_dir))
-    d = make_defense("defensegan", {**base, "L": a.L, "R": a.R})
-    d.setup(spec)
-    ctx = FitContext(spec, "fgsm", make_attack("fgsm", None), spec.default_eps, device, 0)
-    d = runner.ensure_fitted(d, "defensegan", clf, info, data, ctx)
+    cfg.defense_params = {"defensegan": {**base, "L": a.L, "R": a.R}}
+    with Runner(cfg, ["perf"]) as runner:
+        d, _, data = runner.trained_defense(spec, "defensegan")
     x = data.test.x[:a.batch].to(device)
     t_def, t_floor = BatchTimer(device, 1), BatchTimer(device, 1)
     with torch.no_grad():
@@ -89,7 +84,8 @@ def main() -> None:
                    device=a.device, data_root=a.data_root, cache_dir=a.cache_dir, offline=True,
                    results_dir=a.results_dir, defense_params=params)
     t0 = time.perf_counter()
-    records = Runner(sweep, ["perf-defensegan-sweep"]).run()
+    with Runner(sweep, ["perf-defensegan-sweep"]) as runner:
+        records = runner.run()
     print(f"sweep on {a.limit} images, FGSM eps={spec.default_eps} ({time.perf_counter() - t0:.0f} s):")
     print(f"{'L':>5} {'R':>4} {'defended clean':>15} {'defended adv':>13} {'ms/sample':>10}")
     for r in records:

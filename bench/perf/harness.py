@@ -20,13 +20,14 @@ import torchattacks
 from bench.classifiers import check_recipe, get_classifier
 from bench.config import Config, resolve_device
 from bench.registry import DATASETS
-from bench.runner import Runner
+from bench.driver import Runner
 from bench.store import device_name
 
 
 def harness(cfg: Config) -> float:
     t0 = time.perf_counter()
-    Runner(cfg, ["perf"]).run()
+    with Runner(cfg, ["perf"]) as runner:
+        runner.run()
     return time.perf_counter() - t0
 
 

@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 
 from bench.config import Config
-from bench.executors import RayExecutor
-from bench.runner import LocalExecutor, Runner
+from bench.driver import Runner
+from bench.executors import LocalExecutor, RayExecutor
 
 
 def timed(cfg: Config, executor) -> tuple[float, list[dict]]:
     t0 = time.perf_counter()
-    records = Runner(cfg, ["perf-ray"]).run(executor)
+    with Runner(cfg, ["perf-ray"]) as runner:
+        records = runner.run(executor)
     return time.perf_counter() - t0, records
 
 

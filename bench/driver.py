@@ -1,0 +1,219 @@
+"""The driver of a run: validate, prepare each dataset, hand groups to an executor, store.
+
+It owns a ``Worker`` (which computes) and is the only writer of the results folder, which it
+locks for the whole run. Every run ends with one line saying how many cells it computed and
+how many it took from the store, and from which stored runs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import checks, identity
+from bench.classifiers import get_classifier, resolve_recipe
+from bench.config import Config
+from bench.data import Data, DatasetPlugin, Split, fingerprint
+from bench.errors import BenchError
+from bench.plan import Group, fit_key, make_attack, make_defense, plan
+from bench.registry import CLASSIFIERS, DATASETS
+from bench.store import ResultsLock, RunWriter, iter_records, make_env
+from bench.timing import BatchTimer
+from bench.worker import CellResult, Prepared, Worker, accuracies, bits, unbits
+from defenses.base import Defense
+
+
+class Runner:
+    def __init__(self, cfg: Config, argv: list[str]) -> None:
+        self.cfg, self.argv = cfg, argv
+        self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
+        self.device = self.worker.device
+        self.specs = [DATASETS.get(n)() for n in cfg.dataset]
+        if cfg.classifier:
+            CLASSIFIERS.get(cfg.classifier)
+        # Every parameter table is validated, in the grid or not: a typo is an error today,
+        # not when the table is first used.
+        for name, params in cfg.attack_params.items():
+            make_attack(name, params)
+        for name, params in cfg.defense_params.items():
+            make_defense(name, params)
+        for n in cfg.defenses:
+            make_defense(n, cfg.defense_params.get(n))
+        for name in {cfg.classifier, *cfg.classifier_recipes} - {None}:
+            resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        if cfg.classifier_weights and not Path(cfg.classifier_weights).is_file():
+            raise BenchError(f"classifier weights {cfg.classifier_weights} do not exist")
+        self.lock = ResultsLock(Path(cfg.results_dir))
+        self.done = {} if cfg.rerun else {r.get("cell_key"): r for r in iter_records(Path(cfg.results_dir))}
+        self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(argv, self.device, cfg.seed))
+        self.records: list[dict[str, Any]] = []
+        self.reused: list[dict[str, Any]] = []
+        self.stored_keys: set[str] = set()
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def run(self, executor: Any = None) -> list[dict[str, Any]]:
+        from bench.executors import LocalExecutor
+        for spec in self.specs:
+            prep, groups = self.prepare(spec)
+            if groups:
+                (executor or LocalExecutor()).run(self, prep, groups)
+            self.worst_case_rows(prep.base, len(prep.test))
+        return self.records
+
+    def summary(self) -> str:
+        """One line: computed vs taken from the store, and where each came from / went."""
+        line = f"[run] computed {self.writer.count} cell(s)"
+        if self.writer.count:
+            line += f" (stored in {self.writer.dir})"
+        line += f"; took {len(self.reused)} from the store"
+        if self.reused:
+            runs = sorted({r.get("run_id", "?") for r in self.reused})
+            line += f" (run(s) {', '.join(runs)} under {self.cfg.results_dir}; --rerun recomputes)"
+        return line
+
+    def reuse(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        self.reused.append(rec)
+
+    def prepare(self, spec: DatasetPlugin) -> tuple[Prepared, list[Group]]:
+        """Load data and classifier, build defenses, plan, train what is needed, list pending groups."""
+        cfg = self.cfg
+        data: Data = spec.load(Path(cfg.data_root), cfg.offline)
+        print(f"[data] {data.name}: train {len(data.train)} from {data.train.source}; "
+              f"test {len(data.test)} from {data.test.source}")
+        n = min(cfg.limit or len(data.test), len(data.test))
+        test = Split(data.test.x[:n], data.test.y[:n], data.test.source)
+        clf_name = cfg.classifier or spec.default_classifier
+        classifier, clf_info = self.classifier_for(spec, data)
+        built = {name: self.build_defense(name, spec) for name in cfg.defenses}
+        fit_keys = {name: fit_key(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed)
+                    for name, d in built.items()}
+        data_id = {"dataset": data.name, "train_source": data.train.source, "test_source": data.test.source,
+                   "train": fingerprint(data.train), "test": fingerprint(data.test)}
+        base = {"dataset": data.name, "classifier": clf_name, "seed": cfg.seed, "n": n,
+                "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
+                "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
+                "run_id": self.writer.run_id, **clf_info}
+        groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
+                      built, fit_keys, self.device.type)
+        pending = []
+        for g in groups:
+            todo = []
+            for cell in g.cells:
+                if cell.key in self.done:
+                    self.reuse(self.done[cell.key])
+                else:
+                    todo.append(cell)
+            if todo:
+                pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo))
+        needed = {c.defense for g in pending for c in g.cells}
+        for name in (n for n in built if n in needed):  # train once, in the driver, before fan-out
+            self.ensure_fitted(built[name], name, classifier, data, spec, fit_keys[name])
+        timer = BatchTimer(self.device, cfg.warmup)
+        clean_pred = self.worker.predict(classifier, test.x, timer)
+        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample()), pending
+
+    def classifier_for(self, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, dict[str, Any]]:
+        cfg = self.cfg
+        name = cfg.classifier or spec.default_classifier
+        weights = Path(cfg.classifier_weights) if cfg.classifier_weights else None
+        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights)
+
+    def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
+        d = make_defense(name, self.cfg.defense_params.get(name))
+        # Seeded before its networks exist, so its initial weights do not depend on what else
+        # the grid built first (the same flags give the same checkpoint).
+        torch.manual_seed(self.cfg.seed)
+        d.setup(spec)
+        return d
+
+    def trained_defense(self, spec: DatasetPlugin, name: str) -> tuple[Defense, torch.nn.Module, Data]:
+        """One defense of the config, loaded or trained, with its classifier and data (perf scripts)."""
+        data = spec.load(Path(self.cfg.data_root), self.cfg.offline)
+        classifier, info = self.classifier_for(spec, data)
+        d = self.build_defense(name, spec)
+        key = fit_key(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
+        return self.ensure_fitted(d, name, classifier, data, spec, key), classifier, data
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def store(self, result: CellResult) -> None:
+        """Append one finished cell (the driver is the only writer)."""
+        rec = result.record
+        if rec["cell_key"] in self.stored_keys:
+            return  # a retried task delivered a cell twice
+        checks.versus_fgsm(rec, self.records)
+        if result.samples:
+            rec["samples"] = self.writer.save_samples(rec["cell_key"], result.samples)
+        self.writer.append(rec)
+        self.stored_keys.add(rec["cell_key"])
+        self.records.append(rec)
+        print(f"[cell] {rec['dataset']} {rec['attack']} eps={rec['eps']} {rec['threat']} {rec['defense']}: "
+              f"clean {rec['clean_acc']:.3f} adv {rec['adv_acc']:.3f} defended clean "
+              f"{rec['defended_clean_acc']:.3f} defended adv {rec['defended_adv_acc']:.3f}"
+              + (f" ({rec['defense_ms_per_sample']:.3g} ms/sample)" if rec.get("defense_ms_per_sample")
+                 is not None else "") + "".join(f" [warning: {c}]" for c in rec.get("checks", [])))
+
+    def worst_case_rows(self, base: dict[str, Any], n: int) -> None:
+        """Per-sample worst case over the grid's attacks of one norm: robust only if every attack fails."""
+        groups: dict[tuple, list[dict]] = {}
+        for r in self.records:
+            if r.get("dataset") == base["dataset"] and r.get("attack") != "worst" and r.get("correct"):
+                k = (r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels"))
+                groups.setdefault(k, []).append(r)
+        for (defense, threat, eps, norm, labels), recs in sorted(groups.items(), key=str):
+            if len({r["attack"] for r in recs}) < 2:
+                continue
+            recs = sorted(recs, key=lambda r: r["attack"])
+            ident = {**recs[0]["identity"], "attack": "worst", "eot_samples": None,
+                     "attack_params": {"cells": sorted(r["cell_key"] for r in recs)}}
+            key = identity.key(ident)
+            if key in self.done:
+                self.reuse(self.done[key])
+                continue
+            both = {k: torch.stack([unbits(r["correct"][k], n) for r in recs]).all(0)
+                    for k in ("clean", "adv", "defended_clean", "defended_adv")}
+            rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
+                   "defense_params": recs[0].get("defense_params"), "attack": "worst",
+                   "attack_params": {"attacks": [r["attack"] for r in recs]}, "attack_labels": labels,
+                   "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
+                   "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
+                   "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
+                   "checks": sorted({c for r in recs for c in r.get("checks", [])}),
+                   "correct": {k: bits(v) for k, v in both.items()}}
+            rec.update(accuracies(both["clean"], both["adv"], both["defended_clean"], both["defended_adv"]))
+            self.store(CellResult(rec, {}))
+
+    def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,
+                      key: str | None) -> Defense:
+        if not d.trainable or getattr(d, "fit_info", None):
+            return d.to(self.device).eval()
+        path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
+        if path.is_file():
+            from bench.checkpoint import load_state
+            load_state(d, path, what=f"cached {name} checkpoint")
+            d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
+        elif (shipped := d.load_pretrained(data)) is not None:
+            d.fit_info = {**shipped, "defense_fit_key": key}
+        else:
+            from bench.checkpoint import save_state, state_hash
+            print(f"[defense] training {name} on {len(data.train)} {data.name} images"
+                  + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
+            t0 = time.perf_counter()
+            d.to(self.device).train()
+            info = d.fit(data.train, classifier, device=self.device, seed=self.cfg.seed,
+                         eps=spec.default_eps) or {}
+            info["fit_seconds"] = time.perf_counter() - t0
+            save_state(d, path, {"defense": name, "params": d.hparams, **info})
+            d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key,
+                          "defense_weights_hash": state_hash(d), **info}
+        return d.to(self.device).eval()

@@ -10,7 +10,9 @@ Faithful to the original (github: Rive-001/counterGAN) where it is not a defect:
     ConvT(100→64, k16) → ConvT(64→C, k17) for 32×32; conv D two 11×11 stride-2 convs;
   * G loss = GAN term + 10·CE(classifier(defended), y) + MSE(defended, x_clean);
     D's real input gets N(0,1) instance noise; D stepped every 10 iterations;
-    AdamW(lr 1e-3, betas (0.5, 0.999), wd 4e-3), StepLR(step 3 epochs, γ 0.93); WGAN-GP λ = 10.
+    AdamW(lr 1e-3, betas (0.5, 0.999), wd 4e-3), StepLR(γ 0.93); WGAN-GP λ = 10.
+The training budget is counted in iterations, not epochs (the original counted epochs), so a
+60,000-image dataset costs what the 4,000 offline digits cost; the epochs it amounts to are printed.
 Defects of the original that are *not* copied:
   * clean and adversarial batches are paired here (the original shuffled them independently);
   * the classifier stays frozen in eval mode (the original left it in train mode: BN drift);
@@ -26,14 +28,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from bench.progress import progress
 from bench.registry import ATTACKS, build, register_defense
+from bench.threats import WhiteBox
 from defenses.base import Defense
 from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
                                LinearDiscriminator, LinearGenerator)
 
-CHOICES = {"arch": ("linear", "conv"), "gan_loss": ("bce", "mse", "wgangp", "none"),
+CHOICES = {"arch": ("linear", "conv"), "train_threat": ("gray", "white"), "gan_loss": ("bce", "mse", "wgangp", "none"),
            "discriminator": ("auto", "linear", "conv"),
            "conditioning": ("seed", "image"), "noise": ("sigmoid", "tanh")}
 
@@ -56,7 +59,8 @@ class CounterGAN(Defense):
         seed_dim: 100.  ce_weight: 10.0.  mse_weight: 1.0.  gan_weight: 1.0.  gp_weight: 10.0.
         d_every: discriminator stepped every N iterations (10).  instance_noise: std of the
         noise added to D's real input (1.0).
-        epochs: 6.  batch_size: 128.  lr: 1e-3.  weight_decay: 4e-3.  lr_step: 3 (epochs).
+        iterations: 186 (= 6 epochs of the 4,000 offline MNIST digits at batch 128).
+        batch_size: 128.  lr: 1e-3.  weight_decay: 4e-3.  lr_step: 93 iterations (3 such epochs).
         lr_gamma: 0.93.
         train_attack: "fgsm" — the attack (a registered name) crafted on the frozen classifier
         during training; its effective parameters are recorded in ``hparams``.
@@ -71,34 +75,38 @@ class CounterGAN(Defense):
     """
 
     trainable = True
-    test_params = {"epochs": 1, "batch_size": 64}
+    test_params = {"iterations": 4, "batch_size": 64}
 
     def __init__(self, *, arch: str = "linear", gan_loss: str = "bce", conditioning: str = "seed",
                  noise: str = "sigmoid", noise_scale: float = 1.0, seed_dim: int = 100,
                  ce_weight: float = 10.0, mse_weight: float = 1.0, gan_weight: float = 1.0,
                  gp_weight: float = 10.0, d_every: int = 10, instance_noise: float = 1.0,
-                 epochs: int = 6, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 4e-3,
-                 lr_step: int = 3, lr_gamma: float = 0.93, train_attack: str = "fgsm", train_eps: float = 0.0,
+                 iterations: int = 186, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 4e-3,
+                 lr_step: int = 93, lr_gamma: float = 0.93, train_attack: str = "fgsm", train_steps: int = 0,
+                 train_threat: str = "gray", eps_ramp: int = 0, train_eps: float = 0.0,
                  clean_fraction: float = 0.0, eps_low: float = 0.0, width: int = 32,
                  discriminator: str = "auto") -> None:
         super().__init__()
         for key, allowed in CHOICES.items():
             if locals()[key] not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {locals()[key]!r}")
-        for key in ("seed_dim", "d_every", "epochs", "batch_size", "lr_step", "width"):
+        for key in ("seed_dim", "d_every", "iterations", "batch_size", "lr_step", "width"):
             if locals()[key] <= 0:
                 raise ValueError(f"{key} must be > 0")
         if not 0 <= clean_fraction < 1 or not 0 <= eps_low <= 1:
             raise ValueError("clean_fraction must be in [0, 1) and eps_low in [0, 1]")
+        if train_steps < 0 or eps_ramp < 0:
+            raise ValueError("train_steps and eps_ramp must be ≥ 0")
         if noise_scale < 0 or train_eps < 0 or lr <= 0:
             raise ValueError("noise_scale and train_eps must be ≥ 0 and lr > 0")
         self.arch, self.gan_loss, self.conditioning, self.noise_kind = arch, gan_loss, conditioning, noise
         self.noise_scale, self.seed_dim = noise_scale, seed_dim
         self.ce_weight, self.mse_weight, self.gan_weight, self.gp_weight = ce_weight, mse_weight, gan_weight, gp_weight
         self.d_every, self.instance_noise = d_every, instance_noise
-        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.iterations, self.batch_size, self.lr, self.weight_decay = iterations, batch_size, lr, weight_decay
         self.lr_step, self.lr_gamma, self.train_eps, self.clean_fraction = lr_step, lr_gamma, train_eps, clean_fraction
-        self.train_attack_name = train_attack
+        self.train_attack_name, self.train_steps = train_attack, train_steps
+        self.train_threat, self.eps_ramp = train_threat, eps_ramp
         self.eps_low, self.width, self.discriminator = eps_low, width, discriminator
         self.register_buffer("scale", torch.tensor(float(noise_scale)))
 
@@ -123,7 +131,9 @@ class CounterGAN(Defense):
         import attacks  # noqa: F401  (registers the attacks a defense may train against)
         self.hparams = getattr(self, "hparams", {})
         self.train_eps = self.train_eps or spec.default_eps
-        self.train_attack = build(ATTACKS, self.train_attack_name)  # unknown names list what exists
+        # An unknown name lists what exists; steps on an attack without them is a clear error.
+        self.train_attack = build(ATTACKS, self.train_attack_name,
+                                  {"steps": self.train_steps} if self.train_steps else None)
         self.hparams.update(train_attack=self.train_attack_name, train_eps=self.train_eps,
                             train_attack_params=self.train_attack.effective_params(self.train_eps, spec))
 
@@ -175,6 +185,10 @@ class CounterGAN(Defense):
         if self.noise_scale == 0:
             self.scale.fill_(train_eps)
         classifier.eval()
+        # Adaptive training crafts through the defense being trained, as a white-box attacker would.
+        # In eval mode: torchattacks restores the mode it finds, and a wrapper in train mode would
+        # switch the classifier's dropout on after every attack.
+        target = WhiteBox(classifier, self).eval() if self.train_threat == "white" else classifier
         opt_g = torch.optim.AdamW(self.G.parameters(), lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt_g, self.lr_step, self.lr_gamma)
         has_d = self.gan_loss != "none"
@@ -182,40 +196,47 @@ class CounterGAN(Defense):
             opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.lr, betas=(0.5, 0.999),
                                       weight_decay=self.weight_decay)
         x_all, y_all = train.x, train.y
-        n, it, t0 = len(y_all), 0, time.perf_counter()
+        n, t0 = len(y_all), time.perf_counter()
         first = last = None
-        for epoch in range(self.epochs):
-            perm = torch.randperm(n, generator=g)
-            bar = tqdm(range(0, n - self.batch_size + 1, self.batch_size), leave=False, disable=None,
-                       desc=f"{self.registered_name} epoch {epoch + 1}/{self.epochs}")
-            for i in bar:
-                idx = perm[i:i + self.batch_size]
-                x, y = x_all[idx].to(device), y_all[idx].to(device)
-                n_adv = len(y) - int(self.clean_fraction * len(y))
-                # eps ~ U(eps_low·train_eps, train_eps]
-                e = float(train_eps * (1 - (1 - self.eps_low) * torch.rand(1, generator=g)))
-                self.eval()  # the attack sees the frozen classifier only; keep BN stats out of it
-                x_in = torch.cat([attack.perturb(classifier, x[:n_adv], y[:n_adv], e, self.spec),
-                                  x[n_adv:]])
-                self.train()
-                defended = self(x_in)
-                if has_d and it % self.d_every == 0:
-                    loss_d = self._d_loss(x, defended.detach())
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    opt_d.step()
-                loss_g = self.generator_loss(defended, x, y, classifier)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                first = loss_g.item() if first is None else first
-                last = loss_g.item()
-                it += 1
-                bar.set_postfix(loss_g=f"{last:.3f}")
+        bar = progress(range(self.iterations), f"{self.registered_name} training", total=self.iterations)
+        for it, idx in zip(bar, batches(n, min(self.batch_size, n), g)):
+            x, y = x_all[idx].to(device), y_all[idx].to(device)
+            n_adv = len(y) - int(self.clean_fraction * len(y))
+            # eps ~ U(eps_low·train_eps, train_eps], ramped up over the first eps_ramp iterations
+            ramp = min(1.0, (it + 1) / self.eps_ramp) if self.eps_ramp else 1.0
+            e = float(ramp * train_eps * (1 - (1 - self.eps_low) * torch.rand(1, generator=g)))
+            self.eval()  # crafting must not move BN statistics
+            x_in = torch.cat([attack.perturb(target, x[:n_adv], y[:n_adv], e, self.spec), x[n_adv:]])
+            self.train()
+            defended = self(x_in)
+            if has_d and it % self.d_every == 0:
+                loss_d = self._d_loss(x, defended.detach())
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+            loss_g = self.generator_loss(defended, x, y, classifier)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
             sched.step()
+            first = loss_g.item() if first is None else first
+            last = loss_g.item()
+            bar.set_postfix(loss_g=f"{last:.3f}")
         self.eval()
-        return {"train_seconds": time.perf_counter() - t0, "train_iterations": it,
-                "first_g_loss": first, "last_g_loss": last}
+        return {"train_seconds": time.perf_counter() - t0, "train_iterations": self.iterations,
+                "train_epochs": self.iterations * self.batch_size / n, "first_g_loss": first, "last_g_loss": last}
+
+    def train_plan(self, n_train: int) -> str:
+        return (f"{self.iterations} iterations of {self.batch_size} images "
+                f"(≈ {self.iterations * self.batch_size / n_train:.2f} epochs)")
+
+
+def batches(n: int, size: int, g: torch.Generator):
+    """Endless shuffled mini-batches of indices: full batches only, reshuffled every epoch."""
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - size + 1, size):
+            yield perm[i:i + size]
 
 
 @register_defense("countergan-linear-bce")
@@ -245,7 +266,7 @@ class CounterGANConvBCE(CounterGAN):
     Example: ``python -m bench --defenses countergan-conv-bce --attack fgsm --eps 0.3``
     """
 
-    preset = {"arch": "conv", "gan_loss": "bce", "epochs": 5}  # 5 epochs: ≤ 2 min on 2 CPU cores
+    preset = {"arch": "conv", "gan_loss": "bce", "iterations": 155}  # 5 offline epochs: ≤ 2 min on 2 CPU cores
 
 
 @register_defense("countergan-conv-mse")
@@ -255,7 +276,7 @@ class CounterGANConvMSE(CounterGAN):
     Example: ``python -m bench --defenses countergan-conv-mse --attack fgsm --eps 0.3``
     """
 
-    preset = {"arch": "conv", "gan_loss": "mse", "epochs": 5}  # 5 epochs: ≤ 2 min on 2 CPU cores
+    preset = {"arch": "conv", "gan_loss": "mse", "iterations": 155}  # 5 offline epochs: ≤ 2 min on 2 CPU cores
 
 
 @register_defense("countergan-linear-wgangp")
@@ -282,3 +303,20 @@ class CounterGANPreset(CounterGAN):
     preset = {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "mse",
               "discriminator": "linear", "width": 16, "gan_weight": 0.1, "instance_noise": 0.0,
               "d_every": 2, "clean_fraction": 0.4, "eps_low": 0.5}
+
+
+@register_defense("countergan-adaptive")
+class CounterGANAdaptive(CounterGAN):
+    """counterGAN trained through itself: each batch is attacked white-box, by a 5-step PGD
+    through classifier ∘ (x + G(x)), at an eps ramped up over the first 200 iterations — the
+    purifier learns against the attack that breaks the gray-box-trained preset.
+
+    Same generator as ``countergan`` at width 32 (image-conditioned, tanh noise), no GAN term,
+    half of each batch clean, 800 iterations. A longer recipe: ``[defenses.countergan-adaptive]
+    iterations = 3000``.
+    Example: ``python -m bench --defenses none,countergan,countergan-adaptive --attack fgsm,pgd --threat gray,white``
+    """
+
+    preset = {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "none", "width": 32,
+              "clean_fraction": 0.5, "eps_low": 0.5, "train_attack": "pgd", "train_steps": 5,
+              "train_threat": "white", "eps_ramp": 200, "iterations": 800, "lr_step": 400}

@@ -72,7 +72,7 @@ def test_shapes_for_mnist_and_cifar(name, spec):
 def test_fit_lowers_generator_loss(name, mnist_setup):
     import torchattacks
     spec, data, clf = mnist_setup
-    d = make(name, spec, epochs=4, batch_size=64, gan_loss="none")
+    d = make(name, spec, iterations=40, batch_size=64, gan_loss="none")
     x, y = data.test.x[:200], data.test.y[:200]
     adv = torchattacks.FGSM(clf, eps=0.3)(x, y)
 
@@ -90,7 +90,7 @@ def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
     from bench.cli import main
     from conftest import read_records
     (tmp_path / "cg.toml").write_text("[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n"
-                                      "[defenses.countergan]\nepochs = 1\nbatch_size = 256\n")
+                                      "[defenses.countergan]\niterations = 15\nbatch_size = 256\n")
     args = run_args("--defenses", "countergan", "--attack", "fgsm", "--eps", "0.3")
     args[args.index("--config") + 1] = str(tmp_path / "cg.toml")
     assert main(args) == 0
@@ -112,3 +112,35 @@ def test_invalid_choices_are_clear():
     with pytest.raises(BenchError, match="noise must be one of sigmoid, tanh"):
         build(DEFENSES, "countergan", {"noise": "relu"})
     assert issubclass(DEFENSES.get("countergan"), CounterGAN)
+
+
+def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatch):
+    """countergan-adaptive crafts its training attack end to end: the model the attack sees
+    contains the generator being trained, and its gradient reaches the generator."""
+    from bench.threats import WhiteBox
+    spec, data, clf = mnist_setup
+    d = make("countergan-adaptive", spec, iterations=2, batch_size=16, width=8, train_steps=2)
+    seen = []
+    original = type(d.train_attack).perturb
+
+    def spy(self, model, x, y, eps, spec_):
+        seen.append(model)
+        return original(self, model, x, y, eps, spec_)
+    monkeypatch.setattr(type(d.train_attack), "perturb", spy)
+    d.fit(Split(data.train.x[:64], data.train.y[:64], "subset"), clf, device=torch.device("cpu"), seed=0, eps=0.3)
+    assert len(seen) == 2 and all(isinstance(m, WhiteBox) and m.defense is d for m in seen)
+    x = data.test.x[:4].clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(seen[0](x), data.test.y[:4])
+    grads = torch.autograd.grad(loss, [x, *d.G.parameters()], allow_unused=True)
+    assert grads[0].abs().sum() > 0 and any(g is not None and g.abs().sum() > 0 for g in grads[1:])
+    assert d.hparams["train_threat"] == "white" and d.hparams["train_steps"] == 2
+    assert d.hparams["train_attack"] == "pgd" and d.hparams["eps_ramp"] == 200
+
+
+def test_cache_key_covers_the_training_attack_and_schedule(mnist_setup):
+    from bench.plan import fit_key
+    spec, _, _ = mnist_setup
+    keys = {fit_key(make("countergan-adaptive", spec, **kw), "clf", "data", 0)
+            for kw in ({}, {"train_steps": 7}, {"eps_ramp": 50}, {"train_attack": "fgsm", "train_steps": 0},
+                       {"train_threat": "gray"}, {"train_eps": 0.2})}
+    assert len(keys) == 6

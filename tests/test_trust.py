@@ -233,8 +233,8 @@ def test_predicted_labels_are_used_to_craft(run_args):
 def test_countergan_checkpoint_does_not_depend_on_the_rest_of_the_grid(run_args, tmp_path):
     toml = tmp_path / "cg.toml"
     toml.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n"
-                    "[defenses.countergan]\nepochs = 1\nbatch_size = 256\n"
-                    "[defenses.countergan-linear-mse]\nepochs = 1\nbatch_size = 256\n")
+                    "[defenses.countergan]\niterations = 15\nbatch_size = 256\n"
+                    "[defenses.countergan-linear-mse]\niterations = 15\nbatch_size = 256\n")
     hashes = []
     for i, defenses in enumerate(("countergan", "countergan-linear-mse,none,countergan")):
         args = run_args("--defenses", defenses, "--attack", "fgsm", "--eps", "0.1", "--limit", "8")

@@ -6,18 +6,11 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from bench.errors import BenchError
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """A short hash of a JSON-able object (dict key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:n]
 
 
 def state_hash(module: nn.Module) -> str:

@@ -119,7 +119,9 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--run", help="only these runs (comma list of run ids, the folder names under runs/)")
     p.add_argument("--latest", action="store_true", help="only the most recent run")
     p.add_argument("--no-plots", action="store_true", help="tables only")
-    p.add_argument("--readme", help="also fill the results block of this README")
+    p.add_argument("--readme", help="also fill a generated block of this README")
+    p.add_argument("--readme-block", default="results",
+                   help="which block: the text between <!-- NAME:start --> and <!-- NAME:end --> (default results)")
     p.add_argument("--html", action="store_true", help="also write the leaderboard page <results-dir>/site/index.html")
     p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
                                                     "McNemar p, difference with CI) and write nothing")
@@ -137,6 +139,7 @@ def cmd_report(argv: list[str]) -> int:
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
     written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme,
+                           readme_block=args.readme_block,
                            runs=runs, html=args.html)
     for path in written:
         if path.suffix != ".png":
@@ -152,7 +155,7 @@ def compare(results_dir: str, names: str, filters: dict[str, list[str]], runs: l
     from bench.store import iter_records
     pair = split_list(names)
     if len(pair) != 2:
-        raise BenchError(f"--compare takes two defenses, A,B (got {names!r})")
+        raise BenchError(f"--compare takes two different defenses, A,B (got {names!r})")
     # Holm's family is every defense on the shared cells, so --defenses does not narrow it.
     filters = {k: v for k, v in filters.items() if k != "defense"}
     df = frame(iter_records(Path(results_dir), runs), filters, run_commits(Path(results_dir)))

@@ -73,6 +73,10 @@ class Runner:
         if self.reused:
             runs = sorted({r.get("run_id", "?") for r in self.reused})
             line += f" (run(s) {', '.join(runs)} under {self.cfg.results_dir}; --rerun recomputes)"
+        once = sum(r.get("threat") == "bpda-eot" and r.get("eot_samples") == 1 for r in self.reused)
+        if once and self.cfg.eot_samples > 1:
+            line += (f"; {once} of them bpda-eot on a deterministic defense, which is drawn once "
+                     "whatever --eot-samples says")
         return line
 
     def reuse(self, rec: dict[str, Any]) -> None:

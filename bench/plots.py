@@ -119,3 +119,47 @@ def image_grid(samples: dict[str, np.ndarray], title: str, path: Path, k: int = 
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
+    """Defended accuracy against generator training iterations (records with ``generator_iterations``,
+    e.g. from ``python -m bench.perf.defensegan_curve``): one figure per (dataset, classifier,
+    threat, attack, eps), one colour per defense, solid = under attack, dashed = clean, shaded =
+    95% Wilson interval. The label adds the training lr and the device type when they vary."""
+    if "generator_iterations" not in df.columns:
+        return []
+    data = df[df["generator_iterations"].notna()].copy()
+    if data.empty:
+        return []
+    params = data["defense_params"].map(lambda p: p if isinstance(p, dict) else {})
+    data["label"] = _label(data)
+    if params.map(lambda p: p.get("gan_lr")).nunique(dropna=False) > 1:
+        data["label"] += params.map(lambda p: f" lr {p.get('gan_lr'):g}" if p.get("gan_lr") else "")
+    if "device_type" in data.columns and data["device_type"].nunique() > 1:
+        data["label"] += " (" + data["device_type"].astype(str) + ")"
+    paths = []
+    keys = ["dataset", "classifier", "threat", "attack", "eps"]
+    for (dataset, clf, threat, attack, eps), g in data.groupby(keys, sort=True, dropna=False):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (label, h) in enumerate(g.groupby("label", sort=True)):
+            # a resumed run may have probed an iteration twice: keep the latest record
+            h = h.sort_values("time").drop_duplicates("generator_iterations", keep="last")
+            h = h.sort_values("generator_iterations")
+            colour = f"C{i % 10}"
+            for col, style, what in (("defended_adv_acc", "-", f"{attack}"), ("defended_clean_acc", "--", "clean")):
+                ax.plot(h["generator_iterations"], h[col], style, marker="o", ms=3, color=colour,
+                        label=f"{label}, {what}")
+                if f"{col}_ci_low" in h.columns:
+                    ax.fill_between(h["generator_iterations"], h[f"{col}_ci_low"], h[f"{col}_ci_high"],
+                                    color=colour, alpha=0.12, linewidth=0)
+        if "adv_acc" in g.columns:
+            ax.axhline(g["adv_acc"].mean(), color="grey", lw=0.8, ls=":", label="undefended, attacked")
+        ax.set_xlabel("generator training iterations")
+        ax.set_ylabel("defended accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        eps_txt = "—" if pd.isna(eps) else f"{eps:.4g}"
+        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {threat}-box: accuracy vs training", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        paths.append(_save(fig, out / f"acc_vs_iterations_{dataset}_{clf}_{threat}_{attack}_{eps_txt}.png"))
+    return paths

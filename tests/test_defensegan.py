@@ -37,12 +37,34 @@ def test_reconstructs_an_image_in_the_generator_range(z_init, scale):
     assert ((out - target) ** 2).flatten(1).mean(1).allclose(loss, atol=1e-6)
 
 
-def test_z_init_follows_the_recipe_unless_set():
-    assert make().z_init == "prior" and make(recipe="paper").z_init == "paper"
-    assert make(recipe="paper", z_init="prior").hparams["z_init"] == "prior"
+def test_z_init_is_the_papers_unless_set():
+    assert make().z_init == "paper" and make(recipe="paper").z_init == "paper"
+    assert make(z_init="prior").hparams["z_init"] == "prior"
     for z_init, std in (("paper", 128 ** -0.5), ("prior", 1.0)):
         z = make(z_init=z_init, R=10, seed=0).initial_z(100)
         assert z.shape == (1000, 128) and abs(z.std().item() / std - 1) < 0.05
+
+
+def test_default_reconstruction_is_the_papers():
+    """z0 ~ N(0, 1/128), L = 200, R = 10, momentum SGD 0.7, lr 10 throughout (no ×0.1 step, as
+    the reference code runs: its step counter is never incremented)."""
+    d = build(DEFENSES, "defensegan")
+    assert (d.L, d.R, d.lr, d.momentum, d.optimizer, d.z_init, d.z_dim) == (200, 10, 10.0, 0.7, "sgd", "paper", 128)
+    assert [d.lr_at(s, d.L) for s in range(d.L)] == [10.0] * 200
+    cut = build(DEFENSES, "defensegan", {"lr_cut": 0.8})  # the paper's text: ×0.1 from 0.8·L
+    assert cut.lr_at(159, 200) == 10.0 and cut.lr_at(160, 200) == pytest.approx(1.0)
+
+
+def test_bench_toml_variants_depart_by_name_only():
+    import tomllib
+    from pathlib import Path
+    from bench.plan import make_defense
+    tables = tomllib.loads((Path(__file__).parent.parent / "bench.toml").read_text())["defenses"]
+    variants = {k: v for k, v in tables.items() if v.get("plugin") == "defensegan"}
+    assert {"defensegan-fast", "defensegan-prior"} <= set(variants)
+    for name, params in variants.items():
+        make_defense(name, params)  # valid parameters
+    assert variants["defensegan-prior"] == {"plugin": "defensegan", "z_init": "prior"}
 
 
 def test_shape_range_and_determinism_under_seed():
@@ -91,3 +113,123 @@ def test_bad_parameters():
         build(DEFENSES, "defensegan", {"recipe": "huge"})
     with pytest.raises(BenchError, match="z_init must be one of paper, prior"):
         build(DEFENSES, "defensegan", {"z_init": "zero"})
+
+
+# ---- resumable training, shipped generators --------------------------------------------------
+TINY = {"width": 4, "batch_size": 8, "pretrained": ""}
+
+
+def tiny_trainer(seed=0):
+    torch.manual_seed(seed)
+    d = build(DEFENSES, "defensegan", TINY)
+    d.setup(MNIST())
+    return d, d.trainer(torch.device("cpu"), seed)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    x = torch.rand(64, 1, 28, 28)
+    _, straight = tiny_trainer()
+    straight.train(x, 6)
+    _, first = tiny_trainer()
+    first.train(x, 3)
+    first.save(tmp_path / "train.pt", {"note": "half way"})
+    first.train(x, 4)  # what happened after the checkpoint is lost in a crash
+    _, resumed = tiny_trainer(seed=0)
+    assert resumed.load(tmp_path / "train.pt") == {"note": "half way"} and resumed.iteration == 3
+    resumed.train(x, 6)
+    for a, b in ((straight.G, resumed.G), (straight.D, resumed.D)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert resumed.iteration == 6 and resumed.seconds > 0
+    assert not (tmp_path / ".train.pt.tmp").exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    _, t = tiny_trainer()
+    t.save(tmp_path / "train.pt")
+    d = build(DEFENSES, "defensegan", {**TINY, "batch_size": 9})
+    d.setup(MNIST())
+    with pytest.raises(ValueError, match="batch_size"):
+        d.trainer(torch.device("cpu"), 0).load(tmp_path / "train.pt")
+
+
+def test_fit_runs_the_trainer():
+    from bench.data import Split
+    d = build(DEFENSES, "defensegan", {**TINY, "iterations": 2})
+    d.setup(MNIST())
+    before = d.G.fc[0].weight.clone()
+    info = d.fit(Split(torch.rand(32, 1, 28, 28), torch.zeros(32, dtype=torch.long), "test"),
+                 torch.nn.Identity(), device=torch.device("cpu"), seed=0, eps=0.3)
+    assert info["train_iterations"] == 2 and not torch.equal(before, d.G.fc[0].weight)
+    assert not any(p.requires_grad for p in d.G.parameters())
+
+
+def test_curve_script_resumes_where_it_stopped(tmp_path):
+    from bench.perf.defensegan_curve import main
+    common = ["--widths", "4", "--batch-size", "8", "--probe-every", "2", "--no-probe",
+              "--results-dir", str(tmp_path / "results")]
+    main([*common, "--iterations", "3", "--out", str(tmp_path / "a")])
+    main([*common, "--iterations", "5", "--out", str(tmp_path / "a")])  # a restart continues
+    main([*common, "--iterations", "5", "--out", str(tmp_path / "b")])
+    a, b = (torch.load(tmp_path / f / "w4" / "train.pt", weights_only=True) for f in "ab")
+    assert a["iteration"] == b["iteration"] == 5 and len(a["meta"]["commands"]) == 2
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
+    assert sorted(p.name for p in (tmp_path / "a" / "w4").glob("gen-*.pt")) == [
+        "gen-it0000000.pt", "gen-it0000002.pt", "gen-it0000003.pt", "gen-it0000004.pt", "gen-it0000005.pt"]
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A tiny generator shipped by the curve script's ship command into a temporary folder."""
+    from types import SimpleNamespace
+    from bench.perf.defensegan_curve import ship
+    d, t = tiny_trainer()
+    t.train(torch.rand(16, 1, 28, 28), 1)
+    t.save(tmp_path / "w4" / "train.pt", {"dataset": "mnist", "data_fingerprint": "f" * 16,
+                                          "data_source": "test", "device": ["cpu"], "commands": [["x"]]})
+    ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "pretrained")
+    monkeypatch.setattr(type(d), "pretrained_dir", tmp_path / "pretrained")
+    data = SimpleNamespace(name="mnist", fingerprint="f" * 16)
+    return SimpleNamespace(G=t.G, data=data, dir=tmp_path / "pretrained")
+
+
+def shipped_defense(**params):
+    d = build(DEFENSES, "defensegan", params)
+    d.setup(MNIST())
+    return d
+
+
+def test_shipped_generator_is_loaded_when_everything_matches(shipped):
+    d = shipped_defense()
+    assert d.width == 4  # the shipped generator's width, so that it fits
+    info = d.load_pretrained(shipped.data)
+    assert info["defense_source"].endswith("mnist-defensegan-default.pt") and info["generator_iterations"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(d.G.state_dict().values(), shipped.G.state_dict().values()))
+    assert not any(p.requires_grad for p in d.G.parameters())
+
+
+@pytest.mark.parametrize("change,message", [
+    ("fingerprint", "trained on data ffffffffffffffff"),
+    ("hash", "has sha256"),
+    ("width", "architecture"),
+    ("off", None),
+])
+def test_shipped_generator_is_refused_on_any_mismatch(shipped, capsys, change, message):
+    data, params = shipped.data, {}
+    if change == "fingerprint":
+        data = type(data)(name="mnist", fingerprint="0" * 16)
+    elif change == "hash":
+        with open(shipped.dir / "mnist-defensegan-default.pt", "r+b") as f:
+            f.seek(-5, 2)
+            f.write(b"XXXXX")
+    elif change == "width":
+        params = {"width": 8}
+    else:
+        params = {"pretrained": ""}
+    d = shipped_defense(**params)
+    before = {k: v.clone() for k, v in d.G.state_dict().items()}
+    assert d.load_pretrained(data) is None  # the runner then trains on demand
+    out = capsys.readouterr().out
+    if message:
+        assert message in out and "training on demand" in out and len(out.strip().splitlines()) == 1
+    assert all(torch.equal(before[k], v) for k, v in d.G.state_dict().items())

@@ -56,7 +56,7 @@ def test_a_killed_worker_costs_a_retry_not_a_record(run_args, plugin_dir, ray_lo
 
 
 def test_ray_and_local_store_identical_accuracies(run_args, tmp_path, ray_local):
-    grid = ("--defenses", "none,examples.median_filter:MedianFilter", "--attack", "fgsm,pgd",
+    grid = ("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm,pgd",
             "--eps", "0.1,0.3", "--limit", "32")
     assert main(run_args(*grid)) == 0
     local = read_records(run_args.results)

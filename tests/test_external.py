@@ -37,3 +37,17 @@ def test_external_defense_module_end_to_end(run_args, tmp_path, monkeypatch):
     assert "ext_pkg.squeeze:BitDepth" in (run_args.results / "results.md").read_text()
     sys.modules.pop("ext_pkg.squeeze", None)
     sys.modules.pop("ext_pkg", None)
+
+
+def test_shipped_example_loads_by_module_path_and_keeps_the_contract():
+    import torch
+    from bench.registry import DEFENSES, build
+    name = "examples.gaussian_blur:GaussianBlur"
+    assert name not in DEFENSES.names() and DEFENSES.get(name).__name__ == "GaussianBlur"
+    blur = build(DEFENSES, name, {"sigma": 1.5})
+    x = torch.rand(3, 1, 28, 28)
+    before = x.clone()
+    out = blur(x)
+    assert torch.equal(x, before) and out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert out.std() < x.std() / 2  # it smooths: i.i.d. noise loses most of its variance
+    assert torch.allclose(blur(torch.full_like(x, 0.7)), torch.full_like(x, 0.7))  # borders too

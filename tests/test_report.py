@@ -56,14 +56,14 @@ def test_empty_store():
 
 
 def test_run_then_report_writes_tables_and_every_plot_kind(run_args, capsys):
-    assert main(run_args("--defenses", "none,examples.median_filter:MedianFilter", "--attack", "fgsm",
+    assert main(run_args("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm",
                          "--eps", "0.1,0.3")) == 0
     res = run_args.results
     for p in [res / "results.md", res / "results.csv"]:
         p.unlink()
     assert main(["report", "--results-dir", str(res), "--format", "md,csv,latex"]) == 0
     md = (res / "results.md").read_text()
-    assert "examples.median_filter:MedianFilter" in md and "Paper view" in md
+    assert "examples.gaussian_blur:GaussianBlur" in md and "Paper view" in md
     assert (res / "results.tex").read_text().count("\\begin{tabular}") == 1
     plots = res / "plots"
     assert list(plots.glob("acc_vs_eps_*.png")) and list(plots.glob("pareto_*.png"))

@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config(defenses=["none", "examples.median_filter:MedianFilter"], attack=["fgsm", "pgd"],
+        cfg = Config(defenses=["none", "examples.gaussian_blur:GaussianBlur"], attack=["fgsm", "pgd"],
                      eps=[0.05, 0.1, 0.2, 0.3], limit=a.limit, device="cpu", data_root=a.data_root,
                      cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True)
         ray_exec = RayExecutor(num_cpus=a.workers)

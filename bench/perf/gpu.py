@@ -1,0 +1,926 @@
+"""GPU wall-clock per sample: one prepared script, run whenever a GPU is at hand (issue 11).
+
+Steps, each with a time budget (a step whose budget is gone is skipped with a message; a
+benchmark run that outlives its budget is interrupted, and the cells it finished stay stored):
+
+  1   environment: python/torch/CUDA versions, the device; installs the carried wheels
+      (torchattacks, mlxtend) with ``pip install --no-deps --no-index`` when they are missing
+  2   the default grid (bench.toml) on ``--device cuda`` into its own results folder; prints its
+      table (defense ms/sample from CUDA events)
+  3   DefenseGAN at L = 200, R = 10 and the counterGAN preset on 500 images in one run; their ratio
+  4   DefenseGAN's reconstruction: eager vs torch.compile vs CUDA graphs, vs its floor (L steps of
+      batched generator forward+backward over B·R latents), for the default generator's width and 64
+  1b  trains DefenseGAN's reference-recipe generator (width 64, lr 1e-4) for ~4 minutes with
+      ``python -m bench.perf.defensegan_curve`` and keeps the checkpoint with its provenance
+  5   if time remains: DefenseGAN (L = 200, R = 10) on 200 images under gray, bpda and bpda-eot,
+      FGSM and PGD-40 at 0.3, as ordinary records
+
+The timing steps run before 1b's training (which only serves the DefenseGAN issue), so a short
+GPU lease is spent on the measurements first; ``--steps 1,1b,2,3,4,5`` restores the issue's order.
+Everything goes into one work folder (``--work``: records, report, configs, log, summary.json),
+packed after every step into ``<out>/gpu-results.tar.gz`` (``--out``, default ``$OUT``); the
+trained generator (≈ 6 MB) is copied next to it. The benchmark itself runs as subprocesses
+(``python -m bench …``) with ``PYTHONPATH=<repo root>``: the project is never pip-installed there.
+
+    python -m bench.perf.gpu --prepare             # here, with network: the wheels into wheels/
+    python3 -m bench.perf.gpu --out $OUT           # on the GPU machine, wheels/ carried along
+    python -m bench.perf.gpu --dry-run             # the same steps on CPU with tiny sizes (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import tomllib
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+WHEELS = ("torchattacks==3.5.1", "mlxtend==0.25.0")   # pure Python; the GPU machine has neither
+NEEDED = ("torchattacks", "mlxtend")                  # import names the carried wheels provide
+STEP_ORDER = ("1", "2", "3", "4", "1b", "5")
+TITLES = {"1": "environment and carried wheels", "1b": "DefenseGAN reference-recipe generator (train, keep)",
+          "2": "default grid on the device", "3": "DefenseGAN L·R vs counterGAN preset",
+          "4": "DefenseGAN reconstruction: eager vs compile vs CUDA graphs vs floor",
+          "5": "DefenseGAN threat matrix"}
+MAX_FILE = 16 * 1024 * 1024   # the GPU machine returns files of at most 16 MiB
+
+# Sizes: the GPU run and the CPU dry run differ only here.
+FULL = {"device": "cuda", "budget": 540.0, "reserve": 15.0,
+        "caps": {"1": 60, "2": 150, "3": 90, "4": 150, "1b": 250, "5": 600},
+        "limit2": None, "limit3": 500, "L": 200, "R": 10,
+        "batch4": 256, "repeats4": 5, "widths4": "0,64",
+        "limit5": 200, "pgd_steps": 40, "eot": 8,
+        "train_width": 64, "train_lr": 1e-4, "train_batch": 50, "train_seconds": 210.0, "train_iterations": 0}
+# The dry run's budgets are safety nets only (generous: CI's 2 cores may be busy).
+DRY = {"device": "cpu", "budget": 900.0, "reserve": 5.0,
+       "caps": {"1": 60, "2": 240, "3": 120, "4": 120, "1b": 120, "5": 240},
+       "limit2": 16, "limit3": 16, "L": 5, "R": 2,
+       "batch4": 8, "repeats4": 2, "widths4": "8",
+       "limit5": 8, "pgd_steps": 2, "eot": 2,
+       "train_width": 8, "train_lr": 1e-4, "train_batch": 16, "train_seconds": 30.0, "train_iterations": 2}
+# Tiny training/inference for the dry run, per plugin family (as the plugins' own test_params).
+TINY = {"countergan": {"iterations": 4, "batch_size": 64},
+        "defensegan": {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}}
+
+
+# ---- output -----------------------------------------------------------------------------------
+class Log:
+    """print() that also appends to log files (flushed per line: a killed run keeps its log)."""
+
+    def __init__(self) -> None:
+        self.files: list[Any] = []
+        self.lock = threading.Lock()
+
+    def add(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.files.append(open(path, "a", encoding="utf-8"))
+
+    def __call__(self, text: str = "") -> None:
+        with self.lock:
+            print(text, flush=True)
+            for f in self.files:
+                f.write(text + "\n")
+                f.flush()
+
+
+log = Log()
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A small markdown table (no dependency: the parent process imports nothing heavy)."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+        return str(v)
+    text = [[cell(v) for v in r] for r in rows]
+    w = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (x + 2) for x in w) + "|", *map(line, text)])
+
+
+# ---- subprocesses -------------------------------------------------------------------------------
+_child: subprocess.Popen | None = None
+
+
+def child_env(site: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(ROOT)] + ([str(site)] if site else []) + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", WANDB_MODE="disabled",
+               WANDB_SILENT="true", MPLBACKEND="Agg")
+    return env
+
+
+def run(cmd: list[str], env: dict[str, str], seconds: float) -> tuple[int, str, bool]:
+    """Run ``cmd`` in the repo root, streaming its output into the log; after ``seconds`` it gets
+    SIGINT (the benchmark stores what it finished and exits), 20 s later SIGKILL.
+    Returns (exit code, output, whether the budget ran out)."""
+    global _child
+    log("$ " + " ".join(cmd))
+    t0, cpu0 = time.perf_counter(), _child_cpu()
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         bufsize=1, errors="replace", process_group=0)
+    _child = p
+    out: list[str] = []
+
+    def pump() -> None:
+        for line in p.stdout:
+            out.append(line)
+            log("  " + line.rstrip("\n"))
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        p.wait(timeout=max(seconds, 1.0))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        log(f"[gpu] budget of {seconds:.0f} s reached: interrupting (finished cells stay stored)")
+        _signal(p, signal.SIGINT)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            _signal(p, signal.SIGKILL)
+            p.wait()
+    reader.join(timeout=5)
+    _child = None
+    log(f"[gpu] exit {p.returncode} after {time.perf_counter() - t0:.1f} s ({_child_cpu() - cpu0:.1f} CPU s)")
+    return p.returncode, "".join(out), timed_out
+
+
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _signal(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---- configuration files -------------------------------------------------------------------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def dump_toml(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    """TOML for a config: nested dicts become [a.b] tables (what bench's config files use)."""
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    blocks = []
+    if scalars or (prefix and not tables):
+        head = ["[" + ".".join(map(_toml_key, prefix)) + "]"] if prefix else []
+        blocks.append("\n".join(head + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]))
+    blocks += [dump_toml(v, prefix + (k,)).rstrip("\n") for k, v in tables.items()]
+    return "\n\n".join(b for b in blocks if b) + "\n"
+
+
+# ---- records -------------------------------------------------------------------------------------
+def records(results: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(results.glob("runs/*/records.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted run
+    return out
+
+
+def pick(results: Path, defenses: list[str], attacks: list[str], eps: float, threats: list[str],
+         limit: int | None) -> list[dict[str, Any]]:
+    """The latest record of each (defense, attack, threat) cell of a step's grid."""
+    latest: dict[tuple, dict] = {}
+    for r in records(results):
+        if (r.get("defense") in defenses and r.get("attack") in attacks and r.get("threat") in threats
+                and r.get("eps") is not None and abs(float(r["eps"]) - eps) < 1e-9
+                and (limit is None or r.get("limit") == limit)):
+            key = (r["defense"], r["attack"], r["threat"])
+            if key not in latest or r.get("time", 0) >= latest[key].get("time", 0):
+                latest[key] = r
+    return [latest[k] for k in sorted(latest)]
+
+
+def record_table(recs: list[dict[str, Any]]) -> str:
+    return table(["defense", "threat", "attack", "eps", "n", "defended clean", "defended adv", "defense ms/sample",
+                  "attack ms/sample", "timed batches", "device"],
+                 [[r["defense"], r["threat"], r["attack"], r["eps"], r.get("n"), r.get("defended_clean_acc"),
+                   r.get("defended_adv_acc"), r.get("defense_ms_per_sample"), r.get("attack_ms_per_sample"),
+                   r.get("timing_batches"), r.get("device")] for r in recs])
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.dry = a.dry_run
+        self.s = dict(DRY if self.dry else FULL)
+        if a.budget is not None:
+            self.s["budget"] = a.budget
+        if a.train_seconds is not None:
+            self.s["train_seconds"] = a.train_seconds
+        self.device = a.device or self.s["device"]
+        self.work = Path(a.work or (ROOT / "build" / ("gpu-dry" if self.dry else "gpu-run"))).resolve()
+        self.out = Path(a.out).resolve() if a.out else self.work / "out"
+        self.results = self.work / "results"
+        self.cache = self.work / "cache"
+        self.site: Path | None = None
+        self.py = sys.executable
+        self.t0 = time.perf_counter()
+        self.summary: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                        "dry_run": self.dry, "device_requested": self.device,
+                                        "budget_s": self.s["budget"], "argv": sys.argv[1:], "steps": {}}
+        self.base = tomllib.loads((ROOT / "bench.toml").read_text()) if (ROOT / "bench.toml").is_file() else {}
+        self.abort = False
+
+    def left(self) -> float:
+        return self.s["budget"] - (time.perf_counter() - self.t0) - self.s["reserve"]
+
+    def env(self) -> dict[str, str]:
+        return child_env(self.site)
+
+    def config(self, name: str, grid: list[str], over: dict[str, dict[str, Any]] | None = None,
+               attacks: dict[str, dict[str, Any]] | None = None) -> Path:
+        """bench.toml with per-step overrides (and, in the dry run, tiny sizes for ``grid``)."""
+        doc = copy.deepcopy(self.base)
+        dfs = doc.setdefault("defenses", {})
+        for d, params in (over or {}).items():
+            dfs.setdefault(d, {}).update(params)
+        if self.dry:
+            doc.setdefault("classifier", {}).update(epochs=1)
+            for d in grid:
+                plugin = dfs.get(d, {}).get("plugin", d)
+                family = next((f for f in TINY if plugin.startswith(f)), None)
+                if family:
+                    dfs.setdefault(d, {}).update(TINY[family])
+        for at, params in (attacks or {}).items():
+            doc.setdefault("attacks", {}).setdefault(at, {}).update(params)
+        if not dfs:
+            doc.pop("defenses")
+        path = self.work / "configs" / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# written by bench.perf.gpu for {name}: bench.toml plus this step's settings\n"
+                        + dump_toml(doc))
+        return path
+
+    def plugin(self, name: str) -> str:
+        return self.base.get("defenses", {}).get(name, {}).get("plugin", name)
+
+    def step_results(self, name: str) -> Path:
+        """Each benchmark step stores into its own folder (the run's report then plots only its own
+        cells); ``merge`` copies every run into ``results/`` for the one final report."""
+        return self.work / "steps" / name
+
+    def bench_args(self, cfg: Path, results: Path) -> list[str]:
+        args = [self.py, "-m", "bench", "--config", str(cfg), "--device", self.device, "--results-dir",
+                str(results), "--cache-dir", str(self.cache), "--offline", "--wandb", "disabled"]
+        if self.dry:  # an untrained classifier: the dry run checks the path, not accuracy
+            args += ["--classifier-weights", str(self.dry_classifier()), "--batch-size", "16"]
+        return args
+
+    def dry_classifier(self) -> Path:
+        path = self.work / "dry-classifier.pt"
+        if not path.is_file():
+            import torch
+            from bench.classifiers import make_classifier
+            from bench.data import MNIST
+            torch.manual_seed(0)
+            torch.save(make_classifier("mnist-cnn", MNIST()).state_dict(), path)
+        return path
+
+    # ---- packing ----
+    def _keep(self, ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = ti.name.split("/")  # gpu-results/steps/<step>/runs/<id>/…: kept once, under results/
+        if ti.name.endswith(".lock") or (len(parts) >= 5 and parts[1] == "steps" and parts[3] == "runs"
+                                         and (self.results / "runs" / parts[4]).is_dir()):
+            return None
+        return ti
+
+    def pack(self) -> None:
+        """<out>/gpu-results.tar.gz: everything in the work folder but caches and checkpoints."""
+        self.summary["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        (self.work / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str) + "\n")
+        shutil.copy2(self.work / "summary.json", self.out / "summary.json")
+        skip = {"cache", "defensegan-curve", "out", "site", "shipped"}
+        tmp = self.out / ".gpu-results.tar.gz.tmp"
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p in sorted(self.work.iterdir()):
+                if p.name in skip or p.name.endswith(".pt") or p.resolve() == self.out:
+                    continue
+                tar.add(p, arcname=f"gpu-results/{p.name}", filter=self._keep)
+        os.replace(tmp, self.out / "gpu-results.tar.gz")
+        size = (self.out / "gpu-results.tar.gz").stat().st_size
+        if size > MAX_FILE:
+            log(f"[gpu] warning: gpu-results.tar.gz is {size / 2**20:.1f} MiB, over the 16 MiB a GPU machine returns")
+
+
+# ---- step 1 -------------------------------------------------------------------------------------
+def install_wheels(missing: list[str], wheels: Path, site: Path) -> list[str]:
+    """``pip install --no-deps --no-index`` the wheels in ``wheels`` that provide ``missing`` into
+    ``site`` (a --target folder put on sys.path and the subprocesses' PYTHONPATH). Returns the files."""
+    names = {m: re.compile(rf"^{re.escape(m)}-[^-]+-.*\.whl$", re.I) for m in missing}
+    files = sorted(str(f) for f in wheels.glob("*.whl") if any(rx.match(f.name) for rx in names.values())) \
+        if wheels.is_dir() else []
+    found = {m for m in missing if any(names[m].match(Path(f).name) for f in files)}
+    if found != set(missing):
+        raise RuntimeError(f"no wheel for {', '.join(sorted(set(missing) - found))} in {wheels}: run "
+                           "`make gpu-wheels` (python -m bench.perf.gpu --prepare) where pip has network, "
+                           "and carry that folder")
+    site.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
+           "--disable-pip-version-check", "--upgrade", "--target", str(site), *files]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"pip install failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-800:]}")
+    if str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    return files
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def step_env(ctx: Ctx, budget: float) -> dict[str, Any]:
+    site = ctx.work / "site"
+    if site.is_dir() and any(site.iterdir()):  # installed by an earlier try on this machine
+        sys.path.insert(0, str(site))
+        ctx.site = site
+        importlib.invalidate_caches()
+    missing = [m for m in NEEDED if not _has(m)]
+    if ctx.a.force_install:
+        missing = list(NEEDED)
+    installed: list[str] = []
+    if missing:
+        log(f"[gpu] missing {', '.join(missing)}: installing the carried wheels from {ctx.a.wheels}")
+        installed = install_wheels(missing, Path(ctx.a.wheels), site)
+        ctx.site = site
+        for f in installed:
+            log(f"[gpu] installed {Path(f).name} into {site}")
+    import torch
+    cuda = torch.cuda.is_available()
+    rows = [["python", platform.python_version(), sys.executable], ["torch", torch.__version__, ""],
+            ["torch CUDA", torch.version.cuda, f"available: {cuda}"],
+            ["cuDNN", torch.backends.cudnn.version() if cuda else None, ""]]
+    for dist in ("torchvision", "numpy", "scipy", "pandas", "matplotlib", "tqdm", "tabulate", "torchattacks",
+                 "mlxtend", "wandb"):
+        rows.append([dist, _version(dist), "installed here from the carried wheel" if any(
+            Path(f).name.lower().startswith(dist) for f in installed) else ("optional" if dist == "wandb" else "")])
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "cuda": torch.version.cuda, "packages": {r[0]: r[1] for r in rows[4:]},
+                            "installed_wheels": [Path(f).name for f in installed], "host": platform.node()}
+    if cuda:
+        p = torch.cuda.get_device_properties(0)
+        info.update(device_name=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
+                    multiprocessors=p.multi_processor_count, device_count=torch.cuda.device_count())
+        rows += [["device", p.name, f"capability {p.major}.{p.minor}, {info['memory_gib']} GiB, "
+                                    f"{p.multi_processor_count} SMs, {info['device_count']} device(s)"]]
+        try:
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.max.sm",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+            info["nvidia_smi"] = smi.stdout.strip()
+            rows.append(["nvidia-smi", smi.stdout.strip(), "driver, SM clock, max SM clock"])
+        except (OSError, subprocess.SubprocessError):
+            pass
+    else:
+        info["device_name"] = f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
+        rows.append(["device", info["device_name"], "no CUDA"])
+    ctx.summary["device"] = info["device_name"]
+    ctx.summary["env"] = info
+    (ctx.work / "env.json").write_text(json.dumps(info, indent=2) + "\n")
+    log(table(["what", "version / value", "note"], rows))
+    still = [m for m in NEEDED if not _has(m)]
+    if still:
+        raise RuntimeError(f"{', '.join(still)} still missing: the benchmark steps cannot run")
+    if ctx.device.startswith("cuda") and not cuda:
+        ctx.abort = True
+        raise RuntimeError("--device cuda but torch sees no CUDA device (use --dry-run on a CPU machine)")
+    return {"status": "ok", "device": info["device_name"]}
+
+
+# ---- step 2 ------------------------------------------------------------------------------------
+def step_grid(ctx: Ctx, budget: float) -> dict[str, Any]:
+    r = ctx.base.get("run", {})
+    grid = list(r.get("defenses", ["none"]))
+    if ctx.dry:  # the five published counterGAN variants cost the dry run most and test nothing new
+        full, grid = grid, [d for d in grid if d == "countergan" or not ctx.plugin(d).startswith("countergan")]
+        log(f"[step 2] dry run: {len(grid)} of the default grid's {len(full)} defenses ({', '.join(grid)})")
+    attacks, threats = list(r.get("attack", ["fgsm"])), list(r.get("threat", ["gray"]))
+    eps = float(r.get("eps", [0.3])[0])
+    limit = ctx.s["limit2"] or r.get("limit")
+    cfg = ctx.config("step2-default-grid", grid)
+    results = ctx.step_results("step2-default-grid")
+    cmd = ctx.bench_args(cfg, results) + (["--limit", str(limit), "--defenses", ",".join(grid)] if ctx.dry else [])
+    rc, out, timed_out = run(cmd, ctx.env(), budget)
+    recs = pick(results, grid, attacks, eps, threats, limit)
+    log(f"[step 2] default grid ({', '.join(attacks)} eps {eps:g}, {', '.join(threats)}, {limit} images):")
+    log(record_table(recs))
+    done = _computed(out)
+    return {"status": _status(rc, timed_out), "cells": len(recs), "run_line": done,
+            "ms_per_sample": {f"{x['defense']}/{x['attack']}/{x['threat']}": x.get("defense_ms_per_sample") for x in recs}}
+
+
+def _computed(out: str) -> str | None:
+    return next((line.strip() for line in out.splitlines() if line.startswith("[run] computed")), None)
+
+
+def _status(rc: int, timed_out: bool) -> str:
+    return "partial (budget)" if timed_out else ("ok" if rc == 0 else f"failed (exit {rc})")
+
+
+# ---- step 3 ------------------------------------------------------------------------------------
+def step_ratio(ctx: Ctx, budget: float) -> dict[str, Any]:
+    L, R, limit = ctx.s["L"], ctx.s["R"], ctx.s["limit3"]
+    grid = ["defensegan", "countergan"]
+    cfg = ctx.config("step3-defensegan-vs-countergan", grid, {"defensegan": {"L": L, "R": R}})
+    results = ctx.step_results("step3-defensegan-vs-countergan")
+    cmd = ctx.bench_args(cfg, results) + ["--defenses", ",".join(grid), "--attack", "fgsm", "--eps", "0.3",
+                                          "--threat", "gray", "--limit", str(limit)]
+    rc, out, timed_out = run(cmd, ctx.env(), budget)
+    recs = pick(results, grid, ["fgsm"], 0.3, ["gray"], limit)
+    log(f"[step 3] DefenseGAN (L = {L}, R = {R}) and the counterGAN preset, FGSM 0.3 gray, {limit} images:")
+    log(record_table(recs))
+    ms = {x["defense"]: x.get("defense_ms_per_sample") for x in recs}
+    info: dict[str, Any] = {"status": _status(rc, timed_out), "L": L, "R": R, "n": limit,
+                            "defensegan_ms_per_sample": ms.get("defensegan"),
+                            "countergan_ms_per_sample": ms.get("countergan"),
+                            "device": recs[0].get("device") if recs else None}
+    if ms.get("defensegan") and ms.get("countergan"):
+        info["ratio"] = ms["defensegan"] / ms["countergan"]
+        log(f"[step 3] DefenseGAN {ms['defensegan']:.4g} ms/sample / counterGAN {ms['countergan']:.4g} ms/sample "
+            f"= {info['ratio']:.4g}× on {info['device']}")
+    else:
+        log("[step 3] no ratio: a record is missing")
+    return info
+
+
+# ---- step 4 (the worker runs in its own process: a compile that outlives the budget is killed) ----
+def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
+    path = ctx.work / "step4-reconstruction.jsonl"
+    path.unlink(missing_ok=True)
+    cmd = [ctx.py, "-m", "bench.perf.gpu", "--step4-worker", str(path), "--device", ctx.device,
+           "--L", str(ctx.s["L"]), "--R", str(ctx.s["R"]), "--batch", str(ctx.s["batch4"]),
+           "--repeats", str(ctx.s["repeats4"]), "--widths", ctx.a.widths4 or ctx.s["widths4"],
+           "--seconds", str(max(budget - 10, 5))]
+    rc, out, timed_out = run(cmd, ctx.env(), budget)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    info: dict[str, Any] = {"status": _status(rc, timed_out), "widths": {}}
+    out_rows = []
+    for width in dict.fromkeys(r["width"] for r in rows):
+        rs = {r["variant"]: r for r in rows if r["width"] == width}
+        ms = {k: r.get("ms_per_sample") for k, r in rs.items() if r.get("ms_per_sample")}
+        eager, floor, floor_g = ms.get("eager"), ms.get("floor"), ms.get("floor+graphs")
+        fast = {k: v for k, v in ms.items() if k in ("graphs", "compile", "compile+graphs")}
+        best = min(fast, key=fast.get) if fast else None
+        w = {"ms_per_sample": ms, "best": best}
+        if eager and best:
+            w["speedup_best_vs_eager"] = eager / fast[best]
+        if floor:
+            w["eager_over_floor"] = eager / floor if eager else None
+            w["best_over_floor"] = fast[best] / floor if best else None
+        if floor_g and best:
+            w["best_over_floor_graphs"] = fast[best] / floor_g
+        info["widths"][str(width)] = w
+        for k, r in rs.items():
+            v = r.get("ms_per_sample")
+            out_rows.append([width, k, r.get("status"), v, eager / v if v and eager else None,
+                             v / floor if v and floor else None, v / floor_g if v and floor_g else None,
+                             r.get("setup_s"), r.get("max_abs_diff"), r.get("mean_loss"), r.get("note", "")])
+    head = rows[0] if rows else {}
+    log(f"[step 4] DefenseGAN reconstruction, L = {head.get('L')}, R = {head.get('R')}, batch {head.get('batch')} "
+        f"on {head.get('device')} (median of {ctx.s['repeats4']} timed calls after one untimed):")
+    log(table(["width", "variant", "status", "ms/sample", "× eager", "/ floor", "/ floor+graphs", "setup s",
+               "max|Δ| vs eager", "mean loss", "note"], out_rows))
+    for width, w in info["widths"].items():
+        if w.get("best"):
+            log(f"[step 4] width {width}: best {w['best']} {w['ms_per_sample'][w['best']]:.4g} ms/sample = "
+                f"{w.get('speedup_best_vs_eager', float('nan')):.3g}× eager (goal ≥ 3); best / floor = "
+                f"{(w.get('best_over_floor') or float('nan')):.3g} (goal ≤ 1.25)")
+    return info
+
+
+def step4_worker(a: argparse.Namespace) -> int:
+    """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.step4_worker``."""
+    import torch
+    import defenses.defensegan  # noqa: F401  (registers the plugin)
+    from bench.data import MNIST
+    from bench.registry import DEFENSES, build
+    from bench.timing import BatchTimer
+    device = torch.device(a.device)
+    cuda = device.type == "cuda"
+    stop = time.perf_counter() + a.seconds
+    sink = open(a.step4_worker, "a", encoding="utf-8")
+    dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    backend = a.compile_backend if a.compile_backend != "auto" else ("inductor" if cuda else "aot_eager")
+    spec = MNIST()
+    done: set[int] = set()
+    for width in [int(w) for w in a.widths.split(",") if w.strip()]:
+        params: dict[str, Any] = {"L": a.L, "R": a.R, "seed": 0}
+        if width:
+            params["width"] = width
+        d = build(DEFENSES, "defensegan", params)
+        d.setup(spec)  # width 0 = the shipped generator's width (or the recipe's); weights stay random
+        if d.width in done:
+            continue
+        done.add(d.width)
+        if time.perf_counter() > stop - 5:
+            print(f"[step4] width {d.width}: skipped, budget gone", flush=True)
+            continue
+        d.to(device).eval()
+        G, B, R, L, zd = d.G, a.batch, d.R, d.L, d.z_dim
+        for p in G.parameters():
+            p.requires_grad_(False)
+        x = torch.rand(B, *spec.shape, generator=torch.Generator().manual_seed(0)).to(device)
+        lrs = [d.lr_at(s, L) for s in range(L)] if hasattr(d, "lr_at") else [d.lr] * L
+        base = {"width": d.width, "L": L, "R": R, "batch": B, "z_dim": zd, "device": dev_name,
+                "torch": torch.__version__, "compile_backend": backend}
+
+        def loss_sum(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return ((G(z) - target) ** 2).flatten(1).mean(1).sum()
+
+        grad_z = torch.func.grad(loss_sum)
+        momentum = d.momentum
+
+        def step(z: torch.Tensor, v: torch.Tensor, target: torch.Tensor, lr: float):
+            v = momentum * v + grad_z(z, target)
+            return z - lr * v, v
+
+        def descent(step_fn: Callable) -> Callable:
+            def recon(xb: torch.Tensor, z0: torch.Tensor):
+                target = xb.repeat_interleave(R, 0)
+                z, v = z0, torch.zeros_like(z0)
+                for lr in lrs:
+                    z, v = step_fn(z, v, target, lr)
+                out = G(z)
+                loss = ((out - target) ** 2).flatten(1).mean(1).view(B, R)
+                best = loss.argmin(1)
+                picked = out.view(B, R, *xb.shape[1:])[torch.arange(B, device=xb.device), best]
+                return picked, loss.gather(1, best[:, None]).squeeze(1)
+            return recon
+
+        def floor_body(xb: torch.Tensor, z0: torch.Tensor):
+            target = xb.repeat_interleave(R, 0)
+            z = z0.detach().requires_grad_(True)
+            with torch.enable_grad():
+                for lr in lrs:
+                    g, = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
+                    z = (z - lr * g).detach().requires_grad_(True)
+            return (z.detach(),)
+
+        def direct(body: Callable) -> Callable:
+            return lambda xb: body(xb, d.initial_z(B).to(device))
+
+        def graphed(body: Callable) -> Callable:
+            sx, sz = x.clone(), d.initial_z(B).to(device)
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    body(sx, sz)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outs = body(sx, sz)
+
+            def replay(xb: torch.Tensor):
+                sx.copy_(xb)
+                sz.copy_(d.initial_z(B))
+                graph.replay()
+                return tuple(o.clone() for o in outs)
+            return replay
+
+        def compiled_step() -> Callable:
+            """One descent step compiled as one graph; with graph breaks if that fails (noted)."""
+            state = {"fn": torch.compile(step, backend=backend, fullgraph=True, dynamic=False), "full": True}
+
+            def call(*args):
+                try:
+                    return state["fn"](*args)
+                except Exception as exc:  # noqa: BLE001
+                    if not state["full"]:
+                        raise
+                    print(f"[step4] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "retrying with graph breaks", flush=True)
+                    state.update(fn=torch.compile(step, backend=backend, dynamic=False), full=False)
+                    notes.append("fullgraph failed: compiled with graph breaks")
+                    return state["fn"](*args)
+            return call
+
+        with torch.no_grad():
+            ref_out, ref_loss = d.reconstruct(x)
+        variants: list[tuple[str, Callable[[], Callable], str]] = [
+            ("eager", lambda: (lambda xb: d.reconstruct(xb)), "the defense as the benchmark runs it"),
+            ("eager-func", lambda: direct(descent(step)), "the same descent written with torch.func.grad"),
+            ("floor", lambda: direct(floor_body), "L steps of G fwd+bwd on B·R latents, nothing else"),
+            ("floor+graphs", lambda: graphed(floor_body), "the floor captured in one CUDA graph"),
+            ("graphs", lambda: graphed(descent(step)), "all L steps captured in one CUDA graph"),
+            ("compile", lambda: direct(descent(compiled_step())), f"torch.compile(step, backend={backend})"),
+            ("compile+graphs", lambda: graphed(descent(compiled_step())), "the compiled steps captured in one CUDA graph"),
+        ]
+        for name, make, note in variants:
+            rec = {**base, "variant": name, "note": note}
+            notes: list[str] = []
+            if "graphs" in name and not cuda:
+                rec.update(status="skipped", note="CUDA graphs need a CUDA device")
+            elif name not in ("eager", "floor", "floor+graphs") and getattr(d, "optimizer", "sgd") != "sgd":
+                rec.update(status="skipped", note=f"the rewritten descent is momentum SGD, not {d.optimizer}")
+            elif time.perf_counter() > stop - (20 if "compile" in name else 3):
+                rec.update(status="skipped", note="budget gone")
+            else:
+                try:
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        fn = make()
+                        res = fn(x)  # untimed: compilation, capture, cuDNN autotuning, allocator warm-up
+                        if cuda:
+                            torch.cuda.synchronize(device)
+                        setup = time.perf_counter() - t0
+                        timer = BatchTimer(device, 0)
+                        for _ in range(a.repeats):
+                            if time.perf_counter() > stop:
+                                break
+                            res = timer(lambda: fn(x), B)
+                    rec.update(status="ok", ms_per_sample=timer.ms_per_sample(), runs=timer.timed,
+                               setup_s=round(setup, 2))
+                    if name not in ("floor", "floor+graphs"):
+                        rec.update(max_abs_diff=(res[0] - ref_out).abs().max().item(),
+                                   mean_loss=res[1].mean().item(), eager_mean_loss=ref_loss.mean().item())
+                    if "compile" in name and not cuda:
+                        notes.append("CPU dry run: checks the step traces under torch.compile; no compiled speed")
+                    rec["note"] = "; ".join([note, *notes])
+                except Exception as exc:  # noqa: BLE001  (a variant that does not apply is reported, not fatal)
+                    rec.update(status="failed", note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+            sink.write(json.dumps(rec) + "\n")
+            sink.flush()
+            print(f"[step4] width {rec['width']} {name}: {rec['status']} "
+                  + (f"{rec['ms_per_sample']:.4g} ms/sample" if rec.get("ms_per_sample") else rec.get("note", "")),
+                  flush=True)
+    return 0
+
+
+# ---- step 1b ----------------------------------------------------------------------------------
+def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
+    if not _has("bench.perf.defensegan_curve"):
+        log("[step 1b] skipped: bench.perf.defensegan_curve is missing (the DefenseGAN issue builds it)")
+        return {"status": "skipped (no bench.perf.defensegan_curve)"}
+    s = ctx.s
+    seconds = min(s["train_seconds"], budget - 45)
+    if seconds < 10:
+        log(f"[step 1b] skipped: {budget:.0f} s left, too little to train")
+        return {"status": "skipped (budget)"}
+    w = s["train_width"]
+    folder, curve_results = ctx.work / "defensegan-curve", ctx.work / "curve-results"
+    cmd = [ctx.py, "-m", "bench.perf.defensegan_curve", "--widths", str(w), "--lr", str(s["train_lr"]),
+           "--batch-size", str(s["train_batch"]), "--max-seconds", f"{seconds:.0f}", "--device", ctx.device,
+           "--no-probe", "--probe-every", "100000000", "--slice-seconds", "60",
+           "--out", str(folder), "--results-dir", str(curve_results)]
+    if s["train_iterations"]:
+        cmd += ["--iterations", str(s["train_iterations"])]
+    rc, out, timed_out = run(cmd, ctx.env(), budget - 20)
+    snaps = sorted((folder / f"w{w}").glob("gen-it*.pt"))
+    if not snaps:
+        log(f"[step 1b] no generator snapshot under {folder / f'w{w}'} (exit {rc})")
+        return {"status": _status(rc, timed_out) if rc else "failed (no snapshot)"}
+    snap = snaps[-1]
+    shipped = ctx.work / "shipped"
+    tag = ctx.a.ship_tag
+    rc2, out2, _ = run([ctx.py, "-m", "bench.perf.defensegan_curve", "--ship", str(snap), "--tag", tag,
+                        "--ship-dir", str(shipped)], ctx.env(), max(ctx.left(), 30))
+    kept = []
+    for f in [snap, *sorted(shipped.glob(f"*-defensegan-{tag}.*"))]:
+        if f.stat().st_size <= MAX_FILE:
+            shutil.copy2(f, ctx.out / (f"defensegan-w{w}-{f.name}" if f == snap else f.name))
+            kept.append(f.name)
+        else:
+            log(f"[step 1b] {f.name} is {f.stat().st_size / 2**20:.1f} MiB: too big to bring back, left in {f.parent}")
+    prov = {}
+    for j in shipped.glob(f"*-defensegan-{tag}.json"):
+        prov = json.loads(j.read_text())
+    m = re.search(r"gen-it(\d+)", snap.name)
+    info = {"status": "ok" if rc == 0 and rc2 == 0 else _status(rc or rc2, timed_out), "width": w,
+            "iterations": prov.get("iterations", int(m.group(1)) if m else None), "seconds": prov.get("seconds"),
+            "snapshot": snap.name, "sha256": prov.get("sha256"), "kept_in_out": kept, "device": prov.get("device")}
+    its = info["iterations"] or 0
+    log(table(["width", "iterations", "train s", "it/s", "snapshot", "shipped sha256", "brought back"],
+              [[w, its, info["seconds"], its / info["seconds"] if info["seconds"] else None, snap.name,
+                (prov.get("sha256") or "")[:16], ", ".join(kept)]]))
+    return info
+
+
+# ---- step 5 -------------------------------------------------------------------------------------
+def step_threats(ctx: Ctx, budget: float) -> dict[str, Any]:
+    L, R, limit = ctx.s["L"], ctx.s["R"], ctx.s["limit5"]
+    cfg = ctx.config("step5-defensegan-threats", ["defensegan"], {"defensegan": {"L": L, "R": R}},
+                     {"pgd": {"steps": ctx.s["pgd_steps"]}})
+    results = ctx.step_results("step5-defensegan-threats")
+    threats = ["gray", "bpda", "bpda-eot"]
+    # One run: the runner does FGSM's cells before PGD's, each in this threat order, so a run
+    # interrupted by the budget has kept the cheapest cells.
+    cmd = ctx.bench_args(cfg, results) + ["--defenses", "defensegan", "--attack", "fgsm,pgd", "--eps", "0.3",
+                                          "--threat", ",".join(threats), "--limit", str(limit),
+                                          "--eot-samples", str(ctx.s["eot"])]
+    rc, out, timed_out = run(cmd, ctx.env(), budget)
+    recs = pick(results, ["defensegan"], ["fgsm", "pgd"], 0.3, threats, limit)
+    log(f"[step 5] DefenseGAN (L = {L}, R = {R}) on {limit} images, FGSM and PGD-{ctx.s['pgd_steps']} at 0.3, "
+        f"EOT {ctx.s['eot']}:")
+    log(record_table(recs))
+    return {"status": _status(rc, timed_out), "run_line": _computed(out),
+            "cells": {f"{r['attack']}/{r['threat']}": {"defended_adv": r.get("defended_adv_acc"),
+                                                       "ms_per_sample": r.get("defense_ms_per_sample")} for r in recs}}
+
+
+STEPS: dict[str, Callable[[Ctx, float], dict[str, Any]]] = {
+    "1": step_env, "1b": step_train, "2": step_grid, "3": step_ratio, "4": step_reconstruction, "5": step_threats}
+
+
+def run_all(a: argparse.Namespace) -> int:
+    ctx = Ctx(a)
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    log.add(ctx.work / "gpu.log")
+    if ctx.out != ctx.work:
+        log.add(ctx.out / "gpu-log.txt")
+    signal.signal(signal.SIGTERM, lambda *_: _terminate(ctx))
+    order = [s.strip() for s in a.steps.split(",") if s.strip()]
+    bad = [s for s in order if s not in STEPS]
+    if bad:
+        log(f"error: unknown step(s) {', '.join(bad)}; steps are {', '.join(STEP_ORDER)}")
+        return 2
+    log(f"[gpu] {'DRY RUN on CPU, tiny sizes' if ctx.dry else 'GPU run'}: steps {', '.join(order)}, budget "
+        f"{ctx.s['budget']:.0f} s, device {ctx.device}, work folder {ctx.work}, out {ctx.out}")
+    for key in order:
+        budget = min(float(ctx.s["caps"][key]), ctx.left())
+        log(f"\n=== step {key}: {TITLES[key]} (budget {max(budget, 0):.0f} s, {max(ctx.left(), 0):.0f} s left) ===")
+        t0 = time.perf_counter()
+        if ctx.abort:
+            info = {"status": "skipped (an earlier step failed)"}
+            log(f"[step {key}] skipped: step 1 found no usable environment")
+        elif budget < 5:
+            info = {"status": "skipped (budget)"}
+            log(f"[step {key}] skipped: the budget is gone ({max(ctx.left(), 0):.0f} s left of {ctx.s['budget']:.0f})")
+        else:
+            try:
+                info = STEPS[key](ctx, budget)
+            except Exception as exc:  # noqa: BLE001  (one step's failure must not cost the others)
+                info = {"status": f"failed: {type(exc).__name__}: {exc}"}
+                log(f"[step {key}] failed: {type(exc).__name__}: {exc}")
+                log(traceback.format_exc().rstrip())
+                if key == "1":
+                    ctx.abort = True
+        info["seconds"] = round(time.perf_counter() - t0, 1)
+        info["budget_s"] = round(max(budget, 0), 1)
+        ctx.summary["steps"][key] = info
+        ctx.pack()
+    if merge(ctx) and ctx.left() + ctx.s["reserve"] > 10:
+        run([ctx.py, "-m", "bench", "report", "--results-dir", str(ctx.results)]
+            + (["--no-plots"] if ctx.dry else []), ctx.env(), max(ctx.left() + ctx.s["reserve"] - 5, 10))
+    ctx.pack()
+    final_summary(ctx, order)
+    ctx.pack()
+    return 0 if not ctx.abort else 1
+
+
+def merge(ctx: Ctx) -> int:
+    """Copy every step's runs into ``results/`` (one folder of records for one report); returns how many."""
+    n = 0
+    for run_dir in sorted((ctx.work / "steps").glob("*/runs/*")):
+        if (run_dir / "records.jsonl").is_file() and (run_dir / "records.jsonl").stat().st_size:
+            dest = ctx.results / "runs" / run_dir.name
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(run_dir, dest)
+            n += 1
+    if n:
+        log(f"[gpu] {n} run(s) with records merged into {ctx.results}")
+    return n
+
+
+def final_summary(ctx: Ctx, order: list[str]) -> None:
+    st = ctx.summary["steps"]
+    log(f"\n=== summary: {ctx.summary.get('device', ctx.device)}, {time.perf_counter() - ctx.t0:.0f} s of "
+        f"{ctx.s['budget']:.0f} ===")
+    log(table(["step", "what", "status", "seconds", "budget s"],
+              [[k, TITLES[k], st.get(k, {}).get("status"), st.get(k, {}).get("seconds"), st.get(k, {}).get("budget_s")]
+               for k in order]))
+    s3 = st.get("3", {})
+    if s3.get("ratio"):
+        log(f"DefenseGAN (L = {s3['L']}, R = {s3['R']}): {s3['defensegan_ms_per_sample']:.4g} ms/sample; counterGAN "
+            f"preset: {s3['countergan_ms_per_sample']:.4g} ms/sample; ratio {s3['ratio']:.4g}× ({s3['device']})")
+    for width, w in st.get("4", {}).get("widths", {}).items():
+        ms = w["ms_per_sample"]
+        log(f"reconstruction width {width}: eager {ms.get('eager', float('nan')):.4g} ms/sample, floor "
+            f"{ms.get('floor', float('nan')):.4g}" + (f", best {w['best']} {ms[w['best']]:.4g} "
+                                                     f"({w.get('speedup_best_vs_eager', float('nan')):.3g}× eager, "
+                                                     f"{(w.get('best_over_floor') or float('nan')):.3g}× floor)"
+                                                     if w.get("best") else ", no compiled/graphed variant"))
+    files = sorted(p.name for p in ctx.out.iterdir() if p.is_file() and not p.name.startswith("."))
+    log(f"[gpu] packed into {ctx.out}: {', '.join(files)}")
+    too_many = len(files) > 8
+    if too_many:
+        log(f"[gpu] warning: {len(files)} files under {ctx.out}; a GPU machine returns 8")
+
+
+def _terminate(ctx: Ctx) -> None:
+    if _child is not None:
+        _signal(_child, signal.SIGKILL)
+    log("[gpu] terminated: packing what is there")
+    try:
+        ctx.pack()
+    finally:
+        os._exit(143)
+
+
+# ---- preparation (CPU side, network) ---------------------------------------------------------------
+def prepare(wheels: Path) -> int:
+    wheels.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), *WHEELS]
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd)
+    if rc == 0:
+        files = sorted(wheels.glob("*.whl"))
+        total = sum(f.stat().st_size for f in files)
+        print(f"[gpu] {len(files)} wheel(s), {total / 2**20:.1f} MiB in {wheels}: carry "
+              f"{wheels.relative_to(ROOT) if wheels.is_relative_to(ROOT) else wheels} with the GPU command",
+              flush=True)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.perf.gpu", description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="the same steps on CPU with tiny sizes (CI)")
+    p.add_argument("--prepare", action="store_true", help="download the wheels to carry (needs network) and exit")
+    p.add_argument("--out", default=os.environ.get("OUT") or None,
+                   help="where the packed results go (default $OUT, else <work>/out)")
+    p.add_argument("--work", help="the work folder (default build/gpu-run, dry run build/gpu-dry)")
+    p.add_argument("--wheels", default=str(ROOT / "wheels"), help="folder of carried wheels (default wheels/)")
+    p.add_argument("--steps", default=",".join(STEP_ORDER), help="steps to run, in this order")
+    p.add_argument("--budget", type=float, help="seconds for all steps (default 540; dry run 900, a safety net)")
+    p.add_argument("--train-seconds", type=float, help="step 1b's training seconds (default 210; dry run 30)")
+    p.add_argument("--device", help="default cuda (dry run: cpu)")
+    p.add_argument("--widths4", help="step 4's generator widths, 0 = the default generator's (default 0,64)")
+    p.add_argument("--ship-tag", default="gpu", help="step 1b's generator name: mnist-defensegan-<tag>.pt")
+    p.add_argument("--force-install", action="store_true", help="install the carried wheels even when present")
+    # the step 4 worker (internal)
+    p.add_argument("--step4-worker", metavar="JSONL", help=argparse.SUPPRESS)
+    p.add_argument("--L", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--R", type=int, default=10, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
+    p.add_argument("--widths", default="0", help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=120, help=argparse.SUPPRESS)
+    p.add_argument("--compile-backend", default="auto", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    if a.prepare:
+        return prepare(Path(a.wheels))
+    if a.step4_worker:
+        a.device = a.device or "cuda"
+        return step4_worker(a)
+    return run_all(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

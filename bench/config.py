@@ -169,8 +169,8 @@ def _positive_int(name: str, value: Any) -> None:
 
 
 def validate(cfg: Config) -> None:
-    if cfg.eps is not None:
-        cfg.eps = [parse_eps(e) for e in cfg.eps]
+    if cfg.eps is not None:  # de-duplicated as numbers: 0.3 and 0.30 are one eps
+        cfg.eps = list(dict.fromkeys(parse_eps(e) for e in cfg.eps))
     if cfg.limit is not None:
         _positive_int("limit", cfg.limit)
     _positive_int("batch_size", cfg.batch_size)

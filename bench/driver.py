@@ -178,7 +178,7 @@ class Runner:
             if len({r["attack"] for r in recs}) < 2:
                 continue
             recs = sorted(recs, key=lambda r: r["attack"])
-            ident = {**recs[0]["identity"], "attack": "worst", "eot_samples": None,
+            ident = {**recs[0]["identity"], "attack": "worst",
                      "attack_params": {"cells": sorted(r["cell_key"] for r in recs)}}
             key = identity.key(ident)
             if key in self.done:

@@ -27,6 +27,7 @@ ROW_GROUP = ["dataset", "classifier", "defense", "threat"]
 # Identity fields that are columns of the paper view, not properties of its rows.
 ATTACK_FIELDS = ("attack", "eps", "norm")
 SKIP_FIELDS = ("kind", "v")
+DEFENSE_FIELDS = ("defense", "defense_params", "defense_fit", "eot_samples")
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
 COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
 FORMATS = ("md", "csv", "latex")
@@ -34,7 +35,8 @@ FORMATS = ("md", "csv", "latex")
 
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 14 else text[:12] + "…"
+    # A cut label keeps a hash of the whole value, so two different values never look alike.
+    return text if len(text) <= 14 else text[:8] + "…" + digest(text, 6)
 
 
 def _differing(flat: pd.Series, skip) -> list[str]:
@@ -67,11 +69,21 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``variant`` (what tells a row apart from the same defense's other rows) and
     ``attack_variant`` (what tells an attack column apart), from the stored identities."""
     flat = df.apply(_identity_of, axis=1)
-    row_skip = lambda k: k.split(".")[0] in SKIP_FIELDS + ATTACK_FIELDS or k.startswith("attack_params")
+    attack_field = lambda k: k.split(".")[0] in SKIP_FIELDS + ATTACK_FIELDS or k.startswith("attack_params")
+    defense_field = lambda k: k.split(".")[0] in DEFENSE_FIELDS
     df["variant"], df["attack_variant"] = "", ""
-    for _, idx in df.groupby(ROW_GROUP, dropna=False, sort=False).groups.items():
-        df.loc[idx, "variant"] = _labels(flat[idx], _differing(flat[idx], row_skip))
-    for _, idx in df.groupby(ROW_GROUP + ["variant", "attack", "eps"], dropna=False, sort=False).groups.items():
+    table = ["dataset", "classifier", "threat"]
+    for _, idx in df.groupby(table, dropna=False, sort=False).groups.items():
+        # Fields that differ anywhere in one table (n, labels, classifier weights …) label every
+        # row of it; a defense's own fields label its rows when they differ between its cells.
+        shared = _differing(flat[idx], lambda k: attack_field(k) or defense_field(k))
+        df.loc[idx, "variant"] = _labels(flat[idx], shared)
+        for _, jdx in df.loc[idx].groupby("defense", dropna=False, sort=False).groups.items():
+            own = _differing(flat[jdx], lambda k: not defense_field(k) or k == "defense")
+            if own:
+                df.loc[jdx, "variant"] = [", ".join(x for x in (v, a) if x) for v, a in
+                                          zip(df.loc[jdx, "variant"], _labels(flat[jdx], own))]
+    for _, idx in df.groupby(table + ["attack", "eps"], dropna=False, sort=False).groups.items():
         fields = _differing(flat[idx], lambda k: not k.startswith("attack_params"))
         df.loc[idx, "attack_variant"] = _labels(flat[idx], fields)
     return df
@@ -173,7 +185,10 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         g = g.assign(col=g["attack"] + " " + g["eps"].map(_fmt_eps)
                      + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
                      row=g["defense"] + g["variant"].map(lambda v: f" [{v}]" if v else ""))
-        # Each (row, col) holds exactly one cell: rows and columns carry every differing field.
+        # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
+        # should two cells still meet, both rows get their cell key rather than one being dropped.
+        clash = g.duplicated(["row", "col"], keep=False)
+        g.loc[clash, "row"] = g.loc[clash, "row"] + " {" + g.loc[clash, "cell_key"].str[:8] + "}"
         pivot = g.pivot_table(index="row", columns="col", values="defended_adv_acc", aggfunc="first")
         rows = g.groupby("row")
         pivot.insert(0, "n", rows["n"].agg(lambda s: "/".join(str(v) for v in sorted(set(s)))))

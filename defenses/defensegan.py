@@ -78,7 +78,7 @@ class DefenseGAN(Defense):
     trainable = True
     randomized = True
     fit_params = ("z_dim", "width", "recipe", "iterations", "critic_iters", "gp_weight", "gan_lr",
-                  "batch_size", "pretrained")
+                  "batch_size", "pretrained", "pretrained_sha256")
     test_params = {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}
     # Where shipped generators live (a class attribute so tests can point it elsewhere).
     pretrained_dir = Path(__file__).resolve().parent / "pretrained"
@@ -112,6 +112,10 @@ class DefenseGAN(Defense):
         self.recipe_width = r["width"]
         self.critic_iters, self.gp_weight, self.batch_size = critic_iters, gp_weight, batch_size
         self.pretrained = pretrained
+        # A training setting given explicitly asks for *that* generator: never the shipped one.
+        self.explicit_training = recipe != "cpu" or iterations != 0 or gan_lr != 0
+        # With a fixed seed every call starts from the same z: the defense is deterministic.
+        self.randomized = seed < 0
         self._gen = torch.Generator()
         self._gen.seed()
 
@@ -120,11 +124,29 @@ class DefenseGAN(Defense):
         if not self.width:  # the shipped generator's width, so that it can be loaded; else the recipe's
             m = self.manifest(getattr(spec, "registered_name", ""))
             self.width = int(m["width"]) if m and m.get("z_dim") == self.z_dim else self.recipe_width
-        self.hparams.update(width=self.width, iterations=self.iterations, gan_lr=self.gan_lr, z_init=self.z_init)
-        # The shipped weights are part of what this defense is: re-shipping changes its cells.
-        m = self.manifest(getattr(spec, "registered_name", "")) if self.pretrained else None
-        self.hparams["pretrained_sha256"] = m.get("sha256") if m else None
         self.G = DefenseGANGenerator(tuple(spec.shape), self.z_dim, self.width)
+        # The shipped weights are part of what this defense is (re-shipping changes its cells), and
+        # its recorded training settings are the shipped generator's, not the recipe's.
+        self.shipped = self.usable_manifest(getattr(spec, "registered_name", ""))
+        if self.shipped:
+            self.iterations, self.gan_lr = self.shipped.get("iterations"), self.shipped["training"].get("lr")
+        self.hparams.update(width=self.width, iterations=self.iterations, gan_lr=self.gan_lr, z_init=self.z_init,
+                            pretrained_sha256=self.shipped["sha256"] if self.shipped else None)
+
+    def usable_manifest(self, dataset: str) -> dict[str, Any] | None:
+        """The shipped generator's provenance when its file, hash, architecture and training
+        settings fit this defense (the data is checked when loading); None otherwise."""
+        m = self.manifest(dataset)
+        if m is None or self.explicit_training:
+            return None
+        train = m.get("training", {})
+        fits = (m.get("width") == self.width and m.get("z_dim") == self.z_dim
+                and m.get("architecture") == type(self.G).__name__
+                and all(train.get(k) == getattr(self, k) for k in ("critic_iters", "gp_weight", "batch_size")))
+        weights = self.pretrained_dir / m["file"]
+        if not fits or not weights.is_file() or sha256_file(weights) != m.get("sha256"):
+            return None
+        return m
 
     def seed(self, seed: int) -> None:
         self._gen.manual_seed(seed)
@@ -217,6 +239,9 @@ class DefenseGAN(Defense):
             why = f"{weights} is missing"
         elif (digest := sha256_file(weights)) != m.get("sha256"):
             why = f"{weights.name} has sha256 {digest[:12]}…, its provenance says {str(m.get('sha256'))[:12]}…"
+        elif self.shipped is None:
+            why = (f"training settings were given explicitly or differ from its {m.get('training')} "
+                   "(critic_iters, gp_weight, batch_size)")
         if why:
             print(f"[defense] not using the shipped DefenseGAN generator {self.pretrained!r}: {why}; training on demand")
             return None

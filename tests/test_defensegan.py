@@ -194,7 +194,7 @@ def shipped(tmp_path, monkeypatch):
 
 
 def shipped_defense(**params):
-    d = build(DEFENSES, "defensegan", params)
+    d = build(DEFENSES, "defensegan", {"batch_size": TINY["batch_size"], **params})  # the shipped one's
     d.setup(MNIST())
     return d
 
@@ -212,6 +212,8 @@ def test_shipped_generator_is_loaded_when_everything_matches(shipped):
     ("fingerprint", "trained on data ffffffffffffffff"),
     ("hash", "has sha256"),
     ("width", "architecture"),
+    ("iterations", "training settings"),
+    ("batch", "training settings"),
     ("off", None),
 ])
 def test_shipped_generator_is_refused_on_any_mismatch(shipped, capsys, change, message):
@@ -224,6 +226,10 @@ def test_shipped_generator_is_refused_on_any_mismatch(shipped, capsys, change, m
             f.write(b"XXXXX")
     elif change == "width":
         params = {"width": 8}
+    elif change == "iterations":  # a user's own training budget asks for that generator
+        params = {"iterations": 5000}
+    elif change == "batch":
+        params = {"batch_size": 50}
     else:
         params = {"pretrained": ""}
     d = shipped_defense(**params)

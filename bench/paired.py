@@ -249,10 +249,11 @@ def compare(df: pd.DataFrame, a: str, b: str) -> str:
         acc_a, acc_b = (both + only_a) / p.n, (both + only_b) / p.n
         lo, hi = newcombe_paired(both, only_a, only_b, neither)
         w = max(len(la), len(lb), 10) + 10
+        c = len(lb) + 8  # wide enough for "<b> correct"
         out += [p.group, "defended accuracy under attack, per image:",
-                f"{'':{w}}{lb + ' correct':>22}{lb + ' wrong':>22}",
-                f"{la + ' correct':{w}}{both:>22}{only_a:>22}",
-                f"{la + ' wrong':{w}}{only_b:>22}{neither:>22}",
+                f"{'':{w}}  {lb + ' correct':>{c}}  {lb + ' wrong':>{c}}",
+                f"{la + ' correct':{w}}  {both:>{c}}  {only_a:>{c}}",
+                f"{la + ' wrong':{w}}  {only_b:>{c}}  {neither:>{c}}",
                 f"accuracy: {la} {acc_a:.4f}, {lb} {acc_b:.4f}; difference {acc_a - acc_b:+.4f}, "
                 f"95% CI [{lo:+.4f}, {hi:+.4f}] (Newcombe hybrid score interval for paired proportions)",
                 f"exact McNemar (two-sided binomial test of {only_a} vs {only_b} discordant images): "

@@ -179,8 +179,15 @@ def test_pgd_adversarial_training_raises_pgd_accuracy_over_standard_training():
         with torch.no_grad():
             return ((model(x).argmax(1) == y).float().mean().item(), (model(adv).argmax(1) == y).float().mean().item())
 
-    clean_std, robust_std = accuracies(Recipe(epochs=4))
-    clean_at, robust_at = accuracies(Recipe(epochs=4, adv_eps=eps, adv_steps=5, adv_ramp_epochs=1.0))
+    # One thread: a model this small gains nothing from two, and on a busy 2-core machine two
+    # threads wait on each other (measured: 5 s on one thread, 100 s on two).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clean_std, robust_std = accuracies(Recipe(epochs=4))
+        clean_at, robust_at = accuracies(Recipe(epochs=4, adv_eps=eps, adv_steps=5, adv_ramp_epochs=1.0))
+    finally:
+        torch.set_num_threads(threads)
     assert clean_std > 0.8 and clean_at > 0.6  # both learnt the digits
     assert robust_std < 0.25  # an undefended model falls under PGD …
     assert robust_at > robust_std + 0.15  # … adversarial training keeps a good share

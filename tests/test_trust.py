@@ -217,12 +217,15 @@ def test_label_leak_check():
     rec["clean_acc_ci_low"], rec["clean_acc_ci_high"] = wilson(80, n)
     rec["defended_adv_acc_ci_low"], rec["defended_adv_acc_ci_high"] = wilson(100, n)
     found = label_leak(rec, clean_ok, dc, da)
-    assert len(found) == 2 and "exceeds the undefended clean accuracy" in found[0]
+    assert len(found) == 3 and "exceeds the undefended clean accuracy" in found[0]
     rec["defended_adv_acc_ci_low"], rec["defended_adv_acc_ci_high"] = wilson(80, n)
     assert label_leak(rec, clean_ok, dc, clean_ok) == []
     # Crafted against the classifier's own wrong predictions, an attack may "fix" them: no leak.
     assert label_leak({**rec, "attack_labels": "predicted"}, clean_ok, dc, da) == []
-    assert len(label_leak({**rec, "attack_labels": "true"}, clean_ok, dc, da)) == 1
+    assert len(label_leak({**rec, "attack_labels": "true"}, clean_ok, dc, da)) == 2
+    # A defense that is right more often attacked than clean, among images the classifier gets right.
+    dc2 = torch.arange(n) >= 30                 # the defense loses 10 clean images …
+    assert any("right under attack on 10" in c for c in label_leak(rec, clean_ok, dc2, clean_ok))
 
 
 def test_predicted_labels_are_used_to_craft(run_args):

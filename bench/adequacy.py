@@ -25,7 +25,6 @@ below the converged value, or any of whose curves did not converge, gets a flag 
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.identity import canonical as _canon
 
 AXES = ("steps", "restarts", "eot")
 BUDGET_PARAMS = ("steps", "alpha", "restarts")  # alpha follows steps when automatic
@@ -46,12 +46,6 @@ CURVE_FIELDS = ("dataset", "classifier", "classifier_hash", "data_fingerprint", 
                 "threat", "attack", "eps", "norm", "attack_labels", "seed")
 
 
-def _canon(value: Any) -> str:
-    if hasattr(value, "item") and not isinstance(value, (dict, list, str)):
-        value = value.item()  # a numpy scalar (pandas rows hold them) reads as its Python value
-    if isinstance(value, float) and math.isnan(value):
-        value = None
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _params(row: pd.Series) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 IDENTITY_VERSION = 2  # bump when the meaning of a field changes: old keys then never match
@@ -57,6 +58,15 @@ def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_h
             "attack": attack, "attack_params": attack_params, "eps": eps, "norm": norm,
             "attack_labels": attack_labels, "threat": threat, "eot_samples": eot_samples,
             "seed": seed, "batch_size": batch_size, "device_type": device_type}
+
+
+def canonical(value: Any) -> str:
+    """A value as stable JSON text, numpy scalars (as pandas rows hold them) and NaN normalised."""
+    if hasattr(value, "item") and not isinstance(value, (dict, list, str)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        value = None
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def key(identity: dict[str, Any]) -> str:

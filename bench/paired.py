@@ -19,7 +19,6 @@ Everything comes from stored records; nothing is run.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from itertools import combinations
@@ -30,6 +29,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.stats import wilson
+from bench.identity import canonical as _canon
 
 ALPHA = 0.05
 # What makes two records' bitmaps comparable image by image (missing fields read as None).
@@ -125,12 +125,6 @@ class Pair:
         return self.p_holm < ALPHA
 
 
-def _canon(value: Any) -> str:
-    if hasattr(value, "item") and not isinstance(value, (dict, list, str)):
-        value = value.item()  # a numpy scalar (pandas rows hold them) reads as its Python value
-    if isinstance(value, float) and math.isnan(value):
-        value = None
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def row_labels(g: pd.DataFrame) -> pd.Series:

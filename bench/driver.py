@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bench import checks, identity
+from bench.checkpoint import load_state, save_state, state_hash
 from bench.classifiers import get_classifier, resolve_recipe
 from bench.config import Config
 from bench.data import Data, DatasetPlugin, Split, fingerprint
@@ -203,13 +204,11 @@ class Runner:
             return d.to(self.device).eval()
         path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
         if path.is_file():
-            from bench.checkpoint import load_state
             load_state(d, path, what=f"cached {name} checkpoint")
             d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
         elif (shipped := d.load_pretrained(data)) is not None:
             d.fit_info = {**shipped, "defense_fit_key": key}
         else:
-            from bench.checkpoint import save_state, state_hash
             print(f"[defense] training {name} on {len(data.train)} {data.name} images"
                   + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
             t0 = time.perf_counter()
@@ -218,6 +217,7 @@ class Runner:
                          eps=spec.default_eps) or {}
             info["fit_seconds"] = time.perf_counter() - t0
             save_state(d, path, {"defense": name, "params": d.hparams, **info})
-            d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key,
-                          "defense_weights_hash": state_hash(d), **info}
+            d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key, **info}
+        # Whatever the source, the record names the exact weights it was computed with.
+        d.fit_info["defense_weights_hash"] = state_hash(d)
         return d.to(self.device).eval()

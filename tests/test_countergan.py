@@ -98,6 +98,7 @@ def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
     first, second = read_records(run_args.results)
     assert first["defense_source"].startswith("trained:") and second["defense_source"].startswith("cache:")
     assert first["defended_adv_acc"] == second["defended_adv_acc"]
+    assert first["defense_weights_hash"] == second["defense_weights_hash"]  # the cache names its weights too
     path = first["defense_source"].split(":", 1)[1]
     a, b = make("countergan", MNIST()), make("countergan", MNIST())
     load_state(a, path)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -78,6 +78,22 @@ class ModelAPGDAT(ModelA):
                      "adv_alpha": 2.5, "adv_ramp_epochs": 5.0}
 
 
+@register_classifier("mnist-cnn-rec")
+class ModelARec(ModelA):
+    """Model A trained on DefenseGAN reconstructions: the paper's "Defense-GAN-Rec" classifier.
+
+    Same architecture and recipe as ``mnist-cnn``; every training image is replaced by its
+    reconstruction G(z*) by the shipped DefenseGAN generator (the paper's z₀ ~ N(0, 1/128), lr 10,
+    fixed seed), so the classifier sees at training what ``defensegan`` hands it at test time.
+    A departure, named: reconstructions use L = 50, R = 4 (``defensegan-fast``'s budget; the paper
+    reconstructs with L = 200, R = 10, ~10× the cost: ``[classifiers.mnist-cnn-rec] rec_L = 200,
+    rec_R = 10``). Pair it with a DefenseGAN defense; with ``none`` it shows the clean-image cost.
+    Example: ``python -m bench --classifier mnist-cnn-rec --defenses none,defensegan-fast,defensegan --attack fgsm``
+    """
+
+    recipe_preset = {"rec_L": 50, "rec_R": 4}
+
+
 @register_classifier("cifar-small")
 class SmallCNN(Normalized):
     """A CPU-friendly CNN for 3×32×32: 3 conv blocks (32/64/128, BN, max-pool), FC 256.
@@ -131,6 +147,8 @@ class Recipe:
     adv_alpha: float = 2.5           # PGD step size in units of eps/steps (Madry et al.'s 2.5·eps/steps)
     adv_ramp_epochs: float = 0.0     # eps grows linearly from 0 to adv_eps over this many epochs
     adv_clean_fraction: float = 0.0  # share of each batch left clean (0 = Madry: all adversarial)
+    rec_L: int = 0                   # > 0: train on DefenseGAN reconstructions G(z*) of the training
+    rec_R: int = 1                   # images, rec_L descent steps, rec_R restarts (the paper's "Rec")
 
 
 def make_classifier(name: str, spec: DatasetPlugin) -> Normalized:
@@ -194,6 +212,15 @@ def train_classifier(model: nn.Module, data: Data, recipe: Recipe, seed: int,
     return model.eval()
 
 
+def reconstructed(data: Data, fn: Callable, device: torch.device, batch: int = 250) -> Data:
+    """``data`` with every training image replaced by ``fn``'s reconstruction (labels kept)."""
+    x = data.train.x
+    bar = progress(range(0, len(x), batch), desc="reconstructing training images", total=math.ceil(len(x) / batch))
+    with torch.no_grad():
+        out = torch.cat([fn(x[i:i + batch].to(device)).cpu() for i in bar])
+    return replace(data, train=replace(data.train, x=out, source=f"{data.train.source} (reconstructed)"))
+
+
 def describe(recipe: Recipe, n: int) -> str:
     """One line: what a recipe will do on ``n`` training images (printed before training)."""
     iters = recipe.epochs * math.ceil(n / recipe.batch_size)
@@ -203,13 +230,21 @@ def describe(recipe: Recipe, n: int) -> str:
                  + (f" (ramped over {recipe.adv_ramp_epochs:g} epochs)" if recipe.adv_ramp_epochs else "")
                  + (f", {recipe.adv_clean_fraction:.0%} clean" if recipe.adv_clean_fraction else "")
                  + f": ~{recipe.adv_steps + 1}× the cost of standard training")
+    if recipe.rec_L > 0:
+        text += f", on DefenseGAN reconstructions (L = {recipe.rec_L}, R = {recipe.rec_R}) of the training images"
     return text
 
 
 def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, seed: int,
-                   device: torch.device, cache_dir: Path, weights: Path | None = None
+                   device: torch.device, cache_dir: Path, weights: Path | None = None,
+                   reconstructor: Callable[[], tuple[Callable, dict]] | None = None
                    ) -> tuple[nn.Module, dict]:
-    """Return (model in eval mode on ``device``, identity info for records)."""
+    """Return (model in eval mode on ``device``, identity info for records).
+
+    ``reconstructor`` (the Rec setting, ``recipe.rec_L > 0``) returns (a function mapping a batch
+    of training images to their reconstructions, that function's identity: which generator, L, R);
+    it is called whenever ``recipe.rec_L > 0`` (cached or not) because its identity joins the key.
+    """
     torch.manual_seed(seed)  # before the model exists: its initial weights must not depend on hidden RNG state
     model = make_classifier(name, spec)
     if weights is not None:
@@ -217,7 +252,15 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
         info = {"classifier_weights": str(weights), "classifier_source": "user",
                 "classifier_recipe": None, "classifier_key": None}  # the recipe did not make these weights
     else:
-        ident = identity.classifier_identity(data.name, name, asdict(recipe), data.fingerprint, seed)
+        # The rec_* fields join the key only when used: classifiers cached before they existed keep their keys.
+        fields_ = {k: v for k, v in asdict(recipe).items() if recipe.rec_L > 0 or not k.startswith("rec_")}
+        ident = identity.classifier_identity(data.name, name, fields_, data.fingerprint, seed)
+        rec_fn = None
+        if recipe.rec_L > 0:
+            if reconstructor is None:
+                raise BenchError(f"classifier {name!r} trains on reconstructions (rec_L = {recipe.rec_L}) "
+                                 "but no reconstructor was given")
+            rec_fn, ident["reconstruction"] = reconstructor()
         key = identity.key(ident)
         path = Path(cache_dir) / "classifiers" / f"{data.name}-{name}-{key}.pt"
         if path.is_file():
@@ -227,12 +270,16 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
             t0 = time.perf_counter()
             print(f"[classifier] training {name} on {len(data.train)} {data.name} images: "
                   f"{describe(recipe, len(data.train))} …", flush=True)
+            if rec_fn is not None:
+                data = reconstructed(data, rec_fn, device)
             train_classifier(model, data, recipe, seed, device, desc=f"classifier {name}")
             seconds = time.perf_counter() - t0
             print(f"[classifier] {name} trained in {seconds:.0f} s; cached as {path}", flush=True)
             save_state(model, path, {**ident, "train_seconds": seconds})
             info = {"classifier_source": f"trained:{path}"}
         info.update(classifier_recipe=asdict(recipe), classifier_key=key)
+        if "reconstruction" in ident:
+            info["classifier_reconstruction"] = ident["reconstruction"]
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -258,7 +305,8 @@ def _checked(r: Recipe, table: str) -> Recipe:
     """Ranges, and the adversarial fields' consistency."""
     bad = [(k, "a positive") for k in ("epochs", "batch_size", "lr") if getattr(r, k) <= 0]
     bad += [(k, "a non-negative") for k in ("weight_decay", "adv_steps", "adv_ramp_epochs") if getattr(r, k) < 0]
-    bad += [(k, "a positive") for k in ("adv_alpha",) if r.adv_alpha <= 0]
+    bad += [(k, "a non-negative") for k in ("rec_L",) if r.rec_L < 0]
+    bad += [(k, "a positive") for k in ("adv_alpha", "rec_R") if getattr(r, k) <= 0]
     if bad:
         k, what = bad[0]
         raise BenchError(f"{table} {k} must be {what} number, got {getattr(r, k)!r}")

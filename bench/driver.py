@@ -14,7 +14,7 @@ import torch
 
 from bench import checks, identity
 from bench.checkpoint import load_state, save_state, state_hash
-from bench.classifiers import get_classifier, resolve_recipe
+from bench.classifiers import Recipe, get_classifier, resolve_recipe
 from bench.config import Config
 from bench.data import Data, DatasetPlugin, Split, fingerprint
 from bench.errors import BenchError
@@ -127,7 +127,20 @@ class Runner:
         name = cfg.classifier or spec.default_classifier
         weights = Path(cfg.classifier_weights) if cfg.classifier_weights else None
         recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-        return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights)
+        return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
+                              reconstructor=lambda: self.reconstructor(recipe, spec, data))
+
+    def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
+        """The Rec setting's training transform: ``defensegan`` (the shipped generator when it fits,
+        else trained on demand) with the recipe's L and R and a fixed seed, and its identity."""
+        d = make_defense("defensegan", {"L": recipe.rec_L, "R": recipe.rec_R, "seed": self.cfg.seed})
+        torch.manual_seed(self.cfg.seed)
+        d.setup(spec)
+        # The generator never sees a classifier: its cache key names none.
+        self.ensure_fitted(d, "defensegan", None, data, spec, fit_key(d, "none", data.fingerprint, self.cfg.seed))
+        ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"],
+                 **{k: d.hparams[k] for k in ("L", "R", "lr", "z_init", "seed", "pretrained_sha256")}}
+        return d, ident
 
     def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
         d = make_defense(name, self.cfg.defense_params.get(name))

@@ -191,3 +191,42 @@ def test_pgd_adversarial_training_raises_pgd_accuracy_over_standard_training():
     assert clean_std > 0.8 and clean_at > 0.6  # both learnt the digits
     assert robust_std < 0.25  # an undefended model falls under PGD …
     assert robust_at > robust_std + 0.15  # … adversarial training keeps a good share
+
+
+# ---- the paper's Rec setting: a classifier trained on DefenseGAN reconstructions --------------
+
+def test_rec_classifier_trains_on_reconstructions_and_names_its_generator(run_args, tmp_path, monkeypatch):
+    import bench.classifiers as clf
+    from bench.cli import main
+    from tests.conftest import read_records
+    seen = []
+    real = clf.train_classifier
+    monkeypatch.setattr(clf, "train_classifier", lambda model, data, *a, **k: (seen.append(data.train),
+                                                                                real(model, data, *a, **k))[1])
+    keys = []
+    for L in (2, 3):
+        toml = tmp_path / f"rec{L}.toml"
+        toml.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n"
+                        f"[classifiers.mnist-cnn-rec]\nrec_L = {L}\nrec_R = 1\n")
+        args = run_args("--classifier", "mnist-cnn-rec", "--defenses", "none", "--attack", "fgsm", "--limit", "8")
+        args[args.index("--config") + 1] = str(toml)
+        args[args.index("--results-dir") + 1] = str(tmp_path / f"r{L}")
+        assert main(args) == 0
+        (rec,) = read_records(tmp_path / f"r{L}")
+        assert rec["classifier"] == "mnist-cnn-rec" and rec["classifier_recipe"]["rec_L"] == L
+        keys.append(rec["classifier_key"])
+    assert keys[0] != keys[1]  # the reconstruction budget is part of the classifier's identity
+    assert len(seen) == 2 and all("(reconstructed)" in s.source for s in seen)
+    # L = 2 and L = 3 reconstructions differ, and neither is the raw training data
+    digits = MNIST().load(Path("/nonexistent-data-root"), offline=True).train.x
+    assert not torch.equal(seen[0].x, seen[1].x) and not torch.equal(seen[0].x, digits)
+    assert seen[0].x.shape == digits.shape and 0 <= seen[0].x.min() and seen[0].x.max() <= 1
+    # records name the generator the training images went through (the shipped one here)
+    assert rec["classifier_reconstruction"]["L"] == 3 and rec["classifier_reconstruction"]["generator"]
+    assert rec["classifier_reconstruction"]["pretrained_sha256"] == DEFENSES.get("defensegan")().manifest("mnist")["sha256"]
+
+
+def test_rec_recipe_is_checked():
+    with pytest.raises(BenchError, match="rec_R must be a positive"):
+        resolve_recipe("mnist-cnn-rec", {}, {"rec_R": 0})
+    assert resolve_recipe("mnist-cnn-rec", {}, {}).rec_L > 0 and resolve_recipe("mnist-cnn", {}, {}).rec_L == 0

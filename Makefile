@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
-.PHONY: install bench reference threat-matrix test test-all browser
+.PHONY: install bench reference threat-matrix adaptive test test-all browser
 install: $(STAMP)
 
 # The leaderboard page's browser test drives Debian's headless Chromium (tests/test_site.py):
@@ -39,6 +39,18 @@ threat-matrix: $(STAMP)
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml --classifier mnist-cnn-pgdat --defenses none
 	$(PY) -m bench report --results-dir $(REF)/threat-matrix --readme README.md --readme-block threat-matrix
+
+# Issue 13: the adaptive counterGAN beside the preset and the PGD-trained classifier at three eps,
+# then the sanity checks a robust claim needs: more steps and restarts (adequacy sweep), unbounded
+# eps, and a gradient-free attack (Square).
+ADA := --offline --results-dir $(REF)/adaptive --limit 500
+adaptive: $(STAMP)
+	$(PY) -m bench $(ADA) --defenses none,countergan,countergan-adaptive --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
+	$(PY) -m bench $(ADA) --classifier mnist-cnn-pgdat --defenses none --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
+	$(PY) -m bench adequacy $(ADA) --defenses countergan-adaptive --attack pgd --eps 0.3 --threat white
+	$(PY) -m bench $(ADA) --defenses none,countergan-adaptive --attack pgd --eps 0.5,1.0 --threat white
+	$(PY) -m bench --config $(REF)/adaptive/square.toml
+	$(PY) -m bench report --results-dir $(REF)/adaptive --readme README.md --readme-block adaptive
 
 test: $(STAMP) browser
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q

@@ -102,8 +102,13 @@ def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
 
 
 def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
-    """Flag an iterative attack that does worse than FGSM on the same cell otherwise (driver side)."""
-    if not rec.get("iterative") or rec.get("eps") is None:  # FGSM and worst-case rows are not iterative
+    """Flag an iterative attack that does worse than FGSM on the same cell otherwise.
+
+    The driver runs it as each cell is stored (so the run's log says it); an executor may deliver
+    the iterative cell before its FGSM twin, so the report runs it again over all stored records
+    (``with_fgsm_checks``) — a warning never depends on the order cells finished in."""
+    # FGSM and worst-case rows are not iterative; `!= True` also skips a frame's NaN (no such field)
+    if rec.get("iterative") != True or rec.get("eps") is None:  # noqa: E712
         return
     same = ("dataset", "classifier", "defense", "threat", "eps", "norm", "n", "attack_labels", "defense_params")
     for r in stored:
@@ -113,3 +118,14 @@ def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
                 rec["checks"].append(f"{rec['attack']} is weaker than FGSM at the same eps "
                                      f"({rec['defended_adv_acc']:.3f} > {r['defended_adv_acc']:.3f}): "
                                      "a sign of a broken evaluation (masked gradients?)")
+
+
+def with_fgsm_checks(records: list[dict[str, Any]]) -> list[list[str]]:
+    """Every record's checks, with ``versus_fgsm`` applied against all the other records."""
+    out = []
+    for rec in records:
+        checks = list(rec.get("checks") or []) if isinstance(rec.get("checks"), list) else []
+        probe = {**rec, "checks": []}
+        versus_fgsm(probe, records)
+        out.append(checks + [c for c in probe["checks"] if c not in checks])
+    return out

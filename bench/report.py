@@ -19,6 +19,7 @@ import pandas as pd
 
 import json
 
+from bench.checks import with_fgsm_checks
 from bench.identity import digest, flatten
 from bench.store import iter_records, write_atomic
 
@@ -108,6 +109,8 @@ def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | Non
         lambda r: "legacy-" + digest([str(r[k]) for k in ROW_KEY] + [_identity_of(r)]), axis=1)
     df = df.sort_values("time", kind="stable", na_position="first")
     df = df.drop_duplicates(subset=["cell_key"], keep="last").reset_index(drop=True)
+    if "iterative" in df.columns:
+        df["checks"] = with_fgsm_checks(df.to_dict("records"))
     df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
     df = with_variants(df)
     return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable",

@@ -105,3 +105,14 @@ def test_readme_block_is_generated(tmp_path):
     assert "| none" in text and "pareto_" in text
     readme.write_text("no markers")
     assert main(["report", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 2
+
+
+def test_weaker_than_fgsm_is_flagged_whatever_order_the_cells_were_stored_in():
+    # An executor can deliver PGD before its FGSM twin: the driver's check then saw no FGSM.
+    pgd = rec("a", 0.9, 1.0, attack="pgd", iterative=True, cell_key="p", checks=[])
+    fgsm = rec("a", 0.3, 2.0, iterative=False, cell_key="f", checks=[], defended_adv_acc_ci_high=0.35)
+    other = rec("b", 0.9, 3.0, attack="pgd", iterative=True, cell_key="q", checks=[])  # no FGSM twin
+    legacy = rec("a", 0.95, 4.0, attack="pgd", cell_key="l")  # no `iterative` field: not judged
+    df = frame([pgd, fgsm, other, legacy]).set_index("cell_key")
+    assert any("weaker than FGSM" in c for c in df.loc["p", "checks"])
+    assert df.loc["q", "checks"] == [] and df.loc["f", "checks"] == [] and df.loc["l", "checks"] == []

@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
-.PHONY: install bench reference threat-matrix adaptive test test-all browser
+.PHONY: install bench reference threat-matrix defensegan adaptive test test-all browser
 install: $(STAMP)
 
 # The leaderboard page's browser test drives Debian's headless Chromium (tests/test_site.py):
@@ -39,6 +39,14 @@ threat-matrix: $(STAMP)
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml --classifier mnist-cnn-pgdat --defenses none
 	$(PY) -m bench report --results-dir $(REF)/threat-matrix --readme README.md --readme-block threat-matrix
+
+# Issue 14: DefenseGAN on the shipped generator, the paper's reconstruction beside every named
+# variant in one run, then the paper's "Rec" setting (a classifier trained on reconstructions).
+DG := --offline --results-dir $(REF)/defensegan --attack fgsm --eps 0.3 --limit 500
+defensegan: $(STAMP)
+	$(PY) -m bench $(DG) --defenses none,defensegan,defensegan-prior,defensegan-lrcut,defensegan-fast,defensegan-prior-fast
+	$(PY) -m bench $(DG) --classifier mnist-cnn-rec --defenses none,defensegan-fast,defensegan
+	$(PY) -m bench report --results-dir $(REF)/defensegan --readme README.md --readme-block defensegan
 
 # Issue 13: the adaptive counterGAN beside the preset and the PGD-trained classifier at three eps,
 # then the sanity checks a robust claim needs: more steps and restarts (adequacy sweep), unbounded

@@ -38,6 +38,7 @@ reference: $(STAMP)
 threat-matrix: $(STAMP)
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml --classifier mnist-cnn-pgdat --defenses none
+	$(PY) -m bench adequacy --config $(REF)/threat-matrix/grid.toml --defenses bitdepth --attack pgd --threat bpda --steps 40,100,200 --restarts 1,5
 	$(PY) -m bench report --results-dir $(REF)/threat-matrix --readme README.md --readme-block threat-matrix
 
 # Issue 14: DefenseGAN on the shipped generator, the paper's reconstruction beside every named
@@ -53,10 +54,10 @@ defensegan: $(STAMP)
 # eps, and a gradient-free attack (Square).
 ADA := --offline --results-dir $(REF)/adaptive --limit 500
 adaptive: $(STAMP)
-	$(PY) -m bench $(ADA) --defenses none,countergan,countergan-adaptive --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
+	$(PY) -m bench $(ADA) --defenses none,countergan,countergan-adaptive,countergan-adaptive-long --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
 	$(PY) -m bench $(ADA) --classifier mnist-cnn-pgdat --defenses none --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
-	$(PY) -m bench adequacy $(ADA) --defenses countergan-adaptive --attack pgd --eps 0.3 --threat white
-	$(PY) -m bench $(ADA) --defenses none,countergan-adaptive --attack pgd --eps 0.5,1.0 --threat white
+	$(PY) -m bench adequacy $(ADA) --defenses countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.3 --threat white
+	$(PY) -m bench $(ADA) --defenses none,countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.5,1.0 --threat white
 	$(PY) -m bench --config $(REF)/adaptive/square.toml
 	$(PY) -m bench report --results-dir $(REF)/adaptive --readme README.md --readme-block adaptive
 

@@ -109,10 +109,23 @@ def test_readme_block_is_generated(tmp_path):
 
 def test_weaker_than_fgsm_is_flagged_whatever_order_the_cells_were_stored_in():
     # An executor can deliver PGD before its FGSM twin: the driver's check then saw no FGSM.
-    pgd = rec("a", 0.9, 1.0, attack="pgd", iterative=True, cell_key="p", checks=[])
-    fgsm = rec("a", 0.3, 2.0, iterative=False, cell_key="f", checks=[], defended_adv_acc_ci_high=0.35)
-    other = rec("b", 0.9, 3.0, attack="pgd", iterative=True, cell_key="q", checks=[])  # no FGSM twin
-    legacy = rec("a", 0.95, 4.0, attack="pgd", cell_key="l")  # no `iterative` field: not judged
+    w = {"threat": "white"}
+    pgd = rec("a", 0.9, 1.0, attack="pgd", iterative=True, cell_key="p", checks=[], **w)
+    fgsm = rec("a", 0.3, 2.0, iterative=False, cell_key="f", checks=[], defended_adv_acc_ci_high=0.35, **w)
+    other = rec("b", 0.9, 3.0, attack="pgd", iterative=True, cell_key="q", checks=[], **w)  # no FGSM twin
+    legacy = rec("a", 0.95, 4.0, attack="pgd", cell_key="l", **w)  # no `iterative` field: not judged
     df = frame([pgd, fgsm, other, legacy]).set_index("cell_key")
     assert any("weaker than FGSM" in c for c in df.loc["p", "checks"])
     assert df.loc["q", "checks"] == [] and df.loc["f", "checks"] == [] and df.loc["l", "checks"] == []
+
+
+def test_gray_box_compares_fgsm_and_pgd_on_the_model_they_attacked():
+    # Gray-box: the defended figure is a transfer (PGD may do worse there); the bare classifier is not.
+    stale = "pgd is weaker than FGSM at the same eps (0.760 > 0.718): a sign of a broken evaluation (masked gradients?)"
+    pgd = rec("a", 0.76, 1.0, attack="pgd", iterative=True, cell_key="p", checks=[stale], adv_acc=0.0)
+    fgsm = rec("a", 0.718, 2.0, iterative=False, cell_key="f", checks=[], adv_acc=0.1, adv_acc_ci_high=0.12)
+    broken = rec("b", 0.5, 1.0, attack="pgd", iterative=True, cell_key="b", checks=[], adv_acc=0.3)
+    fgsm_b = rec("b", 0.5, 2.0, iterative=False, cell_key="g", checks=[], adv_acc=0.1, adv_acc_ci_high=0.12)
+    df = frame([pgd, fgsm, broken, fgsm_b]).set_index("cell_key")
+    assert df.loc["p", "checks"] == []  # the stored verdict of the old rule is not shown
+    assert any("weaker than FGSM" in c and "bare classifier" in c for c in df.loc["b", "checks"])

@@ -25,6 +25,8 @@ from bench.timing import BatchTimer
 from bench.worker import CellResult, Prepared, Worker, accuracies, bits, unbits
 from defenses.base import Defense
 
+ADAPTIVE = ("white", "bpda", "bpda-eot")  # the threat models whose attacker sees the defense
+
 
 class Runner:
     def __init__(self, cfg: Config, argv: list[str]) -> None:
@@ -182,17 +184,24 @@ class Runner:
                  is not None else "") + "".join(f" [warning: {c}]" for c in rec.get("checks", [])))
 
     def worst_case_rows(self, base: dict[str, Any], n: int) -> None:
-        """Per-sample worst case over the grid's attacks of one norm: robust only if every attack fails."""
+        """Per-sample worst cases, robust only where every attack fails: over the grid's attacks of
+        one norm within each threat model, and (threat ``adaptive``) over every attack *and* every
+        threat model that sees the defense (white, bpda, bpda-eot): a defense whose own gradients
+        mislead (BPDA beats white-box) is judged by whichever attacker does best on each image."""
         groups: dict[tuple, list[dict]] = {}
         for r in self.records:
             if r.get("dataset") == base["dataset"] and r.get("attack") != "worst" and r.get("correct"):
-                k = (r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels"))
-                groups.setdefault(k, []).append(r)
+                groups.setdefault((r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels")),
+                                  []).append(r)
+                if r["threat"] in ADAPTIVE:
+                    groups.setdefault((r["defense"], "adaptive", r["eps"], r.get("norm"), r.get("attack_labels")),
+                                      []).append(r)
         for (defense, threat, eps, norm, labels), recs in sorted(groups.items(), key=str):
-            if len({r["attack"] for r in recs}) < 2:
+            if len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
+                    threat == "adaptive" and len({r["threat"] for r in recs}) < 2):
                 continue
-            recs = sorted(recs, key=lambda r: r["attack"])
-            ident = {**recs[0]["identity"], "attack": "worst",
+            recs = sorted(recs, key=lambda r: (r["attack"], r["threat"]))
+            ident = {**recs[0]["identity"], "attack": "worst", "threat": threat,
                      "attack_params": {"cells": sorted(r["cell_key"] for r in recs)}}
             key = identity.key(ident)
             if key in self.done:
@@ -200,9 +209,10 @@ class Runner:
                 continue
             both = {k: torch.stack([unbits(r["correct"][k], n) for r in recs]).all(0)
                     for k in ("clean", "adv", "defended_clean", "defended_adv")}
+            attacks = [r["attack"] if threat != "adaptive" else f"{r['attack']}@{r['threat']}" for r in recs]
             rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
                    "defense_params": recs[0].get("defense_params"), "attack": "worst",
-                   "attack_params": {"attacks": [r["attack"] for r in recs]}, "attack_labels": labels,
+                   "attack_params": {"attacks": attacks}, "attack_labels": labels,
                    "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
                    "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
                    "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),

@@ -66,6 +66,11 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
+THREAT_ORDER = ("gray", "white", "bpda", "bpda-eot", "adaptive")
+THREAT_TITLES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-eot": "BPDA + EOT",
+                 "adaptive": "adaptive: per-sample worst over white-box, BPDA and BPDA + EOT"}
+
+
 def with_variants(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``variant`` (what tells a row apart from the same defense's other rows) and
     ``attack_variant`` (what tells an attack column apart), from the stored identities."""
@@ -184,7 +189,9 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
 def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Rows defenses, columns attack × eps (defended accuracy under attack), as counterGAN's table."""
     out = []
-    for (dataset, clf, threat), g in df.groupby(["dataset", "classifier", "threat"], sort=True):
+    order = lambda k: (k[0], k[1], THREAT_ORDER.index(k[2]) if k[2] in THREAT_ORDER else len(THREAT_ORDER), k[2])
+    groups = sorted(df.groupby(["dataset", "classifier", "threat"]), key=lambda kv: order(kv[0]))
+    for (dataset, clf, threat), g in groups:
         g = g.assign(col=g["attack"] + " " + g["eps"].map(_fmt_eps)
                      + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
                      row=g["defense"] + g["variant"].map(lambda v: f" [{v}]" if v else ""))
@@ -202,7 +209,7 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         table = pivot.astype(object).where(pivot.notna(), None)
         table.attrs["note"] = provenance_note(g)
         table.attrs["devices"] = ", ".join(sorted(set(g["device"].dropna()))) or "unknown"
-        out.append((f"{dataset} · {clf} · {threat}-box", table))
+        out.append((f"{dataset} · {clf} · {THREAT_TITLES.get(threat, threat)}", table))
     return out
 
 
@@ -301,7 +308,7 @@ def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
                 samples = {k: z[k] for k in z.files}
             name = "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{_fmt_eps(row['eps'])}"
             title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={_fmt_eps(row['eps'])}, "
-                     f"{row['threat']}-box")
+                     f"{THREAT_TITLES.get(row['threat'], row['threat'])}")
             safe = str(row["defense"]).replace(":", "_").replace("/", "_") + f"_{row['cell_key']}"
             paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
     return paths

@@ -206,6 +206,20 @@ def test_worst_case_rows_group_by_norm(run_args, tmp_path):
     assert worst["norm"] == "Linf" and sorted(worst["attack_params"]["attacks"]) == ["fgsm", "pgd"]
 
 
+def test_adaptive_worst_is_per_sample_over_every_threat_that_sees_the_defense(run_args):
+    from bench.worker import unbits
+    assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
+                         "--threat", "gray,white,bpda", "--limit", "32")) == 0
+    recs = read_records(run_args.results)
+    (worst,) = [r for r in recs if r["threat"] == "adaptive"]
+    assert worst["attack"] == "worst" and sorted(worst["attack_params"]["attacks"]) == ["fgsm@bpda", "fgsm@white"]
+    parts = [r for r in recs if r["threat"] in ("white", "bpda") and r["attack"] == "fgsm"]
+    both = unbits(parts[0]["correct"]["defended_adv"], 32) & unbits(parts[1]["correct"]["defended_adv"], 32)
+    assert worst["defended_adv_acc"] == pytest.approx(both.float().mean().item())
+    assert worst["defended_adv_acc"] <= min(r["defended_adv_acc"] for r in parts)
+    assert not [r for r in recs if r["attack"] == "worst" and r["threat"] == "gray"]  # one attack: no row
+
+
 def test_label_leak_check():
     from bench.checks import label_leak
     from bench.stats import wilson

@@ -90,7 +90,8 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
                 df.loc[jdx, "variant"] = [", ".join(x for x in (v, a) if x) for v, a in
                                           zip(df.loc[jdx, "variant"], _labels(flat[jdx], own))]
     for _, idx in df.groupby(table + ["attack", "eps"], dropna=False, sort=False).groups.items():
-        fields = _differing(flat[idx], lambda k: not k.startswith("attack_params"))
+        # A worst-case row's cells are the row's own cells (one set per defense), not an attack setting.
+        fields = _differing(flat[idx], lambda k: not k.startswith("attack_params") or k.startswith("attack_params.cells"))
         df.loc[idx, "attack_variant"] = _labels(flat[idx], fields)
     return df
 

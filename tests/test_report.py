@@ -129,3 +129,11 @@ def test_gray_box_compares_fgsm_and_pgd_on_the_model_they_attacked():
     df = frame([pgd, fgsm, broken, fgsm_b]).set_index("cell_key")
     assert df.loc["p", "checks"] == []  # the stored verdict of the old rule is not shown
     assert any("weaker than FGSM" in c and "bare classifier" in c for c in df.loc["b", "checks"])
+
+
+def test_worst_case_columns_are_not_split_by_their_cells():
+    rows = [rec(d, 0.1, 1.0, attack="worst", threat="white", cell_key=f"w{d}",
+                identity={"defense": d, "attack": "worst", "attack_params": {"cells": [f"{d}1", f"{d}2"]}})
+            for d in ("a", "b")]
+    df = frame(rows)
+    assert list(df["attack_variant"]) == ["", ""]

@@ -44,16 +44,24 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def git_commit() -> str | None:
+def git_state() -> tuple[str | None, list[str]]:
+    """(HEAD's sha, with "-dirty" when tracked files outside results/ differ from it; their paths)."""
     here = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        # results/ holds outputs (committed reference records grow while runs append to them):
+        # a changed record is not a changed code state.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("-dirty" if dirty else "")) if sha else None
+        return None, []
+    files = sorted(line[3:] for line in dirty if line.strip())
+    return ((sha + ("-dirty" if files else "")) if sha else None), files
+
+
+def git_commit() -> str | None:
+    return git_state()[0]
 
 
 def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -160,8 +168,10 @@ class RunWriter:
 
 
 def make_env(argv: list[str], device: torch.device, seed: int) -> dict[str, Any]:
+    # Which tracked files were uncommitted: a "-dirty" commit says what it differed in.
+    commit, dirty = git_state()
     return {"command": [Path(sys.executable).name, "-m", "bench", *argv], "cwd": os.getcwd(),
             "versions": versions(), "device": device_name(device), "device_type": device.type,
-            "cuda": torch.version.cuda, "git_commit": git_commit(), "seed": seed,
+            "cuda": torch.version.cuda, "git_commit": commit, "git_dirty_files": dirty, "seed": seed,
             "host": socket.gethostname(), "platform": platform.platform(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat()}

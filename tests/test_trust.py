@@ -383,3 +383,25 @@ def test_one_table_column_never_mixes_settings_across_defenses():
         all("attack_labels=" in v for v in df["variant"])
     (_, table), = paper_view(df)
     assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2
+
+
+def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path, monkeypatch):
+    import subprocess
+
+    import bench.store as store
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "results" / "reference").mkdir(parents=True)
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+    run("init", "-q")
+    (repo / "bench" / "code.py").write_text("x = 1\n")
+    (repo / "results" / "reference" / "records.jsonl").write_text("{}\n")
+    run("add", "-A")
+    run("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(store, "__file__", str(repo / "bench" / "store.py"))
+    (repo / "results" / "reference" / "records.jsonl").write_text("{}\n{}\n")  # a run appends
+    sha, files = store.git_state()
+    assert not sha.endswith("-dirty") and files == []
+    (repo / "bench" / "code.py").write_text("x = 2\n")
+    sha, files = store.git_state()
+    assert sha.endswith("-dirty") and files == ["bench/code.py"]

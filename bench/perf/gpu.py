@@ -25,6 +25,9 @@ trained generator (≈ 6 MB) is copied next to it. The benchmark itself runs as 
     python -m bench.perf.gpu --prepare             # here, with network: the wheels into wheels/
     python3 -m bench.perf.gpu --out $OUT           # on the GPU machine, wheels/ carried along
     python -m bench.perf.gpu --dry-run             # the same steps on CPU with tiny sizes (CI)
+
+Plumbing (log, child processes, TOML, record tables) is in ``gpu_io.py``; step 4's worker process
+in ``gpu_reconstruction.py``.
 """
 from __future__ import annotations
 
@@ -38,18 +41,21 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import tomllib
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+# Standard library only, like this file: the parent process imports nothing heavy.
+from bench.perf import gpu_io
+from bench.perf.gpu_io import _signal, child_env, dump_toml, log, pick, record_table, run, table
+from bench.perf.gpu_reconstruction import step4_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ("torchattacks==3.5.1", "mlxtend==0.25.0")   # pure Python; the GPU machine has neither
@@ -78,166 +84,6 @@ DRY = {"device": "cpu", "budget": 900.0, "reserve": 5.0,
 # Tiny training/inference for the dry run, per plugin family (as the plugins' own test_params).
 TINY = {"countergan": {"iterations": 4, "batch_size": 64},
         "defensegan": {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}}
-
-
-# ---- output -----------------------------------------------------------------------------------
-class Log:
-    """print() that also appends to log files (flushed per line: a killed run keeps its log)."""
-
-    def __init__(self) -> None:
-        self.files: list[Any] = []
-        self.lock = threading.Lock()
-
-    def add(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.files.append(open(path, "a", encoding="utf-8"))
-
-    def __call__(self, text: str = "") -> None:
-        with self.lock:
-            print(text, flush=True)
-            for f in self.files:
-                f.write(text + "\n")
-                f.flush()
-
-
-log = Log()
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A small markdown table (no dependency: the parent process imports nothing heavy)."""
-    def cell(v: Any) -> str:
-        if v is None:
-            return "—"
-        if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-        return str(v)
-    text = [[cell(v) for v in r] for r in rows]
-    w = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
-    line = lambda r: "| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |"
-    return "\n".join([line(headers), "|" + "|".join("-" * (x + 2) for x in w) + "|", *map(line, text)])
-
-
-# ---- subprocesses -------------------------------------------------------------------------------
-_child: subprocess.Popen | None = None
-
-
-def child_env(site: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    paths = [str(ROOT)] + ([str(site)] if site else []) + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", WANDB_MODE="disabled",
-               WANDB_SILENT="true", MPLBACKEND="Agg")
-    return env
-
-
-def run(cmd: list[str], env: dict[str, str], seconds: float) -> tuple[int, str, bool]:
-    """Run ``cmd`` in the repo root, streaming its output into the log; after ``seconds`` it gets
-    SIGINT (the benchmark stores what it finished and exits), 20 s later SIGKILL.
-    Returns (exit code, output, whether the budget ran out)."""
-    global _child
-    log("$ " + " ".join(cmd))
-    t0, cpu0 = time.perf_counter(), _child_cpu()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         bufsize=1, errors="replace", process_group=0)
-    _child = p
-    out: list[str] = []
-
-    def pump() -> None:
-        for line in p.stdout:
-            out.append(line)
-            log("  " + line.rstrip("\n"))
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    timed_out = False
-    try:
-        p.wait(timeout=max(seconds, 1.0))
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        log(f"[gpu] budget of {seconds:.0f} s reached: interrupting (finished cells stay stored)")
-        _signal(p, signal.SIGINT)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            _signal(p, signal.SIGKILL)
-            p.wait()
-    reader.join(timeout=5)
-    _child = None
-    log(f"[gpu] exit {p.returncode} after {time.perf_counter() - t0:.1f} s ({_child_cpu() - cpu0:.1f} CPU s)")
-    return p.returncode, "".join(out), timed_out
-
-
-def _child_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def _signal(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-# ---- configuration files -------------------------------------------------------------------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def dump_toml(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """TOML for a config: nested dicts become [a.b] tables (what bench's config files use)."""
-    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    blocks = []
-    if scalars or (prefix and not tables):
-        head = ["[" + ".".join(map(_toml_key, prefix)) + "]"] if prefix else []
-        blocks.append("\n".join(head + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]))
-    blocks += [dump_toml(v, prefix + (k,)).rstrip("\n") for k, v in tables.items()]
-    return "\n\n".join(b for b in blocks if b) + "\n"
-
-
-# ---- records -------------------------------------------------------------------------------------
-def records(results: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(results.glob("runs/*/records.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of an interrupted run
-    return out
-
-
-def pick(results: Path, defenses: list[str], attacks: list[str], eps: float, threats: list[str],
-         limit: int | None) -> list[dict[str, Any]]:
-    """The latest record of each (defense, attack, threat) cell of a step's grid."""
-    latest: dict[tuple, dict] = {}
-    for r in records(results):
-        if (r.get("defense") in defenses and r.get("attack") in attacks and r.get("threat") in threats
-                and r.get("eps") is not None and abs(float(r["eps"]) - eps) < 1e-9
-                and (limit is None or r.get("limit") == limit)):
-            key = (r["defense"], r["attack"], r["threat"])
-            if key not in latest or r.get("time", 0) >= latest[key].get("time", 0):
-                latest[key] = r
-    return [latest[k] for k in sorted(latest)]
-
-
-def record_table(recs: list[dict[str, Any]]) -> str:
-    return table(["defense", "threat", "attack", "eps", "n", "defended clean", "defended adv", "defense ms/sample",
-                  "attack ms/sample", "timed batches", "device"],
-                 [[r["defense"], r["threat"], r["attack"], r["eps"], r.get("n"), r.get("defended_clean_acc"),
-                   r.get("defended_adv_acc"), r.get("defense_ms_per_sample"), r.get("attack_ms_per_sample"),
-                   r.get("timing_batches"), r.get("device")] for r in recs])
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -541,164 +387,6 @@ def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
     return info
 
 
-def step4_worker(a: argparse.Namespace) -> int:
-    """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.step4_worker``."""
-    import torch
-    import defenses.defensegan  # noqa: F401  (registers the plugin)
-    from bench.data import MNIST
-    from bench.registry import DEFENSES, build
-    from bench.timing import BatchTimer
-    device = torch.device(a.device)
-    cuda = device.type == "cuda"
-    stop = time.perf_counter() + a.seconds
-    sink = open(a.step4_worker, "a", encoding="utf-8")
-    dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    backend = a.compile_backend if a.compile_backend != "auto" else ("inductor" if cuda else "aot_eager")
-    spec = MNIST()
-    done: set[int] = set()
-    for width in [int(w) for w in a.widths.split(",") if w.strip()]:
-        params: dict[str, Any] = {"L": a.L, "R": a.R, "seed": 0}
-        if width:
-            params["width"] = width
-        d = build(DEFENSES, "defensegan", params)
-        d.setup(spec)  # width 0 = the shipped generator's width (or the recipe's); weights stay random
-        if d.width in done:
-            continue
-        done.add(d.width)
-        if time.perf_counter() > stop - 5:
-            print(f"[step4] width {d.width}: skipped, budget gone", flush=True)
-            continue
-        d.to(device).eval()
-        G, B, R, L, zd = d.G, a.batch, d.R, d.L, d.z_dim
-        for p in G.parameters():
-            p.requires_grad_(False)
-        x = torch.rand(B, *spec.shape, generator=torch.Generator().manual_seed(0)).to(device)
-        lrs = [d.lr_at(s, L) for s in range(L)] if hasattr(d, "lr_at") else [d.lr] * L
-        base = {"width": d.width, "L": L, "R": R, "batch": B, "z_dim": zd, "device": dev_name,
-                "torch": torch.__version__, "compile_backend": backend}
-
-        def loss_sum(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return ((G(z) - target) ** 2).flatten(1).mean(1).sum()
-
-        grad_z = torch.func.grad(loss_sum)
-        momentum = d.momentum
-
-        def step(z: torch.Tensor, v: torch.Tensor, target: torch.Tensor, lr: float):
-            v = momentum * v + grad_z(z, target)
-            return z - lr * v, v
-
-        def descent(step_fn: Callable) -> Callable:
-            def recon(xb: torch.Tensor, z0: torch.Tensor):
-                target = xb.repeat_interleave(R, 0)
-                z, v = z0, torch.zeros_like(z0)
-                for lr in lrs:
-                    z, v = step_fn(z, v, target, lr)
-                out = G(z)
-                loss = ((out - target) ** 2).flatten(1).mean(1).view(B, R)
-                best = loss.argmin(1)
-                picked = out.view(B, R, *xb.shape[1:])[torch.arange(B, device=xb.device), best]
-                return picked, loss.gather(1, best[:, None]).squeeze(1)
-            return recon
-
-        def floor_body(xb: torch.Tensor, z0: torch.Tensor):
-            target = xb.repeat_interleave(R, 0)
-            z = z0.detach().requires_grad_(True)
-            with torch.enable_grad():
-                for lr in lrs:
-                    g, = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
-                    z = (z - lr * g).detach().requires_grad_(True)
-            return (z.detach(),)
-
-        def direct(body: Callable) -> Callable:
-            return lambda xb: body(xb, d.initial_z(B).to(device))
-
-        def graphed(body: Callable) -> Callable:
-            sx, sz = x.clone(), d.initial_z(B).to(device)
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    body(sx, sz)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outs = body(sx, sz)
-
-            def replay(xb: torch.Tensor):
-                sx.copy_(xb)
-                sz.copy_(d.initial_z(B))
-                graph.replay()
-                return tuple(o.clone() for o in outs)
-            return replay
-
-        def compiled_step() -> Callable:
-            """One descent step compiled as one graph; with graph breaks if that fails (noted)."""
-            state = {"fn": torch.compile(step, backend=backend, fullgraph=True, dynamic=False), "full": True}
-
-            def call(*args):
-                try:
-                    return state["fn"](*args)
-                except Exception as exc:  # noqa: BLE001
-                    if not state["full"]:
-                        raise
-                    print(f"[step4] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "retrying with graph breaks", flush=True)
-                    state.update(fn=torch.compile(step, backend=backend, dynamic=False), full=False)
-                    notes.append("fullgraph failed: compiled with graph breaks")
-                    return state["fn"](*args)
-            return call
-
-        with torch.no_grad():
-            ref_out, ref_loss = d.reconstruct(x)
-        variants: list[tuple[str, Callable[[], Callable], str]] = [
-            ("eager", lambda: (lambda xb: d.reconstruct(xb)), "the defense as the benchmark runs it"),
-            ("eager-func", lambda: direct(descent(step)), "the same descent written with torch.func.grad"),
-            ("floor", lambda: direct(floor_body), "L steps of G fwd+bwd on B·R latents, nothing else"),
-            ("floor+graphs", lambda: graphed(floor_body), "the floor captured in one CUDA graph"),
-            ("graphs", lambda: graphed(descent(step)), "all L steps captured in one CUDA graph"),
-            ("compile", lambda: direct(descent(compiled_step())), f"torch.compile(step, backend={backend})"),
-            ("compile+graphs", lambda: graphed(descent(compiled_step())), "the compiled steps captured in one CUDA graph"),
-        ]
-        for name, make, note in variants:
-            rec = {**base, "variant": name, "note": note}
-            notes: list[str] = []
-            if "graphs" in name and not cuda:
-                rec.update(status="skipped", note="CUDA graphs need a CUDA device")
-            elif name not in ("eager", "floor", "floor+graphs") and getattr(d, "optimizer", "sgd") != "sgd":
-                rec.update(status="skipped", note=f"the rewritten descent is momentum SGD, not {d.optimizer}")
-            elif time.perf_counter() > stop - (20 if "compile" in name else 3):
-                rec.update(status="skipped", note="budget gone")
-            else:
-                try:
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        fn = make()
-                        res = fn(x)  # untimed: compilation, capture, cuDNN autotuning, allocator warm-up
-                        if cuda:
-                            torch.cuda.synchronize(device)
-                        setup = time.perf_counter() - t0
-                        timer = BatchTimer(device, 0)
-                        for _ in range(a.repeats):
-                            if time.perf_counter() > stop:
-                                break
-                            res = timer(lambda: fn(x), B)
-                    rec.update(status="ok", ms_per_sample=timer.ms_per_sample(), runs=timer.timed,
-                               setup_s=round(setup, 2))
-                    if name not in ("floor", "floor+graphs"):
-                        rec.update(max_abs_diff=(res[0] - ref_out).abs().max().item(),
-                                   mean_loss=res[1].mean().item(), eager_mean_loss=ref_loss.mean().item())
-                    if "compile" in name and not cuda:
-                        notes.append("CPU dry run: checks the step traces under torch.compile; no compiled speed")
-                    rec["note"] = "; ".join([note, *notes])
-                except Exception as exc:  # noqa: BLE001  (a variant that does not apply is reported, not fatal)
-                    rec.update(status="failed", note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            print(f"[step4] width {rec['width']} {name}: {rec['status']} "
-                  + (f"{rec['ms_per_sample']:.4g} ms/sample" if rec.get("ms_per_sample") else rec.get("note", "")),
-                  flush=True)
-    return 0
-
 
 # ---- step 1b ----------------------------------------------------------------------------------
 def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
@@ -863,8 +551,8 @@ def final_summary(ctx: Ctx, order: list[str]) -> None:
 
 
 def _terminate(ctx: Ctx) -> None:
-    if _child is not None:
-        _signal(_child, signal.SIGKILL)
+    if gpu_io._child is not None:  # the benchmark subprocess running now, if any
+        _signal(gpu_io._child, signal.SIGKILL)
     log("[gpu] terminated: packing what is there")
     try:
         ctx.pack()

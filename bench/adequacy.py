@@ -36,6 +36,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.identity import canonical as _canon
+from bench.threats import table_title
 
 AXES = ("steps", "restarts", "eot")
 BUDGET_PARAMS = ("steps", "alpha", "restarts")  # alpha follows steps when automatic
@@ -225,13 +226,13 @@ def markdown(df: pd.DataFrame, found: list[Curve] | None = None) -> str:
 
 
 def paper_notes(df: pd.DataFrame, flags: pd.Series) -> dict[str, str]:
-    """Paper-view title ("dataset · classifier · threat-box") → a note listing its flagged cells."""
+    """Paper-view title (``threats.table_title``) → a note listing its flagged cells."""
     out: dict[str, dict[str, list[str]]] = {}
     for idx in flags[flags != ""].index:
         r = df.loc[idx]
         variant = ", ".join(x for x in (r.get("variant"), r.get("attack_variant")) if x)
         cell = f"{r['defense']} · {r['attack']} {_eps(r['eps'])}" + (f" [{variant}]" if variant else "")
-        title = f"{r['dataset']} · {r['classifier']} · {r['threat']}-box"
+        title = table_title(r["dataset"], r["classifier"], r["threat"])
         out.setdefault(title, {}).setdefault(flags[idx], []).append(cell)
     return {t: "† Attack budget below the converged one (see *Attack adequacy*): "
             + "; ".join(f"{', '.join(cells)} — {why}" for why, cells in by_why.items())

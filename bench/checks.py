@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench.identity import canonical
+
 PROBE = 8  # images used by the probes
 LEAK_P = 0.05  # one-sided level of the label-leaking sign test
 
@@ -102,6 +104,21 @@ def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
 
 
 WEAKER = "is weaker than FGSM"
+# Fields that make two records the same cell but for the attack (records without a stored identity).
+SAME_CELL = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "test_source", "seed", "defense",
+             "defense_params", "threat", "eps", "norm", "n", "attack_labels")
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def twin_key(rec: dict[str, Any]) -> str:
+    """What an attack's cell shares with its FGSM twin: its identity without the attack."""
+    ident = rec.get("identity")
+    if isinstance(ident, dict):
+        return canonical({k: v for k, v in ident.items() if k not in ("attack", "attack_params")})
+    return canonical({k: rec.get(k) for k in SAME_CELL})
 
 
 def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
@@ -113,28 +130,37 @@ def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
     the iterative cell before its FGSM twin, so the report runs it again over all stored records
     (``with_fgsm_checks``) — a warning never depends on the order cells finished in."""
     # FGSM and worst-case rows are not iterative; `!= True` also skips a frame's NaN (no such field)
-    if rec.get("iterative") != True or rec.get("eps") is None:  # noqa: E712
+    if rec.get("iterative") != True or _number(rec.get("eps")) is None:  # noqa: E712
         return
     metric = "adv_acc" if rec.get("threat") == "gray" else "defended_adv_acc"
-    same = ("dataset", "classifier", "defense", "threat", "eps", "norm", "n", "attack_labels", "defense_params")
+    key = twin_key(rec)
     for r in stored:
-        if r.get("attack") == "fgsm" and all(r.get(k) == rec.get(k) for k in same):
-            high = r.get(f"{metric}_ci_high", r[metric])
-            if rec[metric] > high:
+        if r.get("attack") == "fgsm" and twin_key(r) == key:
+            value, twin = _number(rec.get(metric)), _number(r.get(metric))
+            high = _number(r.get(f"{metric}_ci_high"))
+            high = twin if high is None else high
+            if value is not None and high is not None and value > high:
                 model = "the bare classifier" if metric == "adv_acc" else "the defended model"
                 rec["checks"].append(f"{rec['attack']} {WEAKER} at the same eps on {model} "
-                                     f"({rec[metric]:.3f} > {r[metric]:.3f}): "
+                                     f"({value:.3f} > {twin:.3f}): "
                                      "a sign of a broken evaluation (masked gradients?)")
 
 
 def with_fgsm_checks(records: list[dict[str, Any]]) -> list[list[str]]:
-    """Every record's checks, with ``versus_fgsm`` redone against all the other records (a stored
-    verdict of an older rule, or one made before the FGSM twin was stored, is replaced)."""
+    """Every record's checks, with ``versus_fgsm`` redone for iterative cells against all the other
+    records (a stored verdict of an older rule, or one made before the FGSM twin was stored, is
+    replaced); other rows keep what they stored."""
+    fgsm: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("attack") == "fgsm":
+            fgsm.setdefault(twin_key(r), []).append(r)
     out = []
     for rec in records:
         stored = rec.get("checks") if isinstance(rec.get("checks"), list) else []
-        checks = [c for c in stored if WEAKER not in c]
+        if rec.get("iterative") != True:  # noqa: E712
+            out.append(list(stored))
+            continue
         probe = {**rec, "checks": []}
-        versus_fgsm(probe, records)
-        out.append(checks + probe["checks"])
+        versus_fgsm(probe, fgsm.get(twin_key(rec), []))
+        out.append([c for c in stored if WEAKER not in c] + probe["checks"])
     return out

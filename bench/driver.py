@@ -25,8 +25,6 @@ from bench.timing import BatchTimer
 from bench.worker import CellResult, Prepared, Worker, accuracies, bits, unbits
 from defenses.base import Defense
 
-ADAPTIVE = ("white", "bpda", "bpda-eot")  # the threat models whose attacker sees the defense
-
 
 class Runner:
     def __init__(self, cfg: Config, argv: list[str]) -> None:
@@ -140,8 +138,8 @@ class Runner:
         d.setup(spec)
         # The generator never sees a classifier: its cache key names none.
         self.ensure_fitted(d, "defensegan", None, data, spec, fit_key(d, "none", data.fingerprint, self.cfg.seed))
-        ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"],
-                 **{k: d.hparams[k] for k in ("L", "R", "lr", "z_init", "seed", "pretrained_sha256")}}
+        # Every hyperparameter: a changed default (momentum, optimizer, lr_cut …) is a new classifier.
+        ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"], **d.hparams}
         return d, ident
 
     def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
@@ -185,31 +183,34 @@ class Runner:
 
     def worst_case_rows(self, base: dict[str, Any], n: int) -> None:
         """Per-sample worst cases, robust only where every attack fails: over the grid's attacks of
-        one norm within each threat model, and (threat ``adaptive``) over every attack *and* every
-        threat model that sees the defense (white, bpda, bpda-eot): a defense whose own gradients
-        mislead (BPDA beats white-box) is judged by whichever attacker does best on each image."""
+        one norm within each threat model, and (threat ``all``) over every attack *and* every threat
+        model of the grid: an attacker who knows the defense may also choose to ignore it (gray-box
+        transfer) or to replace its gradient (BPDA), so a defense whose own gradients mislead is
+        judged by whichever attacker does best on each image."""
         groups: dict[tuple, list[dict]] = {}
         for r in self.records:
             if r.get("dataset") == base["dataset"] and r.get("attack") != "worst" and r.get("correct"):
                 groups.setdefault((r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels")),
                                   []).append(r)
-                if r["threat"] in ADAPTIVE:
-                    groups.setdefault((r["defense"], "adaptive", r["eps"], r.get("norm"), r.get("attack_labels")),
-                                      []).append(r)
+                groups.setdefault((r["defense"], "all", r["eps"], r.get("norm"), r.get("attack_labels")),
+                                  []).append(r)
         for (defense, threat, eps, norm, labels), recs in sorted(groups.items(), key=str):
             if len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
-                    threat == "adaptive" and len({r["threat"] for r in recs}) < 2):
+                    threat == "all" and len({r["threat"] for r in recs}) < 2):
                 continue
             recs = sorted(recs, key=lambda r: (r["attack"], r["threat"]))
+            attacks = [r["attack"] if threat != "all" else f"{r['attack']}@{r['threat']}" for r in recs]
+            cells = {"cells": sorted(r["cell_key"] for r in recs)}
+            # Over threats, what was covered labels the column when rows differ (a per-threat worst
+            # row's identity stays as it was, so stored ones keep their keys).
             ident = {**recs[0]["identity"], "attack": "worst", "threat": threat,
-                     "attack_params": {"cells": sorted(r["cell_key"] for r in recs)}}
+                     "attack_params": {"attacks": attacks, **cells} if threat == "all" else cells}
             key = identity.key(ident)
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
             both = {k: torch.stack([unbits(r["correct"][k], n) for r in recs]).all(0)
                     for k in ("clean", "adv", "defended_clean", "defended_adv")}
-            attacks = [r["attack"] if threat != "adaptive" else f"{r['attack']}@{r['threat']}" for r in recs]
             rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
                    "defense_params": recs[0].get("defense_params"), "attack": "worst",
                    "attack_params": {"attacks": attacks}, "attack_labels": labels,

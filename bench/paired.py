@@ -29,6 +29,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.stats import wilson
+from bench.threats import table_title
 from bench.identity import canonical as _canon
 
 ALPHA = 0.05
@@ -141,7 +142,7 @@ def _group_title(row: pd.Series) -> str:
     eps = row.get("eps")
     eps = "—" if eps is None or (isinstance(eps, float) and math.isnan(eps)) else f"{eps:.4g}"
     variant = row.get("attack_variant") or ""
-    return (f"{row['dataset']} · {row['classifier']} · {row['threat']}-box · {row['attack']} eps={eps}"
+    return (f"{table_title(row['dataset'], row['classifier'], row['threat'])} · {row['attack']} eps={eps}"
             + (f" [{variant}]" if variant else "") + f" · n={int(row['n'])}")
 
 

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.threats import THREAT_NAMES  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,7 @@ def accuracy_vs_eps(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel("eps (L∞)")
         ax.set_ylabel("defended accuracy under attack")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{dataset}, {clf}, {threat}-box")
+        ax.set_title(f"{dataset}, {clf}, {THREAT_NAMES.get(threat, threat)}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         paths.append(_save(fig, out / f"acc_vs_eps_{dataset}_{clf}_{threat}.png"))
@@ -84,7 +86,7 @@ def accuracy_vs_latency(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("defended accuracy under attack")
         ax.set_ylim(-0.02, 1.02)
         eps_txt = "—" if pd.isna(eps) else f"{eps:.4g}"
-        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {threat}-box ({device})", fontsize=8)
+        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {THREAT_NAMES.get(threat, threat)} ({device})", fontsize=8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         dev = re.sub(r"[^A-Za-z0-9]+", "-", str(device)).strip("-")[:40]
@@ -158,7 +160,7 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("defended accuracy")
         ax.set_ylim(-0.02, 1.02)
         eps_txt = "—" if pd.isna(eps) else f"{eps:.4g}"
-        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {threat}-box: accuracy vs training", fontsize=9)
+        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {THREAT_NAMES.get(threat, threat)}: accuracy vs training", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         paths.append(_save(fig, out / f"acc_vs_iterations_{dataset}_{clf}_{threat}_{attack}_{eps_txt}.png"))

@@ -21,6 +21,7 @@ import json
 
 from bench.checks import with_fgsm_checks
 from bench.identity import digest, flatten
+from bench.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.store import iter_records, write_atomic
 
 ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
@@ -66,11 +67,6 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-THREAT_ORDER = ("gray", "white", "bpda", "bpda-eot", "adaptive")
-THREAT_TITLES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-eot": "BPDA + EOT",
-                 "adaptive": "adaptive: per-sample worst over white-box, BPDA and BPDA + EOT"}
-
-
 def with_variants(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``variant`` (what tells a row apart from the same defense's other rows) and
     ``attack_variant`` (what tells an attack column apart), from the stored identities."""
@@ -106,17 +102,17 @@ def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | Non
         if col not in df.columns:
             df[col] = None
     df["eps"] = pd.to_numeric(df["eps"], errors="coerce")
-    for col, allowed in (filters or {}).items():
-        if allowed:
-            df = df[df[col].isin(allowed)]
     # A record from before cell keys existed is keyed by what it showed: its row and n.
     missing = df["cell_key"].isna()
     df.loc[missing, "cell_key"] = df[missing].apply(
         lambda r: "legacy-" + digest([str(r[k]) for k in ROW_KEY] + [_identity_of(r)]), axis=1)
     df = df.sort_values("time", kind="stable", na_position="first")
     df = df.drop_duplicates(subset=["cell_key"], keep="last").reset_index(drop=True)
-    if "iterative" in df.columns:
+    if "iterative" in df.columns:  # over every stored cell, before filters hide an FGSM twin
         df["checks"] = with_fgsm_checks(df.to_dict("records"))
+    for col, allowed in (filters or {}).items():
+        if allowed:
+            df = df[df[col].isin(allowed)].reset_index(drop=True)
     df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
     df = with_variants(df)
     return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable",
@@ -210,7 +206,7 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         table = pivot.astype(object).where(pivot.notna(), None)
         table.attrs["note"] = provenance_note(g)
         table.attrs["devices"] = ", ".join(sorted(set(g["device"].dropna()))) or "unknown"
-        out.append((f"{dataset} · {clf} · {THREAT_TITLES.get(threat, threat)}", table))
+        out.append((table_title(dataset, clf, threat), table))
     return out
 
 
@@ -309,7 +305,7 @@ def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
                 samples = {k: z[k] for k in z.files}
             name = "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{_fmt_eps(row['eps'])}"
             title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={_fmt_eps(row['eps'])}, "
-                     f"{THREAT_TITLES.get(row['threat'], row['threat'])}")
+                     f"{THREAT_NAMES.get(row['threat'], row['threat'])}")
             safe = str(row["defense"]).replace(":", "_").replace("/", "_") + f"_{row['cell_key']}"
             paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
     return paths

@@ -41,9 +41,8 @@ from bench.identity import flatten
 from bench.paired import decode
 from bench.stats import wilson
 from bench.store import write_atomic
+from bench.threats import THREAT_NAMES, THREATS
 
-THREATS = ("gray", "white", "bpda", "bpda-eot")
-THREAT_NAMES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-eot": "BPDA + EOT"}
 ROW_FIELDS = ("defense_params", "defense_fit", "classifier_hash", "data")
 
 

@@ -44,24 +44,33 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+# Outputs under results/ (records, tables, plots, pages, resumable training state) grow while runs
+# append to them: a changed output is not a changed code state. Inputs there (grid.toml) still count.
+OUTPUTS = ("runs", "plots", "site", "resume", "results.md", "results.csv")
+
+
 def git_state() -> tuple[str | None, list[str]]:
-    """(HEAD's sha, with "-dirty" when tracked files outside results/ differ from it; their paths)."""
+    """(HEAD's sha, with "-dirty" when tracked files other than outputs differ from it; their paths)."""
     here = Path(__file__).resolve().parent.parent
+    exclude = [f":(exclude,glob)results/**/{name}" + ("/**" if "." not in name else "") for name in OUTPUTS]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        # results/ holds outputs (committed reference records grow while runs append to them):
-        # a changed record is not a changed code state.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout.splitlines()
+        dirty = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=no", "--", ".", *exclude],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None, []
-    files = sorted(line[3:] for line in dirty if line.strip())
-    return ((sha + ("-dirty" if files else "")) if sha else None), files
-
-
-def git_commit() -> str | None:
-    return git_state()[0]
+    # -z: "XY path\0", a rename adds "orig\0" after it; paths are never quoted
+    entries, files = dirty.split("\0"), []
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if len(e) > 3:
+            files.append(e[3:])
+            i += 1 + (e[0] in "RC")
+        else:
+            i += 1
+    return ((sha + ("-dirty" if files else "")) if sha else None), sorted(files)
 
 
 def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[dict[str, Any]]:

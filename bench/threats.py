@@ -17,6 +17,15 @@ import torch
 from torch import nn
 
 THREATS = ("gray", "white", "bpda", "bpda-eot")
+# Stored rows may also carry "all": the per-sample worst over every threat model of a grid.
+THREAT_NAMES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-eot": "BPDA + EOT",
+                "all": "all threat models (per-sample worst)"}
+THREAT_ORDER = (*THREATS, "all")
+
+
+def table_title(dataset: str, classifier: str, threat: str) -> str:
+    """The title of one paper-view table; report, adequacy notes and paired tests share it."""
+    return f"{dataset} · {classifier} · {THREAT_NAMES.get(threat, threat)}"
 
 
 class WhiteBox(nn.Module):

@@ -196,3 +196,15 @@ def test_match_key_reads_numpy_scalars_as_their_values():
     as_numpy = row.copy()
     as_numpy["seed"], as_numpy["n"], as_numpy["eps"] = np.int64(0), np.int64(1000), np.float64(0.3)
     assert match_key(row) == match_key(as_numpy)
+
+
+@pytest.mark.parametrize("threat", ["white", "bpda", "bpda-eot"])
+def test_adequacy_notes_reach_the_table_of_every_threat(threat):
+    # The note is looked up by the paper-view table's title: both must name a threat the same way.
+    from bench.adequacy import paper_notes
+    from bench.report import paper_view
+    sweep = [cell(a, s, threat=threat) for a, s in ((0.60, 10), (0.45, 20), (0.40, 40), (0.39, 100), (0.385, 200))]
+    df = frame(sweep)
+    notes = paper_notes(df, annotate(df))
+    titles = [t for t, _ in paper_view(df)]
+    assert notes and set(notes) <= set(titles)

@@ -137,3 +137,13 @@ def test_worst_case_columns_are_not_split_by_their_cells():
             for d in ("a", "b")]
     df = frame(rows)
     assert list(df["attack_variant"]) == ["", ""]
+
+
+def test_fgsm_check_survives_filters_and_never_pairs_other_classifiers():
+    w = {"threat": "white", "checks": []}
+    pgd = rec("a", 0.9, 1.0, attack="pgd", iterative=True, cell_key="p", classifier_hash="h1", **w)
+    fgsm = rec("a", 0.3, 2.0, iterative=False, cell_key="f", classifier_hash="h1", **w)
+    pgd2 = rec("a", 0.9, 1.0, attack="pgd", iterative=True, cell_key="p2", classifier_hash="h2", **w)
+    df = frame([pgd, fgsm, pgd2], filters={"attack": ["pgd"]}).set_index("cell_key")
+    assert any("weaker than FGSM" in c for c in df.loc["p", "checks"])  # its FGSM twin is filtered out
+    assert df.loc["p2", "checks"] == []  # the FGSM cell was computed with another classifier

@@ -206,15 +206,18 @@ def test_worst_case_rows_group_by_norm(run_args, tmp_path):
     assert worst["norm"] == "Linf" and sorted(worst["attack_params"]["attacks"]) == ["fgsm", "pgd"]
 
 
-def test_adaptive_worst_is_per_sample_over_every_threat_that_sees_the_defense(run_args):
+def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args):
     from bench.worker import unbits
     assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
                          "--threat", "gray,white,bpda", "--limit", "32")) == 0
     recs = read_records(run_args.results)
-    (worst,) = [r for r in recs if r["threat"] == "adaptive"]
-    assert worst["attack"] == "worst" and sorted(worst["attack_params"]["attacks"]) == ["fgsm@bpda", "fgsm@white"]
-    parts = [r for r in recs if r["threat"] in ("white", "bpda") and r["attack"] == "fgsm"]
-    both = unbits(parts[0]["correct"]["defended_adv"], 32) & unbits(parts[1]["correct"]["defended_adv"], 32)
+    (worst,) = [r for r in recs if r["threat"] == "all"]
+    assert worst["attack"] == "worst"
+    assert sorted(worst["attack_params"]["attacks"]) == ["fgsm@bpda", "fgsm@gray", "fgsm@white"]
+    assert worst["identity"]["attack_params"]["attacks"] == worst["attack_params"]["attacks"]
+    parts = [r for r in recs if r["attack"] == "fgsm"]
+    assert len(parts) == 3
+    both = torch.stack([unbits(r["correct"]["defended_adv"], 32) for r in parts]).all(0)
     assert worst["defended_adv_acc"] == pytest.approx(both.float().mean().item())
     assert worst["defended_adv_acc"] <= min(r["defended_adv_acc"] for r in parts)
     assert not [r for r in recs if r["attack"] == "worst" and r["threat"] == "gray"]  # one attack: no row
@@ -395,13 +398,19 @@ def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path, monk
     run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
     run("init", "-q")
     (repo / "bench" / "code.py").write_text("x = 1\n")
-    (repo / "results" / "reference" / "records.jsonl").write_text("{}\n")
+    records = repo / "results" / "reference" / "grid" / "runs" / "r1" / "records.jsonl"
+    records.parent.mkdir(parents=True)
+    records.write_text("{}\n")
+    (repo / "results" / "reference" / "grid" / "results.md").write_text("table\n")
+    (repo / "results" / "reference" / "grid" / "grid.toml").write_text("[run]\n")
     run("add", "-A")
     run("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
     monkeypatch.setattr(store, "__file__", str(repo / "bench" / "store.py"))
-    (repo / "results" / "reference" / "records.jsonl").write_text("{}\n{}\n")  # a run appends
+    records.write_text("{}\n{}\n")  # a run appends
+    (repo / "results" / "reference" / "grid" / "results.md").write_text("table 2\n")
     sha, files = store.git_state()
     assert not sha.endswith("-dirty") and files == []
     (repo / "bench" / "code.py").write_text("x = 2\n")
+    (repo / "results" / "reference" / "grid" / "grid.toml").write_text("[run]\nlimit = 5\n")  # an input
     sha, files = store.git_state()
-    assert sha.endswith("-dirty") and files == ["bench/code.py"]
+    assert sha.endswith("-dirty") and files == ["bench/code.py", "results/reference/grid/grid.toml"]

@@ -50,11 +50,13 @@ defensegan: $(STAMP)
 	$(PY) -m bench report --results-dir $(REF)/defensegan --readme README.md --readme-block defensegan
 
 # Issue 13: the adaptive counterGAN beside the preset and the PGD-trained classifier at three eps,
-# then the sanity checks a robust claim needs: more steps and restarts (adequacy sweep), unbounded
+# BPDA at 0.3 (it beat the true gradient on the 800-iteration preset), then the sanity checks a
+# robust claim needs: more steps and restarts (adequacy sweep), unbounded
 # eps, and a gradient-free attack (Square).
 ADA := --offline --results-dir $(REF)/adaptive --limit 500
 adaptive: $(STAMP)
 	$(PY) -m bench $(ADA) --defenses none,countergan,countergan-adaptive,countergan-adaptive-long --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
+	$(PY) -m bench $(ADA) --defenses countergan-adaptive,countergan-adaptive-long --attack fgsm,pgd --eps 0.3 --threat gray,white,bpda
 	$(PY) -m bench $(ADA) --classifier mnist-cnn-pgdat --defenses none --attack fgsm,pgd --eps 0.1,0.2,0.3 --threat gray,white
 	$(PY) -m bench adequacy $(ADA) --defenses countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.3 --threat white
 	$(PY) -m bench $(ADA) --defenses none,countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.5,1.0 --threat white

@@ -151,6 +151,12 @@ class Recipe:
     rec_R: int = 1                   # images, rec_L descent steps, rec_R restarts (the paper's "Rec")
 
 
+def recipe_identity(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields of a classifier's cache key: the rec_* fields only when used, so that
+    classifiers cached before they existed keep their keys."""
+    return {k: v for k, v in recipe.items() if recipe.get("rec_L", 0) > 0 or not k.startswith("rec_")}
+
+
 def make_classifier(name: str, spec: DatasetPlugin) -> Normalized:
     cls = CLASSIFIERS.get(name)
     return cls(spec.shape, spec.num_classes, spec.mean, spec.std)
@@ -252,9 +258,7 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
         info = {"classifier_weights": str(weights), "classifier_source": "user",
                 "classifier_recipe": None, "classifier_key": None}  # the recipe did not make these weights
     else:
-        # The rec_* fields join the key only when used: classifiers cached before they existed keep their keys.
-        fields_ = {k: v for k, v in asdict(recipe).items() if recipe.rec_L > 0 or not k.startswith("rec_")}
-        ident = identity.classifier_identity(data.name, name, fields_, data.fingerprint, seed)
+        ident = identity.classifier_identity(data.name, name, recipe_identity(asdict(recipe)), data.fingerprint, seed)
         rec_fn = None
         if recipe.rec_L > 0:
             if reconstructor is None:

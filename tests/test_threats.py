@@ -72,13 +72,14 @@ def test_none_is_threat_invariant_with_cis_and_worst_rows(run_args):
                          "--threat", "gray,white,bpda,bpda-eot", "--eot-samples", "2")) == 0
     recs = read_records(run_args.results)
     by = {(r["attack"], r["threat"]): r for r in recs}
-    assert len(recs) == 8 + 4  # 2 attacks × 4 threats + a worst row per threat
+    assert len(recs) == 8 + 4 + 1  # 2 attacks × 4 threats + a worst row per threat + one over all threats
     for attack in ("fgsm", "pgd"):
         accs = {by[(attack, t)]["defended_adv_acc"] for t in ("gray", "white", "bpda", "bpda-eot")}
         assert len(accs) == 1
     for r in recs:
         assert r["defended_adv_acc_ci_low"] <= r["defended_adv_acc"] <= r["defended_adv_acc_ci_high"]
         assert r["checks"] == []
+    assert by[("worst", "all")]["defended_adv_acc"] == min(r["defended_adv_acc"] for r in recs)
     worst = by[("worst", "gray")]
     assert worst["defended_adv_acc"] <= min(by[("fgsm", "gray")]["defended_adv_acc"],
                                             by[("pgd", "gray")]["defended_adv_acc"])

@@ -150,7 +150,8 @@ def test_randomness_warning_only_where_the_threat_ignores_it(run_args):
                          "--threat", "gray,bpda,bpda-eot", "--eot-samples", "2")) == 0
     for r in read_records(run_args.results):
         warned = any("randomized" in c for c in r["checks"])
-        assert warned == (r["threat"] == "bpda"), (r["attack"], r["threat"], r["checks"])
+        # the worst over all threats carries its parts' warnings: one of them is a bpda cell
+        assert warned == (r["threat"] in ("bpda", "all")), (r["attack"], r["threat"], r["checks"])
 
 
 class Alternating(nn.Module):

@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
-.PHONY: install bench reference threat-matrix defensegan adaptive test test-all browser
+.PHONY: install bench reference threat-matrix defensegan adaptive test test-all browser weights fashion-data
 install: $(STAMP)
 
 # The leaderboard page's browser test drives Debian's headless Chromium (tests/test_site.py):
@@ -24,6 +24,19 @@ browser:
 	    echo "note: chromium / chromium-driver missing and not root: the browser test skips (it fails under CI)"; \
 	  fi; \
 	fi
+
+# Full Fashion-MNIST offline: Debian's dataset-fashion-mnist (installed when missing, as root with apt).
+fashion-data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; fi
+
+# Retrain the reference weights zoo (bench/zoo/zoo.toml): two single-threaded trainers side by side
+# (the longest model alone in one), each line saying whether the new weights equal the shipped ones.
+# SHIP=1 writes them into bench/zoo with their provenance (refused from a dirty tree).
+LONG := mnist/countergan-adaptive-long
+weights: $(STAMP) fashion-data
+	$(PY) -m bench weights --only $(LONG) $(if $(SHIP),--ship) & long=$$!; \
+	$(PY) -m bench weights --skip $(LONG) $(if $(SHIP),--ship); rest=$$?; wait $$long && exit $$rest
 
 bench: $(STAMP)
 	$(PY) -m bench --offline

@@ -15,12 +15,18 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from bench import identity
+from bench import identity, shipped
 from bench.checkpoint import load_state, save_state, state_hash
 from bench.data import Data, DatasetPlugin
 from bench.errors import BenchError
 from bench.progress import progress
 from bench.registry import CLASSIFIERS, register_classifier
+
+
+# The version of the classifier training code (train_classifier, pgd, reconstructed, the
+# architectures, the batch order): part of every classifier's cache key. Bump it whenever the
+# same recipe would train different weights; tests/test_training_code.py fails until you do.
+TRAINING_VERSION = 1
 
 
 class Normalized(nn.Module):
@@ -243,10 +249,13 @@ def describe(recipe: Recipe, n: int) -> str:
 
 def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, seed: int,
                    device: torch.device, cache_dir: Path, weights: Path | None = None,
-                   reconstructor: Callable[[], tuple[Callable, dict]] | None = None
-                   ) -> tuple[nn.Module, dict]:
+                   reconstructor: Callable[[], tuple[Callable, dict]] | None = None,
+                   retrain: bool = False, zoo_dir: Path | None = None) -> tuple[nn.Module, dict]:
     """Return (model in eval mode on ``device``, identity info for records).
 
+    Weights come from, in order: ``weights`` (the user's own); the shipped zoo (``bench/zoo``)
+    when a model was shipped under exactly this identity; the cache; training (``retrain``
+    skips the zoo and the cache and always trains, then caches the result).
     ``reconstructor`` (the Rec setting, ``recipe.rec_L > 0``) returns (a function mapping a batch
     of training images to their reconstructions, that function's identity: which generator, L, R);
     it is called whenever ``recipe.rec_L > 0`` (cached or not) because its identity joins the key.
@@ -258,7 +267,7 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
         info = {"classifier_weights": str(weights), "classifier_source": "user",
                 "classifier_recipe": None, "classifier_key": None}  # the recipe did not make these weights
     else:
-        ident = identity.classifier_identity(data.name, name, recipe_identity(asdict(recipe)), data.fingerprint, seed)
+        ident = classifier_ident(name, data, recipe, seed)
         rec_fn = None
         if recipe.rec_L > 0:
             if reconstructor is None:
@@ -267,7 +276,12 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
             rec_fn, ident["reconstruction"] = reconstructor()
         key = identity.key(ident)
         path = Path(cache_dir) / "classifiers" / f"{data.name}-{name}-{key}.pt"
-        if path.is_file():
+        ship = None if retrain else shipped.find("classifier", data.name, name, ident, zoo_dir)
+        if ship is not None:
+            load_state(model, ship.path, what="shipped classifier")
+            print(f"[classifier] {name}: shipped weights {ship.path.name} (sha256 {ship.sha256[:12]}…)", flush=True)
+            info = {"classifier_source": ship.source()}
+        elif path.is_file() and not retrain:
             load_state(model, path, what="cached classifier")
             info = {"classifier_source": f"cache:{path}"}
         else:
@@ -280,8 +294,8 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
             seconds = time.perf_counter() - t0
             print(f"[classifier] {name} trained in {seconds:.0f} s; cached as {path}", flush=True)
             save_state(model, path, {**ident, "train_seconds": seconds})
-            info = {"classifier_source": f"trained:{path}"}
-        info.update(classifier_recipe=asdict(recipe), classifier_key=key)
+            info = {"classifier_source": f"trained:{path}", "classifier_train_seconds": seconds}
+        info.update(classifier_recipe=asdict(recipe), classifier_key=key, classifier_identity=ident)
         if "reconstruction" in ident:
             info["classifier_reconstruction"] = ident["reconstruction"]
     model.to(device).eval()
@@ -289,6 +303,12 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
         p.requires_grad_(False)
     info["classifier_hash"] = state_hash(model)
     return model, info
+
+
+def classifier_ident(name: str, data: Data, recipe: Recipe, seed: int) -> dict[str, Any]:
+    """A classifier's identity before its reconstruction part (the Rec setting adds that)."""
+    return identity.classifier_identity(data.name, name, recipe_identity(asdict(recipe)), data.fingerprint,
+                                        seed, TRAINING_VERSION)
 
 
 def _typed(table: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import traceback
 
 from bench.errors import BenchError
 
-SUBCOMMANDS = ("run", "list", "report", "adequacy")
+SUBCOMMANDS = ("run", "list", "report", "adequacy", "weights", "verify")
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +43,9 @@ def run_parser() -> Parser:
       help="never try to download datasets (--no-offline overrides the config file)")
     a("--rerun", action=argparse.BooleanOptionalAction, default=None,
       help="recompute cells already stored (--no-rerun overrides the config file)")
+    a("--retrain", action=argparse.BooleanOptionalAction, default=None,
+      help="train classifiers and defenses anew instead of using the shipped zoo or the cache "
+           "(the result is cached; --no-retrain overrides the config file)")
     a("--executor", help="local (default) or ray")
     a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
     a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")
@@ -190,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
     try:
         from bench.adequacy import cmd_adequacy
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "adequacy": cmd_adequacy}[cmd](argv)
+        from bench.verify import cmd_verify
+        from bench.weights import cmd_weights
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "adequacy": cmd_adequacy,
+                "weights": cmd_weights, "verify": cmd_verify}[cmd](argv)
     except BenchError as exc:
         if debug:
             traceback.print_exc()

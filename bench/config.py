@@ -23,7 +23,7 @@ from bench.errors import BenchError
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 EXECUTORS = ("local", "ray")
 TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
-BOOL_KEYS = ("offline", "rerun")
+BOOL_KEYS = ("offline", "rerun", "retrain")
 STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
             "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
 POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples")
@@ -48,6 +48,7 @@ class Config:
     classifier_weights: str | None = None
     offline: bool = False
     rerun: bool = False
+    retrain: bool = False                   # train classifiers and defenses anew (not shipped, not cached)
     warmup: int = 1
     eot_samples: int = 8
     attack_labels: str = "true"             # craft with the true labels, or the classifier's predictions

@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
-from bench import checks, identity
+from bench import checks, identity, shipped
 from bench.checkpoint import load_state, save_state, state_hash
 from bench.classifiers import Recipe, get_classifier, resolve_recipe
 from bench.config import Config
 from bench.data import Data, DatasetPlugin, Split, fingerprint
 from bench.errors import BenchError
-from bench.plan import Group, fit_key, make_attack, make_defense, plan
+from bench.plan import Group, fit_ident, make_attack, make_defense, plan
 from bench.registry import CLASSIFIERS, DATASETS
-from bench.store import ResultsLock, RunWriter, iter_records, make_env
+from bench.store import ResultsLock, RunWriter, iter_records, make_env, refuse_dirty_reference
 from bench.timing import BatchTimer
 from bench.worker import CellResult, Prepared, Worker, accuracies, bits, unbits
 from defenses.base import Defense
@@ -46,6 +46,7 @@ class Runner:
             resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
         if cfg.classifier_weights and not Path(cfg.classifier_weights).is_file():
             raise BenchError(f"classifier weights {cfg.classifier_weights} do not exist")
+        refuse_dirty_reference(Path(cfg.results_dir))
         self.lock = ResultsLock(Path(cfg.results_dir))
         self.done = {} if cfg.rerun else {r.get("cell_key"): r for r in iter_records(Path(cfg.results_dir))}
         self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(argv, self.device, cfg.seed))
@@ -94,9 +95,14 @@ class Runner:
         test = Split(data.test.x[:n], data.test.y[:n], data.test.source)
         clf_name = cfg.classifier or spec.default_classifier
         classifier, clf_info = self.classifier_for(spec, data)
+        clf_info.pop("classifier_identity", None)  # its key and recipe are recorded; the full dict is the zoo's
         built = {name: self.build_defense(name, spec) for name in cfg.defenses}
-        fit_keys = {name: fit_key(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed)
-                    for name, d in built.items()}
+        fit_idents = {name: fit_ident(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed)
+                      for name, d in built.items()}
+        fit_keys = {name: identity.key(i) if i else None for name, i in fit_idents.items()}
+        # Trained (or loaded) before planning: a cell's identity names the exact weights it uses.
+        for name, d in built.items():
+            self.ensure_fitted(d, name, classifier, data, spec, fit_idents[name])
         data_id = {"dataset": data.name, "train_source": data.train.source, "test_source": data.test.source,
                    "train": fingerprint(data.train), "test": fingerprint(data.test)}
         base = {"dataset": data.name, "classifier": clf_name, "seed": cfg.seed, "n": n,
@@ -115,9 +121,6 @@ class Runner:
                     todo.append(cell)
             if todo:
                 pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo))
-        needed = {c.defense for g in pending for c in g.cells}
-        for name in (n for n in built if n in needed):  # train once, in the driver, before fan-out
-            self.ensure_fitted(built[name], name, classifier, data, spec, fit_keys[name])
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.worker.predict(classifier, test.x, timer)
         return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample()), pending
@@ -128,7 +131,7 @@ class Runner:
         weights = Path(cfg.classifier_weights) if cfg.classifier_weights else None
         recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
         return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
-                              reconstructor=lambda: self.reconstructor(recipe, spec, data))
+                              reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
 
     def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
         """The Rec setting's training transform: ``defensegan`` (the shipped generator when it fits,
@@ -137,7 +140,7 @@ class Runner:
         torch.manual_seed(self.cfg.seed)
         d.setup(spec)
         # The generator never sees a classifier: its cache key names none.
-        self.ensure_fitted(d, "defensegan", None, data, spec, fit_key(d, "none", data.fingerprint, self.cfg.seed))
+        self.ensure_fitted(d, "defensegan", None, data, spec, fit_ident(d, "none", data.fingerprint, self.cfg.seed))
         # Every hyperparameter: a changed default (momentum, optimizer, lr_cut …) is a new classifier.
         ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"], **d.hparams}
         return d, ident
@@ -155,8 +158,8 @@ class Runner:
         data = spec.load(Path(self.cfg.data_root), self.cfg.offline)
         classifier, info = self.classifier_for(spec, data)
         d = self.build_defense(name, spec)
-        key = fit_key(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
-        return self.ensure_fitted(d, name, classifier, data, spec, key), classifier, data
+        ident = fit_ident(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
+        return self.ensure_fitted(d, name, classifier, data, spec, ident), classifier, data
 
     def __enter__(self) -> "Runner":
         return self
@@ -223,15 +226,25 @@ class Runner:
             self.store(CellResult(rec, {}))
 
     def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,
-                      key: str | None) -> Defense:
+                      ident: dict[str, Any] | None) -> Defense:
+        """Load or train a trainable defense. Order: the shipped zoo (exactly this fit identity,
+        sha256 checked), a plugin's own shipped weights (DefenseGAN's generator), the cache, and
+        training; ``--retrain`` skips the zoo and the cache."""
         if not d.trainable or getattr(d, "fit_info", None):
             return d.to(self.device).eval()
+        key = identity.key(ident)
+        retrain = self.cfg.retrain
         path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
-        if path.is_file():
+        ship = None if retrain else shipped.find("defense", data.name, name, ident)
+        if ship is not None:
+            load_state(d, ship.path, what=f"shipped {name} weights", ignore=d.training_only)
+            print(f"[defense] {name}: shipped weights {ship.path.name} (sha256 {ship.sha256[:12]}…)", flush=True)
+            d.fit_info = {"defense_source": ship.source(), "defense_fit_key": key}
+        elif (pre := d.load_pretrained(data)) is not None:
+            d.fit_info = {**pre, "defense_fit_key": key}
+        elif path.is_file() and not retrain:
             load_state(d, path, what=f"cached {name} checkpoint")
             d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
-        elif (shipped := d.load_pretrained(data)) is not None:
-            d.fit_info = {**shipped, "defense_fit_key": key}
         else:
             print(f"[defense] training {name} on {len(data.train)} {data.name} images"
                   + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
@@ -242,6 +255,8 @@ class Runner:
             info["fit_seconds"] = time.perf_counter() - t0
             save_state(d, path, {"defense": name, "params": d.hparams, **info})
             d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key, **info}
-        # Whatever the source, the record names the exact weights it was computed with.
-        d.fit_info["defense_weights_hash"] = state_hash(d)
+        # Whatever the source, the record names the exact weights it was computed with (the
+        # tensors inference uses: a discriminator is not part of the defense).
+        d.fit_info["defense_weights_hash"] = state_hash(d, d.training_only)
+        d.fit_identity = ident
         return d.to(self.device).eval()

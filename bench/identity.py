@@ -18,7 +18,9 @@ import json
 import math
 from typing import Any
 
-IDENTITY_VERSION = 2  # bump when the meaning of a field changes: old keys then never match
+IDENTITY_VERSION = 3  # bump when the meaning of a field changes: old keys then never match
+# v3: classifier and fit identities name the version of the code that trains them ("code"), and
+# a cell names the exact weights of a trained defense ("defense_weights"), as it does the classifier's.
 
 
 def digest(obj: Any, n: int = 16) -> str:
@@ -28,33 +30,39 @@ def digest(obj: Any, n: int = 16) -> str:
 
 
 def classifier_identity(dataset: str, arch: str, recipe: dict[str, Any], data_fingerprint: str,
-                        seed: int) -> dict[str, Any]:
-    """What determines a classifier trained on demand (its cache key)."""
+                        seed: int, code: int) -> dict[str, Any]:
+    """What determines a classifier trained on demand (its cache key). ``code`` is the version
+    of the training code (``bench.classifiers.TRAINING_VERSION``): weights trained by other code
+    never share a key (tests/test_training_code.py forces the bump)."""
     return {"kind": "classifier", "v": IDENTITY_VERSION, "dataset": dataset, "arch": arch,
-            "recipe": recipe, "data": data_fingerprint, "seed": seed}
+            "recipe": recipe, "data": data_fingerprint, "seed": seed, "code": code}
 
 
 def fit_identity(plugin: str, fit_params: dict[str, Any], classifier_hash: str, data_fingerprint: str,
-                 seed: int) -> dict[str, Any]:
+                 seed: int, code: int) -> dict[str, Any]:
     """What determines a trained defense's weights (its cache key): its class, the
     hyperparameters that change training (including its training attack, that attack's
-    parameters and eps), the classifier it was trained against, the data and the seed."""
+    parameters and eps), the classifier it was trained against, the data, the seed and the
+    version of its training code (the class's ``training_version``)."""
     return {"kind": "defense-fit", "v": IDENTITY_VERSION, "plugin": plugin, "params": fit_params,
-            "classifier": classifier_hash, "data": data_fingerprint, "seed": seed}
+            "classifier": classifier_hash, "data": data_fingerprint, "seed": seed, "code": code}
 
 
 def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_hash: str,
                   defense: str, defense_params: dict[str, Any], defense_fit: str | None,
+                  defense_weights: str | None,
                   attack: str, attack_params: dict[str, Any], eps: float | None, norm: str,
                   attack_labels: str, threat: str, eot_samples: int | None, seed: int,
                   batch_size: int, device_type: str) -> dict[str, Any]:
     """Everything that can change one of a cell's numbers. ``data`` holds the dataset name,
     both split sources and the fingerprint; ``defense_fit`` is the fit key of a trained
     defense (None otherwise); ``eot_samples`` is the number of draws really used (None when
-    the threat does not draw)."""
+    the threat does not draw); ``defense_weights`` the hash of the weights it really used (two
+    trainings under one fit key on different machines can differ)."""
     return {"kind": "cell", "v": IDENTITY_VERSION, "data": data, "n": n,
             "classifier": classifier, "classifier_hash": classifier_hash,
             "defense": defense, "defense_params": defense_params, "defense_fit": defense_fit,
+            "defense_weights": defense_weights,
             "attack": attack, "attack_params": attack_params, "eps": eps, "norm": norm,
             "attack_labels": attack_labels, "threat": threat, "eot_samples": eot_samples,
             "seed": seed, "batch_size": batch_size, "device_type": device_type}

@@ -43,13 +43,19 @@ def make_defense(name: str, params: dict[str, Any] | None) -> Defense:
     return defense
 
 
-def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> str | None:
-    """The cache key of a trained defense's weights (None for a defense that does not train)."""
+def fit_ident(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> dict[str, Any] | None:
+    """What determines a trained defense's weights (None for a defense that does not train)."""
     if not d.trainable:
         return None
     fit = {k: v for k, v in d.hparams.items() if d.fit_params is None or k in d.fit_params}
     plugin = f"{type(d).__module__}.{type(d).__qualname__}"
-    return identity.key(identity.fit_identity(plugin, fit, classifier_hash, data_fingerprint, seed))
+    return identity.fit_identity(plugin, fit, classifier_hash, data_fingerprint, seed, d.training_version)
+
+
+def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> str | None:
+    """The cache key of a trained defense's weights (None for a defense that does not train)."""
+    ident = fit_ident(d, classifier_hash, data_fingerprint, seed)
+    return None if ident is None else identity.key(ident)
 
 
 def eot_draws(threat: str, d: Defense, requested: int) -> int | None:
@@ -112,6 +118,7 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                     ident = identity.cell_identity(
                         data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
                         defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
+                        defense_weights=getattr(d, "fit_info", {}).get("defense_weights_hash") if d.trainable else None,
                         attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
                         attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
                         batch_size=cfg.batch_size, device_type=device_type)

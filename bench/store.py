@@ -44,6 +44,36 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas() -> str:
+    """Which BLAS torch uses and the CPU kernels it dispatches to (the same weights can give other
+    low bits under another BLAS or instruction set)."""
+    show = torch.__config__.show()
+    name = next((part.split("=", 1)[1] for part in show.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
+                "unknown")
+    mkl = next((line.strip(" -") for line in show.splitlines() if "Math Kernel Library Version" in line), None)
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    return f"{name}" + (f" ({mkl})" if mkl else "") + f"; cpu kernels {capability}"
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What tells two machines' numbers apart: CPU model or GPU name, torch threads, BLAS."""
+    out = {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(), "blas": blas()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
 # Outputs under results/ (records, tables, plots, pages, resumable training state) grow while runs
 # append to them: a changed output is not a changed code state. Inputs there (grid.toml) still count.
 OUTPUTS = ("runs", "plots", "site", "resume", "results.md", "results.csv")
@@ -176,11 +206,29 @@ class RunWriter:
         self.count += 1
 
 
+def refuse_dirty_reference(results_dir: Path) -> None:
+    """Reference records (under results/reference/) come from a clean commit only: a dirty tree's
+    numbers cannot be reproduced by anyone (no commit holds the code that computed them)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rel = Path(results_dir).resolve().relative_to(root / "results" / "reference")
+    except ValueError:
+        return
+    commit, dirty = git_state()
+    if commit is None:
+        raise BenchError(f"refusing to write reference records to {results_dir}: no git commit to name")
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" (+{len(dirty) - 5} more)" if len(dirty) > 5 else "")
+        raise BenchError(f"refusing to write reference records to {results_dir} from a dirty tree "
+                         f"(uncommitted: {shown}); commit first")
+
+
 def make_env(argv: list[str], device: torch.device, seed: int) -> dict[str, Any]:
     # Which tracked files were uncommitted: a "-dirty" commit says what it differed in.
     commit, dirty = git_state()
     return {"command": [Path(sys.executable).name, "-m", "bench", *argv], "cwd": os.getcwd(),
             "versions": versions(), "device": device_name(device), "device_type": device.type,
+            **machine(device),
             "cuda": torch.version.cuda, "git_commit": commit, "git_dirty_files": dirty, "seed": seed,
             "host": socket.gethostname(), "platform": platform.platform(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat()}

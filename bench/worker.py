@@ -20,7 +20,7 @@ from bench.identity import digest
 from bench.plan import Cell, Group, make_attack
 from bench.progress import progress
 from bench.stats import wilson
-from bench.store import device_name
+from bench.store import device_name, machine
 from bench.threats import attack_model
 from bench.timing import BatchTimer
 from defenses.base import Defense
@@ -85,6 +85,7 @@ class Worker:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.device_label = device_name(self.device)
+        self.machine = machine(self.device)
         self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in cfg.attack}
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
 
@@ -145,7 +146,7 @@ class Worker:
                "max_linf": (adv - test.x).abs().amax().item(),
                "correct": {"clean": bits(clean_ok), "adv": bits(adv_ok), "defended_clean": bits(dc_ok),
                            "defended_adv": bits(da_ok)},
-               "device": self.device_label, "device_type": self.device.type, "time": time.time()}
+               "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
         rec.update(accuracies(clean_ok, adv_ok, dc_ok, da_ok))
         probe = test.x[:checks.PROBE].to(self.device), test.y[:checks.PROBE].to(self.device)
         rec["checks"] = checks.evaluate(self.check_cache, cell, d, model, probe, rec)

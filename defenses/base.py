@@ -38,6 +38,14 @@ class Defense(nn.Module):
     # Hyperparameters that change what ``fit`` learns (None = all): the training cache is keyed
     # by these, so variants differing only at inference share one trained model.
     fit_params: tuple[str, ...] | None = None
+    # The version of this class's training code, part of its fit key: bump it whenever ``fit``
+    # (or anything it calls: networks, losses, data order) would train different weights from
+    # the same settings, so that old cached or shipped weights are never taken for new ones.
+    # tests/test_training_code.py trains every trainable plugin on a tiny fixture and fails
+    # until the bump when the result moved.
+    training_version = 1
+    # State-dict prefixes only training needs (a GAN's discriminator): not shipped, not hashed.
+    training_only: tuple[str, ...] = ()
 
     def setup(self, spec: Any) -> None:
         self.spec = spec

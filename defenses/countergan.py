@@ -75,6 +75,7 @@ class CounterGAN(Defense):
     """
 
     trainable = True
+    training_only = ("D.",)  # the discriminator shapes training only; the zoo ships the generator
     test_params = {"iterations": 4, "batch_size": 64}
 
     def __init__(self, *, arch: str = "linear", gan_loss: str = "bce", conditioning: str = "seed",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import defenses  # noqa: F401
 from bench import identity
-from bench.classifiers import (ModelA, Recipe, check_recipe, get_classifier, pgd, recipe_identity, resolve_recipe,
+from bench.classifiers import (TRAINING_VERSION, ModelA, Recipe, check_recipe, get_classifier, pgd, recipe_identity, resolve_recipe,
                                train_classifier)
 from bench.data import MNIST, Data, Split
 from bench.errors import BenchError
@@ -164,7 +164,7 @@ def test_get_classifier_is_seeded_before_the_model_and_keyed_by_identity(tmp_pat
     assert infos[0]["classifier_hash"] == infos[1]["classifier_hash"]
     recipe_fields = recipe_identity(infos[0]["classifier_recipe"])
     assert "rec_L" not in recipe_fields and "rec_L" in infos[0]["classifier_recipe"]  # records show it all
-    want = identity.key(identity.classifier_identity("tiny", "mnist-cnn", recipe_fields, "tiny", 0))
+    want = identity.key(identity.classifier_identity("tiny", "mnist-cnn", recipe_fields, "tiny", 0, TRAINING_VERSION))
     assert infos[0]["classifier_key"] == want and infos[0]["classifier_recipe"]["adv_eps"] == 0.0
     cached = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), tmp_path / "1")[1]
     assert cached["classifier_source"].startswith("cache:") and cached["classifier_key"] == want

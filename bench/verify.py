@@ -1,0 +1,3 @@
+"""placeholder"""
+def cmd_verify(argv):
+    raise NotImplementedError

@@ -1,0 +1,146 @@
+"""``python -m bench weights``: retrain the reference zoo; compare with it, or ship to it.
+
+Each model of ``bench/zoo/zoo.toml`` is trained anew (``retrain``) in a fresh cache, with the
+settings of ``bench.toml`` and one torch thread by default (a single-threaded CPU training does
+not depend on how many cores the machine has, so two machines of one CPU class agree bit for
+bit). Then, per model, one line says whether the new weights equal the shipped ones. With
+``--ship`` (refused from a dirty tree) the new weights and their provenance replace the shipped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import identity, shipped
+from bench.checkpoint import save_state, state_hash
+from bench.errors import BenchError
+from bench.store import device_name, git_state, machine, versions, write_atomic
+
+PLAN = shipped.ZOO_DIR / "zoo.toml"
+
+
+def plan(path: Path = PLAN) -> list[dict[str, Any]]:
+    """The zoo's entries: (dataset, classifier, defenses trained against it)."""
+    data = tomllib.loads(Path(path).read_text())
+    out = []
+    for i, m in enumerate(data.get("model", [])):
+        unknown = set(m) - {"dataset", "classifier", "defenses"}
+        if unknown or not isinstance(m.get("dataset"), str) or not isinstance(m.get("classifier"), str):
+            raise BenchError(f"{path} model {i + 1}: needs dataset and classifier (strings), optional defenses; "
+                             f"unknown: {', '.join(sorted(unknown)) or 'none'}")
+        out.append({"dataset": m["dataset"], "classifier": m["classifier"], "defenses": list(m.get("defenses", []))})
+    return out
+
+
+def names(entries: list[dict[str, Any]]) -> list[str]:
+    """Every model as ``dataset/name`` (what ``--only`` and ``--skip`` take)."""
+    return [f"{e['dataset']}/{n}" for e in entries for n in [e["classifier"], *e["defenses"]]]
+
+
+def provenance(kind: str, name: str, data: Any, ident: dict[str, Any], weights_hash: str, path: Path,
+               seconds: float, device: torch.device, commit: str | None, argv: list[str]) -> dict[str, Any]:
+    return {"kind": kind, "name": name, "dataset": data.name, "file": path.name,
+            "sha256": shipped.sha256_file(path), "weights_hash": weights_hash, "size_bytes": path.stat().st_size,
+            "key": identity.key(ident), "identity": ident,
+            "data_fingerprint": data.fingerprint, "data_source": {"train": data.train.source, "test": data.test.source},
+            "command": [Path(sys.executable).name, "-m", "bench", "weights", *argv], "git_commit": commit,
+            "train_seconds": round(seconds, 1), "device": device_name(device), **machine(device),
+            "versions": versions(), "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def report(kind: str, name: str, dataset: str, weights_hash: str, seconds: float) -> str:
+    """One line: the new weights against the shipped ones."""
+    meta_path = shipped.ZOO_DIR / f"{shipped.stem(kind, dataset, name)}.json"
+    if not meta_path.is_file():
+        verdict = "nothing shipped to compare with"
+    else:
+        import json
+        old = json.loads(meta_path.read_text()).get("weights_hash")
+        verdict = "identical to the shipped weights" if old == weights_hash else f"DIFFERS from the shipped {old}"
+    return f"[weights] {dataset}/{name}: trained in {seconds:.0f} s, weights {weights_hash}: {verdict}"
+
+
+def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, threads: int,
+        config: str | None) -> int:
+    from bench.config import resolve
+    from bench.driver import Runner
+    from bench.plan import fit_ident
+    from bench.registry import DATASETS
+    entries = plan()
+    known = names(entries)
+    for n in [*(only or []), *skip]:
+        if n not in known:
+            raise BenchError(f"unknown zoo model {n!r}; available: {', '.join(known)}")
+    commit, dirty = git_state()
+    if ship and (commit is None or dirty):
+        raise BenchError("refusing to ship weights from a dirty tree (uncommitted: "
+                         f"{', '.join(dirty[:5]) or 'no git commit'}); commit first")
+    torch.set_num_threads(threads)
+    wanted = lambda n: (only is None or n in only) and n not in skip
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="bench-weights-") as tmp:
+        for e in entries:
+            ds, clf = e["dataset"], e["classifier"]
+            defenses = [d for d in e["defenses"] if wanted(f"{ds}/{d}")]
+            if not wanted(f"{ds}/{clf}") and not defenses:
+                continue
+            cfg = resolve({"dataset": ds, "classifier": clf, "defenses": ",".join(defenses) or "none",
+                           "offline": True, "retrain": True, "cache_dir": f"{tmp}/cache",
+                           "results_dir": f"{tmp}/results-{ds}-{clf}"}, config)
+            with Runner(cfg, ["weights", *argv]) as runner:
+                spec = DATASETS.get(ds)()
+                data = spec.load(Path(cfg.data_root), True)
+                t0 = time.perf_counter()
+                model, info = runner.classifier_for(spec, data)
+                seconds = time.perf_counter() - t0
+                todo = [("classifier", clf, model, info["classifier_identity"], seconds, ())] if wanted(f"{ds}/{clf}") else []
+                for name in defenses:
+                    d = runner.build_defense(name, spec)
+                    ident = fit_ident(d, info["classifier_hash"], data.fingerprint, cfg.seed)
+                    t0 = time.perf_counter()
+                    runner.ensure_fitted(d, name, model, data, spec, ident)
+                    todo.append(("defense", name, d, ident, time.perf_counter() - t0, d.training_only))
+                for kind, name, module, ident, seconds, ignore in todo:
+                    h = state_hash(module, ignore)
+                    line = report(kind, name, ds, h, seconds)
+                    print(line, flush=True)
+                    lines.append(line)
+                    if ship:
+                        stem = shipped.stem(kind, ds, name)
+                        path = shipped.ZOO_DIR / f"{stem}.pt"
+                        save_state(module, path, ignore=ignore)
+                        meta = provenance(kind, name, data, ident, h, path, seconds, runner.device, commit, argv)
+                        import json
+                        write_atomic(shipped.ZOO_DIR / f"{stem}.json",
+                                     json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+                        print(f"[weights] shipped {path.relative_to(shipped.ZOO_DIR.parent.parent)} "
+                              f"({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    same = sum("identical" in ln for ln in lines)
+    print(f"[weights] {len(lines)} model(s) trained; {same} identical to the shipped weights")
+    return 0
+
+
+def cmd_weights(argv: list[str]) -> int:
+    from bench.cli import Parser
+    from bench.config import split_list
+    p = Parser(prog="python -m bench weights",
+               description="Retrain the reference weights zoo (bench/zoo/zoo.toml) and compare with the shipped weights.")
+    p.add_argument("--only", help="comma list of dataset/name models to train (default: all)")
+    p.add_argument("--skip", help="comma list of dataset/name models not to train")
+    p.add_argument("--ship", action="store_true", help="write the new weights and provenance into bench/zoo "
+                                                      "(refused from a dirty tree)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: machine-independent results)")
+    p.add_argument("--config", help="TOML config (default: ./bench.toml)")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        raise BenchError(f"--threads must be ≥ 1, got {args.threads}")
+    return run(argv, split_list(args.only) if args.only else None, split_list(args.skip) if args.skip else [],
+               args.ship, args.threads, args.config)

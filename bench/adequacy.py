@@ -44,6 +44,7 @@ DEFAULT_STEPS = (10, 20, 40, 100, 200)
 DEFAULT_RESTARTS = (1, 5)
 DEFAULT_EOT = (1, 4, 16)
 CURVE_FIELDS = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "defense", "defense_params",
+                "defense_weights_hash",
                 "threat", "attack", "eps", "norm", "attack_labels", "seed")
 
 
@@ -362,6 +363,7 @@ class Sweep:
 
         from bench.driver import Runner
         cfg = copy.deepcopy(self.cfg)
+        self.cfg.retrain = False  # --retrain trains at the first point; later points load what it cached
         base = dict(cfg.attack_params.get(attack, {}))
         params = {**base, "steps": steps}
         if "restarts" in base or restarts != 1:

@@ -106,7 +106,7 @@ def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
 WEAKER = "is weaker than FGSM"
 # Fields that make two records the same cell but for the attack (records without a stored identity).
 SAME_CELL = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "test_source", "seed", "defense",
-             "defense_params", "threat", "eps", "norm", "n", "attack_labels")
+             "defense_params", "defense_weights_hash", "threat", "eps", "norm", "n", "attack_labels")
 
 
 def _number(v: Any) -> float | None:

@@ -294,7 +294,8 @@ def get_classifier(name: str, spec: DatasetPlugin, data: Data, recipe: Recipe, s
             seconds = time.perf_counter() - t0
             print(f"[classifier] {name} trained in {seconds:.0f} s; cached as {path}", flush=True)
             save_state(model, path, {**ident, "train_seconds": seconds})
-            info = {"classifier_source": f"trained:{path}", "classifier_train_seconds": seconds}
+            info = {"classifier_source": f"trained:{path}", "classifier_train_seconds": seconds,
+                    "classifier_train_threads": torch.get_num_threads()}
         info.update(classifier_recipe=asdict(recipe), classifier_key=key, classifier_identity=ident)
         if "reconstruction" in ident:
             info["classifier_reconstruction"] = ident["reconstruction"]

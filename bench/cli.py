@@ -44,8 +44,9 @@ def run_parser() -> Parser:
     a("--rerun", action=argparse.BooleanOptionalAction, default=None,
       help="recompute cells already stored (--no-rerun overrides the config file)")
     a("--retrain", action=argparse.BooleanOptionalAction, default=None,
-      help="train classifiers and defenses anew instead of using the shipped zoo or the cache "
-           "(the result is cached; --no-retrain overrides the config file)")
+      help="train classifiers and defenses anew instead of using the shipped zoo (bench/zoo) or the cache "
+           "(the result is cached; DefenseGAN's own shipped generator is kept: pretrained = \"\" trains "
+           "one; --no-retrain overrides the config file)")
     a("--executor", help="local (default) or ray")
     a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
     a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")

@@ -253,6 +253,7 @@ class Runner:
             info = d.fit(data.train, classifier, device=self.device, seed=self.cfg.seed,
                          eps=spec.default_eps) or {}
             info["fit_seconds"] = time.perf_counter() - t0
+            info["fit_threads"] = torch.get_num_threads()  # a CPU training's low bits depend on it
             save_state(d, path, {"defense": name, "params": d.hparams, **info})
             d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key, **info}
         # Whatever the source, the record names the exact weights it was computed with (the

@@ -58,6 +58,17 @@ def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) 
     return None if ident is None else identity.key(ident)
 
 
+def weights_hash(name: str, d: Defense) -> str | None:
+    """The exact weights a trained defense's cells use (it is fitted or loaded before planning)."""
+    if not d.trainable:
+        return None
+    info = getattr(d, "fit_info", None)
+    if not info or not info.get("defense_weights_hash"):
+        raise BenchError(f"defense {name!r} is planned before it was trained or loaded (its cells must name "
+                         "its weights)")
+    return info["defense_weights_hash"]
+
+
 def eot_draws(threat: str, d: Defense, requested: int) -> int | None:
     """EOT draws a cell really uses: only bpda-eot draws, and a deterministic defense once."""
     if threat != "bpda-eot":
@@ -118,7 +129,7 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                     ident = identity.cell_identity(
                         data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
                         defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
-                        defense_weights=getattr(d, "fit_info", {}).get("defense_weights_hash") if d.trainable else None,
+                        defense_weights=weights_hash(dname, d),
                         attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
                         attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
                         batch_size=cfg.batch_size, device_type=device_type)

@@ -29,7 +29,7 @@ ROW_GROUP = ["dataset", "classifier", "defense", "threat"]
 # Identity fields that are columns of the paper view, not properties of its rows.
 ATTACK_FIELDS = ("attack", "eps", "norm")
 SKIP_FIELDS = ("kind", "v")
-DEFENSE_FIELDS = ("defense", "defense_params", "defense_fit", "eot_samples")
+DEFENSE_FIELDS = ("defense", "defense_params", "defense_fit", "defense_weights", "eot_samples")
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
 COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
 FORMATS = ("md", "csv", "latex")

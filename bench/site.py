@@ -43,7 +43,7 @@ from bench.stats import wilson
 from bench.store import write_atomic
 from bench.threats import THREAT_NAMES, THREATS
 
-ROW_FIELDS = ("defense_params", "defense_fit", "classifier_hash", "data")
+ROW_FIELDS = ("defense_params", "defense_fit", "defense_weights", "classifier_hash", "data")
 
 
 @dataclass

@@ -86,7 +86,8 @@ def git_state() -> tuple[str | None, list[str]]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=no", "--", ".", *exclude],
+        # Untracked files count too (a new plugin module is code no commit holds); ignored ones do not.
+        dirty = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *exclude],
                                cwd=here, capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None, []

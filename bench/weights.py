@@ -55,6 +55,23 @@ def provenance(kind: str, name: str, data: Any, ident: dict[str, Any], weights_h
             "versions": versions(), "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def classifier_mismatch(dataset: str, clf: str, trained_hash: str, shipping_it: bool) -> str | None:
+    """A defense is shipped only against the classifier users get: the shipped one (or the one
+    shipped in the same run). Two trainings of it that differ in a bit would leave the defense's
+    identity naming a classifier no one has."""
+    import json
+    if shipping_it:
+        return None
+    meta = shipped.ZOO_DIR / f"{shipped.stem('classifier', dataset, clf)}.json"
+    if not meta.is_file():
+        return f"refusing to ship defenses against {dataset}/{clf}: that classifier is not shipped (ship it too)"
+    have = json.loads(meta.read_text()).get("weights_hash")
+    if have != trained_hash:
+        return (f"refusing to ship defenses against {dataset}/{clf}: retrained here it has weights {trained_hash}, "
+                f"the shipped one {have} (retrain and ship the classifier too)")
+    return None
+
+
 def report(kind: str, name: str, dataset: str, weights_hash: str, seconds: float) -> str:
     """One line: the new weights against the shipped ones."""
     meta_path = shipped.ZOO_DIR / f"{shipped.stem(kind, dataset, name)}.json"
@@ -92,7 +109,7 @@ def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, th
             if not wanted(f"{ds}/{clf}") and not defenses:
                 continue
             cfg = resolve({"dataset": ds, "classifier": clf, "defenses": ",".join(defenses) or "none",
-                           "offline": True, "retrain": True, "cache_dir": f"{tmp}/cache",
+                           "offline": True, "retrain": True, "cache_dir": f"{tmp}/cache", "device": "cpu",
                            "results_dir": f"{tmp}/results-{ds}-{clf}"}, config)
             with Runner(cfg, ["weights", *argv]) as runner:
                 spec = DATASETS.get(ds)()
@@ -112,6 +129,10 @@ def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, th
                     line = report(kind, name, ds, h, seconds)
                     print(line, flush=True)
                     lines.append(line)
+                    if ship and kind == "defense":
+                        mismatch = classifier_mismatch(ds, clf, info["classifier_hash"], wanted(f"{ds}/{clf}"))
+                        if mismatch:
+                            raise BenchError(mismatch)
                     if ship:
                         stem = shipped.stem(kind, ds, name)
                         path = shipped.ZOO_DIR / f"{stem}.pt"

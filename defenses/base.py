@@ -59,7 +59,8 @@ class Defense(nn.Module):
         """Load shipped weights that fit ``data`` (a ``bench.data.Data``) instead of training.
 
         Return facts to record (must include ``defense_source``) when weights were loaded,
-        None to train on demand. Called by the runner before ``fit`` when no cached state exists.
+        None otherwise. Called by the runner when the zoo (bench/zoo) has no fitting model, before
+        the cache and ``fit`` (``--retrain`` skips the zoo and the cache, not this).
         """
         return None
 

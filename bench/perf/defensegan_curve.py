@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     p.add_argument("--out", default="build/defensegan-curve", help="work folder: checkpoints, snapshots")
-    p.add_argument("--results-dir", default="results/reference/defensegan-curve")
+    p.add_argument("--results-dir", default="docs/defensegan-curve")
     p.add_argument("--ship", help="copy this checkpoint's generator into defenses/pretrained/ and exit; "
                    "'best' = the probed snapshot in --out that defends best under attack (z_init paper)")
     p.add_argument("--tag", default="default", help="the shipped generator's name (DefenseGAN's `pretrained`)")

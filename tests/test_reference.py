@@ -1,0 +1,28 @@
+"""The committed reference records: reproducible by this checkout, from clean commits only."""
+import json
+from pathlib import Path
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "results" / "reference"
+
+
+def test_no_reference_record_comes_from_a_dirty_tree():
+    envs = sorted(REFERENCE.glob("*/runs/*/env.json"))
+    assert envs
+    for path in envs:
+        commit = json.loads(path.read_text()).get("git_commit")
+        assert commit and not commit.endswith("-dirty"), f"{path.relative_to(ROOT)}: {commit}"
+
+
+def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, capsys):
+    """`bench verify` on the committed default grid, from the shipped weights (a few cells, so
+    CI stays fast; `make verify N=all` checks every one)."""
+    rc = main(["verify", "--results-dir", str(REFERENCE / "default"), "--sample", "3",
+               "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    assert "3 of 3 cell(s) identical" in out
+    assert "shipped weights" in out  # nothing was trained: every model came from the zoo
+    assert "[classifier] training" not in out and "[defense] training" not in out

@@ -1,0 +1,141 @@
+"""The shipped weights zoo (bench/shipped.py): used only when identity and hash fit."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench import identity, shipped
+from bench.checkpoint import save_state, state_hash
+from bench.classifiers import Recipe, get_classifier
+from bench.data import MNIST, Data, Split
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_data() -> Data:
+    d = MNIST().load(Path("/nonexistent-data-root"), offline=True)
+    small = lambda s, n: Split(F.avg_pool2d(s.x[:n], 2), s.y[:n], "tiny")
+    return Data("tiny", small(d.train, 256), small(d.test, 16), "tiny")
+
+
+def tiny_spec() -> MNIST:
+    spec = MNIST()
+    spec.shape = (1, 14, 14)
+    return spec
+
+
+def ship(zoo: Path, model: torch.nn.Module, ident: dict, name: str = "mnist-cnn") -> Path:
+    """Write a zoo entry the way `bench weights --ship` does (file + provenance)."""
+    stem = shipped.stem("classifier", "tiny", name)
+    path = zoo / f"{stem}.pt"
+    save_state(model, path)
+    meta = {"file": path.name, "sha256": shipped.sha256_file(path), "key": identity.key(ident), "identity": ident,
+            "weights_hash": state_hash(model)}
+    (zoo / f"{stem}.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A tiny classifier trained once (its info names its identity) and a zoo that ships it."""
+    data, spec, recipe = tiny_data(), tiny_spec(), Recipe(epochs=1, batch_size=128)
+    model, info = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), tmp_path / "cache0")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    return data, spec, recipe, model, info, zoo
+
+
+def test_a_fitting_shipped_model_is_used_and_records_say_its_sha(trained, tmp_path, capsys):
+    data, spec, recipe, model, info, zoo = trained
+    path = ship(zoo, model, info["classifier_identity"])
+    _, got = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), tmp_path / "empty", zoo_dir=zoo)
+    assert got["classifier_source"] == f"shipped:{shipped.sha256_file(path)}"
+    assert got["classifier_hash"] == info["classifier_hash"]
+    assert "shipped weights" in capsys.readouterr().out
+    assert not (tmp_path / "empty").exists()  # nothing trained, nothing cached
+
+
+def test_a_shipped_file_with_a_wrong_hash_is_not_used(trained, tmp_path, capsys):
+    data, spec, recipe, model, info, zoo = trained
+    path = ship(zoo, model, info["classifier_identity"])
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0xFF  # one flipped byte: the sha256 no longer matches the provenance
+    path.write_bytes(bytes(raw))
+    _, got = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), tmp_path / "fresh", zoo_dir=zoo)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if "not using the shipped" in ln]
+    assert len(lines) == 1 and "sha256" in lines[0] and "training on demand" in lines[0]
+    assert got["classifier_source"].startswith("trained:")
+
+
+def test_a_shipped_file_for_another_identity_is_not_used(trained, tmp_path, capsys):
+    data, spec, recipe, model, info, zoo = trained
+    other = {**info["classifier_identity"], "recipe": {**info["classifier_identity"]["recipe"], "epochs": 7}}
+    ship(zoo, model, other)
+    _, got = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), tmp_path / "fresh", zoo_dir=zoo)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "not using the shipped" in ln]
+    assert len(lines) == 1 and "recipe.epochs: 7 → 1" in lines[0]
+    assert got["classifier_source"].startswith("trained:")
+
+
+def test_retrain_skips_zoo_and_cache_and_gives_the_same_weights_twice(trained, tmp_path):
+    data, spec, recipe, model, info, zoo = trained
+    ship(zoo, model, info["classifier_identity"])
+    cache = tmp_path / "cache1"
+    hashes = []
+    for _ in range(2):
+        _, got = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), cache, zoo_dir=zoo,
+                                retrain=True)
+        assert got["classifier_source"].startswith("trained:")
+        hashes.append(got["classifier_hash"])
+    assert hashes[0] == hashes[1] == info["classifier_hash"]
+
+
+def test_a_shipped_countergan_has_no_discriminator_and_loads(tmp_path):
+    from bench.checkpoint import load_state
+    from bench.registry import DEFENSES, build
+    import defenses  # noqa: F401
+    spec = MNIST()
+    torch.manual_seed(0)
+    a = build(DEFENSES, "countergan-linear-bce", {})
+    a.setup(spec)
+    save_state(a, tmp_path / "g.pt", ignore=a.training_only)
+    saved = torch.load(tmp_path / "g.pt", weights_only=True)
+    assert saved and not any(k.startswith("D.") for k in saved)
+    torch.manual_seed(1)
+    b = build(DEFENSES, "countergan-linear-bce", {})
+    b.setup(spec)
+    load_state(b, tmp_path / "g.pt", ignore=b.training_only)
+    assert state_hash(a, a.training_only) == state_hash(b, b.training_only)
+    assert state_hash(a) != state_hash(b)  # the discriminators differ, and are not part of the defense
+
+
+def test_every_shipped_file_checks_and_names_a_clean_commit():
+    """The committed zoo: each file's sha256 is its provenance's, each came from a clean commit."""
+    entries = shipped.entries()
+    for m in entries:
+        path = shipped.ZOO_DIR / m["file"]
+        assert shipped.sha256_file(path) == m["sha256"], m["file"]
+        assert m["git_commit"] and not m["git_commit"].endswith("-dirty"), m["file"]
+        assert m["key"] == identity.key(m["identity"])
+        for k in ("command", "train_seconds", "device", "cpu_model", "torch_threads", "data_fingerprint"):
+            assert m.get(k) is not None, (m["file"], k)
+    total = sum((shipped.ZOO_DIR / m["file"]).stat().st_size for m in entries)
+    assert total < 80 * 2**20  # the zoo stays modest
+
+
+def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
+    from bench import store
+    from bench.errors import BenchError
+    monkeypatch.setattr(store, "git_state", lambda: ("abc", ["bench/driver.py"]))
+    with pytest.raises(BenchError, match="dirty tree.*bench/driver.py"):
+        store.refuse_dirty_reference(ROOT / "results" / "reference" / "default")
+    store.refuse_dirty_reference(tmp_path / "results")  # anywhere else: allowed
+
+
+def test_env_names_cpu_threads_and_blas():
+    from bench.store import make_env
+    env = make_env(["--x"], torch.device("cpu"), 0)
+    assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["blas"]

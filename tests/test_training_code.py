@@ -1,0 +1,189 @@
+"""Training code and cache keys move together.
+
+Every classifier and every trainable defense is trained for a few steps on a tiny fixed
+fixture; a fingerprint of the resulting weights is compared with the one stored in
+``tests/data/training_fingerprints.json`` for the training-code version the code declares
+(``bench.classifiers.TRAINING_VERSION``, a defense class's ``training_version``). Those versions
+are part of every classifier and fit key, so:
+
+* changed training code that trains the same weights (a refactor) keeps every key;
+* changed training code that trains other weights fails here until its version is bumped —
+  which changes its keys, so no cached or shipped model is ever taken for the new code's;
+* after a bump, ``python tests/test_training_code.py --update`` records the new fingerprint (it
+  refuses to overwrite one whose version did not change).
+
+Why a fingerprint with a tolerance rather than a hash of the weights or of the source: a hash of
+the source changes with every harmless edit (and misses the code it calls: networks, losses,
+data order); an exact hash of trained weights differs in the last bits between CPU instruction
+sets. A few optimiser steps amplify no float noise past 1e-4, while any real change (a loss, a
+learning rate, a batch order, an initialisation) moves the weights by far more.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import attacks  # noqa: E402,F401
+import defenses  # noqa: E402,F401
+from bench import classifiers  # noqa: E402
+from bench.checkpoint import inference_state  # noqa: E402
+from bench.data import Data, MNIST, Split  # noqa: E402
+from bench.registry import CLASSIFIERS, DEFENSES, build  # noqa: E402
+
+STORE = Path(__file__).resolve().parent / "data" / "training_fingerprints.json"
+ATOL, RTOL = 1e-4, 1e-3
+
+
+def fixture(shape: tuple[int, int, int], n: int = 16) -> Data:
+    g = torch.Generator().manual_seed(1234)
+    x = torch.rand(n, *shape, generator=g)
+    y = torch.arange(n) % 10
+    split = Split(x, y, "fixture")
+    return Data("fixture", split, split, "fixture")
+
+
+def fingerprint(module: torch.nn.Module, ignore: tuple[str, ...] = ()) -> list[float]:
+    """16 evenly spaced weights, their sum and their absolute sum."""
+    flat = torch.cat([v.flatten().double() for _, v in sorted(inference_state(module, ignore).items())
+                      if v.is_floating_point()])
+    idx = torch.linspace(0, len(flat) - 1, 16).long()
+    return [*flat[idx].tolist(), flat.sum().item(), flat.abs().sum().item()]
+
+
+def spec_for(shape: tuple[int, int, int]) -> MNIST:
+    spec = MNIST()
+    spec.shape = shape
+    spec.mean, spec.std = (0.5,) * shape[0], (0.25,) * shape[0]
+    return spec
+
+
+def tiny_recipe(name: str) -> classifiers.Recipe:
+    """The class's own recipe kind (standard, adversarial, on reconstructions), a few steps."""
+    r = classifiers.resolve_recipe(name, {}, {})
+    r = replace(r, epochs=1, batch_size=8)
+    if r.adv_eps > 0:
+        r = replace(r, adv_steps=2, adv_ramp_epochs=0.5)
+    if r.rec_L > 0:
+        r = replace(r, rec_L=2, rec_R=2)
+    return r
+
+
+def train_classifier_case(name: str) -> tuple[int, list[float]]:
+    cls = CLASSIFIERS.get(name)
+    shape = tuple(cls.example_shape)
+    spec, data = spec_for(shape), fixture(shape)
+    recipe = tiny_recipe(name)
+    if recipe.rec_L > 0:  # the Rec path: reconstruct the training images with a tiny DefenseGAN
+        torch.manual_seed(0)
+        d = build(DEFENSES, "defensegan", {"L": recipe.rec_L, "R": recipe.rec_R, "width": 8, "pretrained": "",
+                                           "seed": 0})
+        d.setup(spec)
+        data = classifiers.reconstructed(data, d.eval(), torch.device("cpu"), batch=16)
+    torch.manual_seed(0)
+    model = cls(shape, 10, spec.mean, spec.std)
+    classifiers.train_classifier(model, data, recipe, 0, torch.device("cpu"))
+    return classifiers.TRAINING_VERSION, fingerprint(model)
+
+
+def train_defense_case(name: str) -> tuple[int, list[float]]:
+    cls = DEFENSES.get(name)
+    shape = (1, 28, 28)
+    spec, data = spec_for(shape), fixture(shape)
+    torch.manual_seed(0)
+    clf = classifiers.ModelA(shape, 10, spec.mean, spec.std).eval()
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    params = {**cls.test_params}
+    if "batch_size" in params:
+        params["batch_size"] = 16
+    torch.manual_seed(0)
+    d = build(DEFENSES, name, params)
+    d.setup(spec)
+    d.train()
+    d.fit(data.train, clf, device=torch.device("cpu"), seed=0, eps=0.3)
+    return d.training_version, fingerprint(d, d.training_only)
+
+
+def cases() -> list[str]:
+    trainable = [n for n in DEFENSES.names() if DEFENSES.get(n).trainable]
+    return [f"classifier:{n}" for n in CLASSIFIERS.names()] + [f"defense:{n}" for n in trainable]
+
+
+def compute(case: str) -> tuple[int, list[float]]:
+    kind, name = case.split(":", 1)
+    return train_classifier_case(name) if kind == "classifier" else train_defense_case(name)
+
+
+def stored() -> dict:
+    return json.loads(STORE.read_text()) if STORE.is_file() else {}
+
+
+@pytest.mark.parametrize("case", cases())
+def test_training_code_matches_its_version(case):
+    version, values = compute(case)
+    entry = stored().get(case)
+    assert entry is not None, (f"no training fingerprint for {case}: run `python tests/test_training_code.py "
+                               "--update` and commit tests/data/training_fingerprints.json")
+    assert entry["version"] == version, (
+        f"{case}: fingerprint recorded for training-code version {entry['version']}, the code says {version}: "
+        "run `python tests/test_training_code.py --update`")
+    ok = torch.allclose(torch.tensor(values), torch.tensor(entry["values"]), atol=ATOL, rtol=RTOL)
+    kind = "bench.classifiers.TRAINING_VERSION" if case.startswith("classifier:") else \
+        f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
+    assert ok, (f"{case}: the training code now trains different weights from the same settings, so old cached "
+                f"and shipped models would be taken for the new code's. Bump {kind} (it is part of the cache "
+                "key), then run `python tests/test_training_code.py --update`")
+
+
+def test_a_changed_training_path_changes_the_key():
+    """The mechanism end to end: the version is in the key, so a bump gives a new key."""
+    from bench import identity
+    from bench.plan import fit_key
+    spec = spec_for((1, 28, 28))
+    d = build(DEFENSES, "countergan", {})
+    d.setup(spec)
+    before = fit_key(d, "clf", "data", 0)
+    d.training_version += 1
+    assert fit_key(d, "clf", "data", 0) != before
+    a = identity.classifier_identity("mnist", "mnist-cnn", {}, "data", 0, 1)
+    b = identity.classifier_identity("mnist", "mnist-cnn", {}, "data", 0, 2)
+    assert identity.key(a) != identity.key(b)
+
+
+def test_the_fingerprint_sees_a_changed_training_step(monkeypatch):
+    """A real change of the training code (here: a different Adam learning rate inside
+    train_classifier) moves the fingerprint past the tolerance."""
+    _, before = train_classifier_case("mnist-cnn")
+    real = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr, **kw: real(params, lr=lr * 1.5, **kw))
+    _, after = train_classifier_case("mnist-cnn")
+    assert not torch.allclose(torch.tensor(before), torch.tensor(after), atol=ATOL, rtol=RTOL)
+
+
+def update() -> None:
+    """Record fingerprints for new cases and bumped versions; never overwrite an unchanged version."""
+    data = stored()
+    for case in cases():
+        version, values = compute(case)
+        old = data.get(case)
+        if old and old["version"] == version:
+            if not torch.allclose(torch.tensor(values), torch.tensor(old["values"]), atol=ATOL, rtol=RTOL):
+                print(f"{case}: weights moved but training-code version {version} did not: bump it first")
+            continue
+        data[case] = {"version": version, "values": values}
+        print(f"{case}: recorded version {version}")
+    STORE.parent.mkdir(parents=True, exist_ok=True)
+    STORE.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--update"]:
+        sys.exit("usage: python tests/test_training_code.py --update")
+    update()

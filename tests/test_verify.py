@@ -1,0 +1,51 @@
+"""`python -m bench verify`: stored cells recomputed from their identity, bit for bit."""
+import json
+from pathlib import Path
+
+from bench.cli import main
+from conftest import read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, capsys):
+    assert main(run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--eps", "0.2")) == 0
+    results = run_args.results
+    stored = read_records(results)
+    assert any(r["attack"] == "worst" for r in stored)
+    verify = ["verify", "--results-dir", str(results), "--cache-dir", run_args()[3]]
+    capsys.readouterr()
+    assert main(verify) == 0
+    out = capsys.readouterr().out
+    assert f"{len(stored)} of {len(stored)} cell(s) identical" in out
+
+    # Plant a change: one sample of one cell's defended-attacked bitmap flipped.
+    path = next(results.glob("runs/*/records.jsonl"))
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    bitmap = bytearray(bytes.fromhex(rec["correct"]["defended_adv"]))
+    bitmap[0] ^= 0x80
+    rec["correct"]["defended_adv"] = bitmap.hex()
+    lines[0] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 1
+    out = capsys.readouterr().out
+    assert f"{rec['cell_key']}" in out and "DIFFERS: defended_adv" in out and "1 of 48 samples differ" in out
+    assert not any(p.name != "records.jsonl" and p.suffix == ".jsonl" for p in results.rglob("*"))
+    assert len(read_records(results)) == len(stored)  # verify wrote nothing into the results folder
+
+
+def test_verify_sample_takes_the_cheapest_cells(run_args, capsys):
+    assert main(run_args("--defenses", "none", "--attack", "fgsm,pgd", "--eps", "0.2")) == 0
+    capsys.readouterr()
+    assert main(["verify", "--results-dir", str(run_args.results), "--cache-dir", run_args()[3],
+                 "--sample", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 cell(s) identical" in out and " fgsm " in out  # FGSM costs less than PGD
+
+
+def test_verify_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["verify", "--results-dir", str(tmp_path / "nope")]) == 2
+    assert main(["verify", "--results-dir", str(tmp_path), "--sample", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)

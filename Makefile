@@ -67,7 +67,7 @@ threat-matrix: $(STAMP)
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml
 	$(PY) -m bench --config $(REF)/threat-matrix/grid.toml --classifier mnist-cnn-pgdat --defenses none
 	$(PY) -m bench adequacy --config $(REF)/threat-matrix/grid.toml --defenses bitdepth --attack pgd --threat bpda --steps 40,100,200 --restarts 1,5
-	$(PY) -m bench report --results-dir $(REF)/threat-matrix --readme README.md --readme-block threat-matrix
+	$(PY) -m bench report --results-dir $(REF)/threat-matrix --readme docs/results/threat-matrix.md --readme-block threat-matrix
 
 # DefenseGAN on the shipped generator, the paper's reconstruction beside every named variant in
 # one run, then the paper's "Rec" setting (a classifier trained on reconstructions).
@@ -75,7 +75,7 @@ DG := --offline --results-dir $(REF)/defensegan --attack fgsm --eps 0.3 --limit 
 defensegan: $(STAMP)
 	$(PY) -m bench $(DG) --defenses none,defensegan,defensegan-prior,defensegan-lrcut,defensegan-fast,defensegan-prior-fast
 	$(PY) -m bench $(DG) --classifier mnist-cnn-rec --defenses none,defensegan-fast,defensegan
-	$(PY) -m bench report --results-dir $(REF)/defensegan --readme README.md --readme-block defensegan
+	$(PY) -m bench report --results-dir $(REF)/defensegan --readme docs/results/defensegan.md --readme-block defensegan
 
 # The adaptive counterGAN beside the preset and the PGD-trained classifier at three eps, BPDA at
 # 0.3, then the sanity checks a robust claim needs: more steps and restarts (adequacy sweep),
@@ -88,7 +88,7 @@ adaptive: $(STAMP)
 	$(PY) -m bench adequacy $(ADA) --defenses countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.3 --threat white
 	$(PY) -m bench $(ADA) --defenses none,countergan-adaptive,countergan-adaptive-long --attack pgd --eps 0.5,1.0 --threat white
 	$(PY) -m bench --config $(REF)/adaptive/square.toml
-	$(PY) -m bench report --results-dir $(REF)/adaptive --readme README.md --readme-block adaptive
+	$(PY) -m bench report --results-dir $(REF)/adaptive --readme docs/results/adaptive.md --readme-block adaptive
 
 # Recompute the 3 cheapest cells of the default reference grid from their stored identity (CI runs
 # the same check in tests/test_reference.py); `make verify N=` more cells, `N=all` every one.

@@ -35,17 +35,13 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.identity import canonical as _canon
+from bench.identity import group_key
 from bench.threats import table_title
 
 AXES = ("steps", "restarts", "eot")
-BUDGET_PARAMS = ("steps", "alpha", "restarts")  # alpha follows steps when automatic
 DEFAULT_STEPS = (10, 20, 40, 100, 200)
 DEFAULT_RESTARTS = (1, 5)
 DEFAULT_EOT = (1, 4, 16)
-CURVE_FIELDS = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "defense", "defense_params",
-                "defense_weights_hash",
-                "threat", "attack", "eps", "norm", "attack_labels", "seed")
 
 
 
@@ -66,8 +62,7 @@ def coords(row: pd.Series) -> tuple[int | None, int, int]:
 
 def match_key(row: pd.Series) -> str:
     """Everything but the budget and n: the cells one curve speaks for."""
-    rest = {k: v for k, v in _params(row).items() if k not in BUDGET_PARAMS}
-    return "|".join(_canon(row.get(f)) for f in CURVE_FIELDS) + "|" + _canon(rest)
+    return group_key(row, vary=("budget", "n"))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.identity import canonical
+from bench import identity
 
 PROBE = 8  # images used by the probes
 LEAK_P = 0.05  # one-sided level of the label-leaking sign test
@@ -104,9 +104,6 @@ def label_leak(rec: dict[str, Any], clean_ok: torch.Tensor, dc_ok: torch.Tensor,
 
 
 WEAKER = "is weaker than FGSM"
-# Fields that make two records the same cell but for the attack (records without a stored identity).
-SAME_CELL = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "test_source", "seed", "defense",
-             "defense_params", "defense_weights_hash", "threat", "eps", "norm", "n", "attack_labels")
 
 
 def _number(v: Any) -> float | None:
@@ -115,10 +112,7 @@ def _number(v: Any) -> float | None:
 
 def twin_key(rec: dict[str, Any]) -> str:
     """What an attack's cell shares with its FGSM twin: its identity without the attack."""
-    ident = rec.get("identity")
-    if isinstance(ident, dict):
-        return canonical({k: v for k, v in ident.items() if k not in ("attack", "attack_params")})
-    return canonical({k: rec.get(k) for k in SAME_CELL})
+    return identity.group_key(rec, vary=("attack",))
 
 
 def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:

@@ -65,7 +65,7 @@ class Config:
         return asdict(self)
 
 
-RUN_FIELDS = {f.name for f in fields(Config)} - {"classifier_recipe", "classifier_recipes", "defense_params",
+RUN_KEYS = {f.name for f in fields(Config)} - {"classifier_recipe", "classifier_recipes", "defense_params",
                                                  "attack_params"}
 
 
@@ -112,10 +112,10 @@ def load_toml(path: Path) -> dict[str, Any]:
     for table in TABLES:
         if not isinstance(data.get(table, {}), dict):
             raise BenchError(f"[{table}] in {path} must be a table")
-    bad = sorted(set(data.get("run", {})) - RUN_FIELDS)
+    bad = sorted(set(data.get("run", {})) - RUN_KEYS)
     if bad:
         raise BenchError(f"unknown key(s) {', '.join(bad)} in [run] of {path}; "
-                         f"valid: {', '.join(sorted(RUN_FIELDS))}")
+                         f"valid: {', '.join(sorted(RUN_KEYS))}")
     for table in ("classifiers", "defenses", "attacks"):
         for name, params in data.get(table, {}).items():
             if not isinstance(params, dict):

@@ -91,3 +91,80 @@ def flatten(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, tuple)) else v
     return out
+
+
+# ---- grouping records by identity ----------------------------------------------------------
+# What "the same cell except X" means, said once: each aspect names the identity fields (dotted
+# for nested ones) that X covers. Readers group with ``group_key(record, vary=(...))`` and label
+# with ``aspect_of``; nobody else lists identity fields.
+ASPECTS: dict[str, tuple[str, ...]] = {
+    "meta": ("kind", "v"),
+    "defense": ("defense", "defense_params", "defense_fit", "defense_weights", "eot_samples"),
+    "attack": ("attack", "attack_params"),
+    "attack_setting": ("attack", "attack_params", "eps", "norm"),
+    "budget": ("attack_params.steps", "attack_params.alpha", "attack_params.restarts", "eot_samples"),
+    "n": ("n",),
+    "classifier": ("classifier", "classifier_hash"),
+    "data": ("data",),
+    # What tells two leaderboard rows of one defense apart (not its EOT draws: a row's threat
+    # columns have their own).
+    "row": ("defense_params", "defense_fit", "defense_weights", "classifier_hash", "data"),
+}
+# A record written without a stored identity (older runs, hand-made test records): the identity
+# fields its flat fields stand for (record field → identity field).
+LEGACY = {"dataset": "data.dataset", "data_fingerprint": "data.fingerprint", "test_source": "data.test_source",
+          "n": "n", "classifier": "classifier", "classifier_hash": "classifier_hash", "defense": "defense",
+          "defense_params": "defense_params", "defense_fit_key": "defense_fit",
+          "defense_weights_hash": "defense_weights", "attack": "attack", "attack_params": "attack_params",
+          "eps": "eps", "norm": "norm", "attack_labels": "attack_labels", "threat": "threat",
+          "eot_samples": "eot_samples", "seed": "seed", "generator_iterations": "generator_iterations"}
+
+
+def _value(v: Any) -> Any:
+    """A record value as identity JSON would hold it (numpy scalars, NaN → None)."""
+    if hasattr(v, "item") and not isinstance(v, (dict, list, str)):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def of_record(rec: Any) -> dict[str, Any]:
+    """A record's identity: the stored one, else the one its flat fields stand for (a dict or a
+    pandas row; absent and NaN fields are left out)."""
+    ident = rec.get("identity")
+    if isinstance(ident, dict):
+        return ident
+    out: dict[str, Any] = {}
+    for field, path in LEGACY.items():
+        v = _value(rec.get(field))
+        if v is None:
+            continue
+        head, _, tail = path.partition(".")
+        if tail:
+            out.setdefault(head, {})[tail] = v
+        else:
+            out[head] = v
+    return out
+
+
+def _drop(ident: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(ident)
+    for path in paths:
+        head, _, tail = path.partition(".")
+        if not tail:
+            out.pop(head, None)
+        elif isinstance(out.get(head), dict):
+            out[head] = {k: v for k, v in out[head].items() if k != tail}
+    return out
+
+
+def group_key(rec: Any, vary: tuple[str, ...] = ()) -> str:
+    """A key shared by exactly the records whose identities agree on everything but the
+    ``vary`` aspects (``ASPECTS``): e.g. ``vary=("defense",)`` groups the defenses of one
+    attacked test set, ``vary=("attack",)`` finds a cell's twin under another attack."""
+    paths = tuple(p for a in vary for p in ASPECTS[a])
+    return canonical(_drop(of_record(rec), paths))
+
+
+def aspect_of(path: str, aspect: str) -> bool:
+    """Whether a flattened identity field (``a.b``) belongs to an aspect."""
+    return any(path == p or path.startswith(p + ".") for p in ASPECTS[aspect])

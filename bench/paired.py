@@ -30,12 +30,9 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.stats import wilson
 from bench.threats import table_title
-from bench.identity import canonical as _canon
+from bench.identity import canonical as _canon, group_key
 
 ALPHA = 0.05
-# What makes two records' bitmaps comparable image by image (missing fields read as None).
-PAIR_FIELDS = ("dataset", "classifier", "classifier_hash", "data_fingerprint", "test_source", "n",
-               "attack", "attack_params", "eps", "norm", "threat", "attack_labels", "seed")
 
 
 def decode(hexstr: str, n: int) -> np.ndarray:
@@ -154,7 +151,8 @@ def groups(df: pd.DataFrame):
                 & df["n"].notna()]
     if usable.empty:
         return
-    keys = usable.apply(lambda r: "|".join(_canon(r.get(f)) for f in PAIR_FIELDS), axis=1)
+    # Comparable image by image: the same cell but for the defense.
+    keys = usable.apply(lambda r: group_key(r, vary=("defense",)), axis=1)
     found = [(_group_title(g.iloc[0]), g) for _, g in usable.groupby(keys, sort=False) if len(g) >= 2]
     titles = [t for t, _ in found]
     for title, g in found:

@@ -37,13 +37,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.identity import flatten
+from bench.identity import ASPECTS, flatten, of_record
 from bench.paired import decode
 from bench.stats import wilson
 from bench.store import write_atomic
 from bench.threats import THREAT_NAMES, THREATS
 
-ROW_FIELDS = ("defense_params", "defense_fit", "defense_weights", "classifier_hash", "data")
 
 
 @dataclass
@@ -89,12 +88,8 @@ def _fmt_eps(e: Any) -> str:
 
 
 def _row_identity(r: pd.Series) -> dict[str, Any]:
-    ident = r.get("identity")
-    if isinstance(ident, dict):
-        return {k: ident.get(k) for k in ROW_FIELDS}
-    return {"defense_params": r.get("defense_params"), "defense_fit": r.get("defense_fit_key"),
-            "defense_weights": r.get("defense_weights_hash"), "classifier_hash": r.get("classifier_hash"),
-            "data": r.get("data_fingerprint")}
+    ident = of_record(r)
+    return {k: ident.get(k) for k in ASPECTS["row"]}
 
 
 def _short(v: Any) -> str:

@@ -212,7 +212,7 @@ def refuse_dirty_reference(results_dir: Path) -> None:
     numbers cannot be reproduced by anyone (no commit holds the code that computed them)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        rel = Path(results_dir).resolve().relative_to(root / "results" / "reference")
+        Path(results_dir).resolve().relative_to(root / "results" / "reference")
     except ValueError:
         return
     commit, dirty = git_state()

@@ -26,9 +26,10 @@ from bench.store import device_name, git_state, machine, versions, write_atomic
 PLAN = shipped.ZOO_DIR / "zoo.toml"
 
 
-def plan(path: Path = PLAN) -> list[dict[str, Any]]:
+def plan(path: Path | None = None) -> list[dict[str, Any]]:
     """The zoo's entries: (dataset, classifier, defenses trained against it)."""
-    data = tomllib.loads(Path(path).read_text())
+    path = Path(path or PLAN)
+    data = tomllib.loads(path.read_text())
     out = []
     for i, m in enumerate(data.get("model", [])):
         unknown = set(m) - {"dataset", "classifier", "defenses"}

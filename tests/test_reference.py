@@ -26,3 +26,16 @@ def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, ca
     assert "3 of 3 cell(s) identical" in out
     assert "shipped weights" in out  # nothing was trained: every model came from the zoo
     assert "[classifier] training" not in out and "[defense] training" not in out
+
+
+def test_committed_records_regenerate_their_tables_byte_for_byte(tmp_path):
+    """Every reference grid's results.md is what today's report code makes of its records."""
+    import shutil
+    from bench.report import write_report
+    grids = [p.parent for p in sorted(REFERENCE.glob("*/results.md"))]
+    assert grids
+    for grid in grids:
+        copy = tmp_path / grid.name
+        shutil.copytree(grid / "runs", copy / "runs")
+        write_report(copy, plots=False)
+        assert (copy / "results.md").read_text() == (grid / "results.md").read_text(), grid.name

@@ -139,3 +139,31 @@ def test_env_names_cpu_threads_and_blas():
     from bench.store import make_env
     env = make_env(["--x"], torch.device("cpu"), 0)
     assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["blas"]
+
+
+def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tmp_path, capsys):
+    """`bench weights --ship` into a (temporary) zoo, then `bench weights` again: every model is
+    retrained and compared with what was shipped, and a CPU retraining is bit-identical."""
+    from bench import store, weights
+    from bench.cli import main
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "zoo.toml").write_text('[[model]]\ndataset = "mnist"\nclassifier = "mnist-cnn"\n'
+                                  'defenses = ["countergan-linear-bce"]\n')
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[classifier]\nepochs = 1\nbatch_size = 256\n"
+                   "[defenses.countergan-linear-bce]\niterations = 3\nbatch_size = 32\n")
+    monkeypatch.setattr(shipped, "ZOO_DIR", zoo)
+    monkeypatch.setattr(weights, "PLAN", zoo / "zoo.toml")
+    monkeypatch.setattr(weights, "git_state", lambda: ("c0ffee", []))
+    assert main(["weights", "--ship", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing shipped to compare with" in out and (zoo / "defense-mnist-countergan-linear-bce.pt").is_file()
+    meta = json.loads((zoo / "classifier-mnist-mnist-cnn.json").read_text())
+    assert meta["git_commit"] == "c0ffee" and meta["torch_threads"] == 1 and meta["command"][-2:] == ["--config", str(cfg)]
+    assert main(["weights", "--config", str(cfg)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[weights] mnist/")]
+    assert len(lines) == 2 and all("identical to the shipped weights" in ln for ln in lines)
+    monkeypatch.setattr(weights, "git_state", lambda: ("c0ffee", ["bench/x.py"]))
+    assert main(["weights", "--ship", "--config", str(cfg)]) == 2  # never shipped from a dirty tree
+    assert main(["weights", "--only", "mnist/nope"]) == 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bench import checks, identity, shipped
+from bench import checks, identity, record, shipped
 from bench.checkpoint import load_state, save_state, state_hash
 from bench.classifiers import Recipe, get_classifier, resolve_recipe
 from bench.config import Config
@@ -22,7 +22,7 @@ from bench.plan import Group, fit_ident, make_attack, make_defense, plan
 from bench.registry import CLASSIFIERS, DATASETS
 from bench.store import ResultsLock, RunWriter, iter_records, make_env, refuse_dirty_reference
 from bench.timing import BatchTimer
-from bench.worker import CellResult, Prepared, Worker, accuracies, bits, unbits
+from bench.worker import CellResult, Prepared, Worker, accuracies, bits
 from defenses.base import Defense
 
 
@@ -212,8 +212,7 @@ class Runner:
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
-            both = {k: torch.stack([unbits(r["correct"][k], n) for r in recs]).all(0)
-                    for k in ("clean", "adv", "defended_clean", "defended_adv")}
+            both = {k: torch.from_numpy(v) for k, v in record.worst_case((r["correct"] for r in recs), n).items()}
             rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
                    "defense_params": recs[0].get("defense_params"), "attack": "worst",
                    "attack_params": {"attacks": attacks}, "attack_labels": labels,

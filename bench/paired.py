@@ -22,26 +22,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
 from bench.stats import wilson
 from bench.threats import table_title
 from bench.identity import canonical as _canon, group_key
+from bench.record import decode  # re-exported for callers of bench.paired.decode
 
 ALPHA = 0.05
 
 
-def decode(hexstr: str, n: int) -> np.ndarray:
-    """A stored per-sample bitmap (``bench.worker.bits``: MSB first, hex) as n booleans."""
-    raw = np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8)
-    out = np.unpackbits(raw)[:n].astype(bool)
-    if len(out) != n:
-        raise ValueError(f"bitmap holds {len(out)} samples, expected {n}")
-    return out
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from bench.identity import ASPECTS, flatten, of_record
-from bench.paired import decode
+from bench.record import decode
 from bench.stats import wilson
 from bench.store import write_atomic
 from bench.threats import THREAT_NAMES, THREATS
@@ -152,7 +152,7 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
     maps = [m for m in (_bitmap(r) for _, r in top.iterrows()) if m is not None]
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     if len(maps) == len(top):
-        ok = np.logical_and.reduce(maps)
+        ok = np.logical_and.reduce(maps)  # the per-sample worst case (bench.record.worst_case, one outcome)
         k = int(ok.sum())
         lo, hi = wilson(k, n)
         how = (f"{what}: robust = survives all {len(top)} cell(s) with n={n}, image by image"

@@ -26,7 +26,7 @@ import torch
 
 from bench.errors import BenchError
 
-BITMAPS = ("clean", "adv", "defended_clean", "defended_adv")
+from bench.record import OUTCOMES as BITMAPS
 
 
 def stored_cells(results_dir: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -99,7 +99,7 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
 
 def compare(old: dict[str, Any], new: dict[str, Any] | None) -> str | None:
     """None when identical, else what differs."""
-    from bench.worker import unbits
+    from bench.record import decode
     if new is None:
         return "not recomputed"
     n = old.get("n") or len(old["correct"]["clean"]) * 4
@@ -107,20 +107,19 @@ def compare(old: dict[str, Any], new: dict[str, Any] | None) -> str | None:
     for k in BITMAPS:
         a, b = old["correct"].get(k), new["correct"].get(k)
         if a != b:
-            ua, ub = unbits(a, n), unbits(b, n)
-            diffs.append(f"{k} {ua.float().mean():.4f} → {ub.float().mean():.4f} ({int((ua != ub).sum())} of {n} "
+            ua, ub = decode(a, n), decode(b, n)
+            diffs.append(f"{k} {ua.mean():.4f} → {ub.mean():.4f} ({int((ua != ub).sum())} of {n} "
                          "samples differ)")
     return "; ".join(diffs) or None
 
 
 def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """A worst-case row's bitmaps from its recomputed parts (robust only where every part is)."""
-    from bench.worker import bits, unbits
+    from bench.record import encode, worst_case
     got = [recomputed.get(k) for k in parts(rec)]
     if not got or any(g is None for g in got):
         return None
-    n = rec["n"]
-    return {"correct": {k: bits(torch.stack([unbits(g["correct"][k], n) for g in got]).all(0)) for k in BITMAPS}}
+    return {"correct": {k: encode(v) for k, v in worst_case((g["correct"] for g in got), rec["n"]).items()}}
 
 
 def recorded_threads(rec: dict[str, Any]) -> int | None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from attacks.base import AttackPlugin
-from bench import checks
+from bench import checks, record
 from bench.config import Config, resolve_device
 from bench.data import DatasetPlugin, Split
 from bench.identity import digest
@@ -40,16 +40,8 @@ def accuracies(clean: torch.Tensor, adv: torch.Tensor, dclean: torch.Tensor, dad
     return out
 
 
-def bits(mask: torch.Tensor) -> str:
-    """Per-sample booleans as a hex string (stored so worst-case rows and paired tests can be derived)."""
-    padded = torch.nn.functional.pad(mask.to(torch.uint8).cpu(), (0, (-len(mask)) % 8))
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
-    return bytes((padded.view(-1, 8) * weights).sum(1).tolist()).hex()
-
-
-def unbits(hexstr: str, n: int) -> torch.Tensor:
-    raw = torch.tensor(list(bytes.fromhex(hexstr)), dtype=torch.uint8)
-    return ((raw.unsqueeze(1) >> torch.arange(7, -1, -1, dtype=torch.uint8)) & 1).flatten()[:n].bool()
+# The bitmap codec lives in bench.record (one encoder, one decoder); these names stay for callers.
+bits, unbits = record.encode, record.decode_tensor
 
 
 @dataclass

@@ -102,7 +102,7 @@ test: $(STAMP) browser
 test-all: $(STAMP) browser
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q -m ''
 
-# GPU wall-clock per sample (issue 11; bench/perf/gpu.py). `make gpu-wheels`, here with network:
+# GPU wall-clock per sample (issue 11; tools/gpu.py). `make gpu-wheels`, here with network:
 # the pure-Python wheels the GPU machine lacks (torchattacks, mlxtend) into wheels/ (ignored; carry
 # it). `make gpu` on the GPU machine: every step in ≤ 9 minutes with that machine's python3 and
 # PYTHONPATH=. (the project is not pip-installed there), packed into $OUT. `make gpu DRY_RUN=1`:
@@ -111,7 +111,7 @@ GPU_DRY := $(filter-out 0 no false,$(DRY_RUN))
 GPU_PY := $(if $(GPU_DRY)$(wildcard $(PY)),$(PY),python3)
 .PHONY: gpu gpu-wheels
 gpu-wheels: $(STAMP)
-	$(PY) -m bench.perf.gpu --prepare
+	$(PY) -m tools.gpu --prepare
 
 gpu: $(if $(GPU_DRY),$(STAMP))
-	PYTHONPATH=. WANDB_MODE=disabled $(GPU_PY) -m bench.perf.gpu $(if $(GPU_DRY),--dry-run)
+	PYTHONPATH=. WANDB_MODE=disabled $(GPU_PY) -m tools.gpu $(if $(GPU_DRY),--dry-run)

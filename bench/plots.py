@@ -125,7 +125,7 @@ def image_grid(samples: dict[str, np.ndarray], title: str, path: Path, k: int = 
 
 def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
     """Defended accuracy against generator training iterations (records with ``generator_iterations``,
-    e.g. from ``python -m bench.perf.defensegan_curve``): one figure per (dataset, classifier,
+    e.g. from ``python -m tools.defensegan_curve``): one figure per (dataset, classifier,
     threat, attack, eps), one colour per defense, solid = under attack, dashed = clean, shaded =
     95% Wilson interval. The label adds the training lr and the device type when they vary."""
     if "generator_iterations" not in df.columns:

@@ -12,7 +12,7 @@ the unrolled steps.
 
 The generator comes from ``defenses/pretrained/`` when a shipped one fits the data (dataset,
 split fingerprint, architecture, sha256; see ``load_pretrained``), else it is trained on demand
-by ``WGANGPTrainer`` (resumable; ``python -m bench.perf.defensegan_curve`` trains long runs).
+by ``WGANGPTrainer`` (resumable; ``python -m tools.defensegan_curve`` trains long runs).
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def test_fit_runs_the_trainer():
 
 
 def test_curve_script_resumes_where_it_stopped(tmp_path):
-    from bench.perf.defensegan_curve import main
+    from tools.defensegan_curve import main
     common = ["--widths", "4", "--batch-size", "8", "--probe-every", "2", "--no-probe",
               "--results-dir", str(tmp_path / "results")]
     main([*common, "--iterations", "3", "--out", str(tmp_path / "a")])
@@ -182,7 +182,7 @@ def test_curve_script_resumes_where_it_stopped(tmp_path):
 def shipped(tmp_path, monkeypatch):
     """A tiny generator shipped by the curve script's ship command into a temporary folder."""
     from types import SimpleNamespace
-    from bench.perf.defensegan_curve import ship
+    from tools.defensegan_curve import ship
     d, t = tiny_trainer()
     t.train(torch.rand(16, 1, 28, 28), 1)
     t.save(tmp_path / "w4" / "train.pt", {"dataset": "mnist", "data_fingerprint": "f" * 16,

@@ -1,4 +1,4 @@
-"""bench.perf.gpu (issue 11): the GPU script's dry run on CPU, as CI runs it, and its pieces."""
+"""tools.gpu (issue 11): the GPU script's dry run on CPU, as CI runs it, and its pieces."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.perf import gpu
+from tools import gpu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "bench.perf.gpu", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tools.gpu", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -39,7 +39,7 @@ def test_dry_run_runs_every_step_and_packs_the_results(tmp_path):
     assert summary["dry_run"] and set(steps) == set(gpu.STEP_ORDER)
     for key in ("1", "2", "3", "4", "5"):
         assert steps[key]["status"] == "ok", (key, steps[key])
-    if importlib_available("bench.perf.defensegan_curve"):
+    if importlib_available("tools.defensegan_curve"):
         assert steps["1b"]["status"] == "ok", steps["1b"]
         assert any(name.endswith(".pt") for name in steps["1b"]["kept_in_out"])
     else:

@@ -1,4 +1,4 @@
-"""Plumbing of the GPU script (bench/perf/gpu.py): its log, child processes, TOML writer and record
+"""Plumbing of the GPU script (tools/gpu.py): its log, child processes, TOML writer and record
 tables. Standard library only: the parent process on the GPU machine imports nothing heavy."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- output -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ single-threaded workers. Ray's start-up is timed separately. On a machine whose 
 intra-op threads already keep busy, Ray cannot beat the default local run by much; its gain is
 cells in parallel where intra-op threading scales poorly, and more machines.
 
-    python -m bench.perf.ray_speedup [--limit 300] [--repeats 2]
+    python -m tools.ray_speedup [--limit 300] [--repeats 2]
 """
 from __future__ import annotations
 

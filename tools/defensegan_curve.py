@@ -15,11 +15,11 @@ Adam states, the RNG state, iteration count, training seconds, written atomicall
 redirect there. Run the same command again and it continues where it stopped, with the same
 weights an uninterrupted run would have had (the probes already recorded are not repeated).
 
-    python -m bench.perf.defensegan_curve --widths 32,64 --max-seconds 6000 --out build/defensegan-curve
-    python -m bench.perf.defensegan_curve --device cuda --widths 64 --batch-size 50 --lr 1e-4 --max-seconds 240
-    python -m bench.perf.defensegan_curve --table [--doc docs/defensegan-recipe.md]  # the curve so far
-    python -m bench.perf.defensegan_curve --ship build/defensegan-curve/w32/gen-it0003000.pt [--tag default]
-    python -m bench.perf.defensegan_curve --ship best     # the probed snapshot that defends best
+    python -m tools.defensegan_curve --widths 32,64 --max-seconds 6000 --out build/defensegan-curve
+    python -m tools.defensegan_curve --device cuda --widths 64 --batch-size 50 --lr 1e-4 --max-seconds 240
+    python -m tools.defensegan_curve --table [--doc docs/defensegan-recipe.md]  # the curve so far
+    python -m tools.defensegan_curve --ship build/defensegan-curve/w32/gen-it0003000.pt [--tag default]
+    python -m tools.defensegan_curve --ship best     # the probed snapshot that defends best
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def _train_curve(args: argparse.Namespace) -> None:
     widths = [int(w) for w in args.widths.split(",")]
     every = [int(k) for k in args.probe_every.split(",")]
     every = dict(zip(widths, every * len(widths) if len(every) == 1 else every))
-    command = [Path(sys.executable).name, "-m", "bench.perf.defensegan_curve", *sys.argv[1:]]
+    command = [Path(sys.executable).name, "-m", "tools.defensegan_curve", *sys.argv[1:]]
     runs: dict[int, dict[str, Any]] = {}
     for w in widths:
         torch.manual_seed(args.seed)  # G's initial weights depend on the seed only
@@ -243,7 +243,7 @@ def ship(path: Path, tag: str, dest: Path) -> Path:
             "iterations": int(ck["iteration"]), "seconds": round(float(ck["seconds"]), 1),
             "device": sorted(set(meta["device"])), "commands": meta["commands"],
             "shipped_from": path.as_posix(), "ship_command": [Path(sys.executable).name, "-m",
-                                                              "bench.perf.defensegan_curve", *sys.argv[1:]],
+                                                              "tools.defensegan_curve", *sys.argv[1:]],
             "probes_at_this_iteration": probes, "torch": torch.__version__,
             "shipped": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     (dest / f"{name}.json").write_text(json.dumps(prov, indent=2) + "\n")

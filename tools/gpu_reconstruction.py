@@ -1,4 +1,4 @@
-"""Step 4 of the GPU script (bench/perf/gpu.py), run in its own process: DefenseGAN's reconstruction
+"""Step 4 of the GPU script (tools/gpu.py), run in its own process: DefenseGAN's reconstruction
 eager vs torch.compile vs CUDA graphs vs its floor (a compile that outlives the budget is killed
 with the process, not the script)."""
 from __future__ import annotations

@@ -11,7 +11,7 @@ benchmark run that outlives its budget is interrupted, and the cells it finished
   4   DefenseGAN's reconstruction: eager vs torch.compile vs CUDA graphs, vs its floor (L steps of
       batched generator forward+backward over B·R latents), for the default generator's width and 64
   1b  trains DefenseGAN's reference-recipe generator (width 64, lr 1e-4) for ~4 minutes with
-      ``python -m bench.perf.defensegan_curve`` and keeps the checkpoint with its provenance
+      ``python -m tools.defensegan_curve`` and keeps the checkpoint with its provenance
   5   if time remains: DefenseGAN (L = 200, R = 10) on 200 images under gray, bpda and bpda-eot,
       FGSM and PGD-40 at 0.3, as ordinary records
 
@@ -22,9 +22,9 @@ packed after every step into ``<out>/gpu-results.tar.gz`` (``--out``, default ``
 trained generator (≈ 6 MB) is copied next to it. The benchmark itself runs as subprocesses
 (``python -m bench …``) with ``PYTHONPATH=<repo root>``: the project is never pip-installed there.
 
-    python -m bench.perf.gpu --prepare             # here, with network: the wheels into wheels/
-    python3 -m bench.perf.gpu --out $OUT           # on the GPU machine, wheels/ carried along
-    python -m bench.perf.gpu --dry-run             # the same steps on CPU with tiny sizes (CI)
+    python -m tools.gpu --prepare             # here, with network: the wheels into wheels/
+    python3 -m tools.gpu --out $OUT           # on the GPU machine, wheels/ carried along
+    python -m tools.gpu --dry-run             # the same steps on CPU with tiny sizes (CI)
 
 Plumbing (log, child processes, TOML, record tables) is in ``gpu_io.py``; step 4's worker process
 in ``gpu_reconstruction.py``.
@@ -53,11 +53,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 # Standard library only, like this file: the parent process imports nothing heavy.
-from bench.perf import gpu_io
-from bench.perf.gpu_io import _signal, child_env, dump_toml, log, pick, record_table, run, table
-from bench.perf.gpu_reconstruction import step4_worker
+from tools import gpu_io
+from tools.gpu_io import _signal, child_env, dump_toml, log, pick, record_table, run, table
+from tools.gpu_reconstruction import step4_worker
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ("torchattacks==3.5.1", "mlxtend==0.25.0")   # pure Python; the GPU machine has neither
 NEEDED = ("torchattacks", "mlxtend")                  # import names the carried wheels provide
 STEP_ORDER = ("1", "2", "3", "4", "1b", "5")
@@ -136,7 +136,7 @@ class Ctx:
             doc.pop("defenses")
         path = self.work / "configs" / f"{name}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# written by bench.perf.gpu for {name}: bench.toml plus this step's settings\n"
+        path.write_text(f"# written by tools.gpu for {name}: bench.toml plus this step's settings\n"
                         + dump_toml(doc))
         return path
 
@@ -201,7 +201,7 @@ def install_wheels(missing: list[str], wheels: Path, site: Path) -> list[str]:
     found = {m for m in missing if any(names[m].match(Path(f).name) for f in files)}
     if found != set(missing):
         raise RuntimeError(f"no wheel for {', '.join(sorted(set(missing) - found))} in {wheels}: run "
-                           "`make gpu-wheels` (python -m bench.perf.gpu --prepare) where pip has network, "
+                           "`make gpu-wheels` (python -m tools.gpu --prepare) where pip has network, "
                            "and carry that folder")
     site.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
@@ -346,7 +346,7 @@ def step_ratio(ctx: Ctx, budget: float) -> dict[str, Any]:
 def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
     path = ctx.work / "step4-reconstruction.jsonl"
     path.unlink(missing_ok=True)
-    cmd = [ctx.py, "-m", "bench.perf.gpu", "--step4-worker", str(path), "--device", ctx.device,
+    cmd = [ctx.py, "-m", "tools.gpu", "--step4-worker", str(path), "--device", ctx.device,
            "--L", str(ctx.s["L"]), "--R", str(ctx.s["R"]), "--batch", str(ctx.s["batch4"]),
            "--repeats", str(ctx.s["repeats4"]), "--widths", ctx.a.widths4 or ctx.s["widths4"],
            "--seconds", str(max(budget - 10, 5))]
@@ -390,9 +390,9 @@ def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
 
 # ---- step 1b ----------------------------------------------------------------------------------
 def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
-    if not _has("bench.perf.defensegan_curve"):
-        log("[step 1b] skipped: bench.perf.defensegan_curve is missing (the DefenseGAN issue builds it)")
-        return {"status": "skipped (no bench.perf.defensegan_curve)"}
+    if not _has("tools.defensegan_curve"):
+        log("[step 1b] skipped: tools.defensegan_curve is missing (the DefenseGAN issue builds it)")
+        return {"status": "skipped (no tools.defensegan_curve)"}
     s = ctx.s
     seconds = min(s["train_seconds"], budget - 45)
     if seconds < 10:
@@ -400,7 +400,7 @@ def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
         return {"status": "skipped (budget)"}
     w = s["train_width"]
     folder, curve_results = ctx.work / "defensegan-curve", ctx.work / "curve-results"
-    cmd = [ctx.py, "-m", "bench.perf.defensegan_curve", "--widths", str(w), "--lr", str(s["train_lr"]),
+    cmd = [ctx.py, "-m", "tools.defensegan_curve", "--widths", str(w), "--lr", str(s["train_lr"]),
            "--batch-size", str(s["train_batch"]), "--max-seconds", f"{seconds:.0f}", "--device", ctx.device,
            "--no-probe", "--probe-every", "100000000", "--slice-seconds", "60",
            "--out", str(folder), "--results-dir", str(curve_results)]
@@ -414,7 +414,7 @@ def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
     snap = snaps[-1]
     shipped = ctx.work / "shipped"
     tag = ctx.a.ship_tag
-    rc2, out2, _ = run([ctx.py, "-m", "bench.perf.defensegan_curve", "--ship", str(snap), "--tag", tag,
+    rc2, out2, _ = run([ctx.py, "-m", "tools.defensegan_curve", "--ship", str(snap), "--tag", tag,
                         "--ship-dir", str(shipped)], ctx.env(), max(ctx.left(), 30))
     kept = []
     for f in [snap, *sorted(shipped.glob(f"*-defensegan-{tag}.*"))]:
@@ -576,7 +576,7 @@ def prepare(wheels: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.perf.gpu", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.gpu", description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="the same steps on CPU with tiny sizes (CI)")
     p.add_argument("--prepare", action="store_true", help="download the wheels to carry (needs network) and exit")
     p.add_argument("--out", default=os.environ.get("OUT") or None,

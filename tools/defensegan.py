@@ -6,7 +6,7 @@
 2. The sweep: (L, R) ∈ --sweep-L × --sweep-R as named defense variants through the ordinary
    runner, so every point is a stored record (``report`` plots them on the Pareto chart).
 
-    python -m bench.perf.defensegan --limit 100 --batch 50 [--device cuda] [--results-dir results]
+    python -m tools.defensegan --limit 100 --batch 50 [--device cuda] [--results-dir results]
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Both sides do the same work from the same starting point (dataset load, cached c
 load, clean predictions once, then FGSM + predictions per eps), alternate ``--repeats`` times
 in one process, and the medians are compared. Goal: ratio ≤ 1.10.
 
-    python -m bench.perf.harness --limit 1000 --eps 0.1,0.2,0.3 [--data-root ../shared/data]
+    python -m tools.harness --limit 1000 --eps 0.1,0.2,0.3 [--data-root ../shared/data]
 """
 from __future__ import annotations
 

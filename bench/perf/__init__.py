@@ -1,1 +1,0 @@
-"""Benchmark scripts that print figures (``python -m bench.perf.<name>``); never run by tests."""

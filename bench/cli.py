@@ -116,7 +116,7 @@ def cmd_list(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from bench.config import split_list
+    from bench.config import parse_eps, split_list
     from bench.report import FORMATS, write_report
     p = Parser(prog="python -m bench report", description="Regenerate tables and plots from stored records.")
     p.add_argument("--results-dir", default="results")
@@ -132,6 +132,10 @@ def cmd_report(argv: list[str]) -> int:
     p.add_argument("--readme-block", default="results",
                    help="which block: the text between <!-- NAME:start --> and <!-- NAME:end --> (default results)")
     p.add_argument("--html", action="store_true", help="also write the leaderboard page <results-dir>/site/index.html")
+    p.add_argument("--headline", metavar="DIR[,DIR]",
+                   help="fill the README's headline block from these results dirs (each defense's worst case over "
+                        "every attack and threat model) instead of a paper-view block; needs --readme")
+    p.add_argument("--headline-eps", help="only these eps in the headline (comma list; default all)")
     p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
                                                     "McNemar p, difference with CI) and write nothing")
     p.add_argument("--debug", action="store_true")
@@ -147,6 +151,9 @@ def cmd_report(argv: list[str]) -> int:
     runs = select_runs(Path(args.results_dir), split_list(args.run) if args.run else None, args.latest)
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
+    if args.headline:
+        eps = [parse_eps(e) for e in split_list(args.headline_eps)] if args.headline_eps else None
+        return headline(split_list(args.headline), args.readme, filters, eps)
     written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme,
                            readme_block=args.readme_block,
                            runs=runs, html=args.html)
@@ -169,6 +176,25 @@ def compare(results_dir: str, names: str, filters: dict[str, list[str]], runs: l
     filters = {k: v for k, v in filters.items() if k != "defense"}
     df = frame(iter_records(Path(results_dir), runs), filters, run_commits(Path(results_dir)))
     print(paired_compare(df, *pair))
+    return 0
+
+
+def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]], eps: list[float] | None) -> int:
+    from bench import headline as hl
+    from bench.report import frame, run_commits
+    from bench.store import iter_records
+    if not readme:
+        raise BenchError("--headline fills a README block: give --readme FILE")
+    missing = [d for d in dirs if not Path(d).is_dir()]
+    if missing:
+        raise BenchError(f"results dir {missing[0]} does not exist")
+    records = [r for d in dirs for r in iter_records(Path(d))]
+    commits = {k: v for d in dirs for k, v in run_commits(Path(d)).items()}
+    df = frame(records, filters, commits)
+    if eps is not None and not df.empty:
+        df = df[df["eps"].map(lambda e: any(abs(e - x) < 1e-9 for x in eps) if e == e and e is not None else False)
+                | (df["attack"] != "worst")]
+    print(f"wrote {hl.update(Path(readme), dirs, df)}")
     return 0
 
 

@@ -195,7 +195,7 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         pivot.columns.name = None
         table = pivot.astype(object).where(pivot.notna(), None)
         table.attrs["note"] = provenance_note(g)
-        table.attrs["devices"] = ", ".join(sorted(set(g["device"].dropna()))) or "unknown"
+        table.attrs["devices"] = devices_line(g)
         out.append((table_title(dataset, clf, threat), table))
     return out
 
@@ -251,6 +251,16 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
     if readme is not None:
         written.append(update_readme(Path(readme), results_dir, df, readme_block))
     return written
+
+
+def devices_line(g: pd.DataFrame) -> str:
+    """The devices a table's timings come from, a CPU with its model where records name it (so
+    two machines' tables can be told apart; a GPU's device string is already its name)."""
+    out = []
+    for device, h in g.groupby("device", sort=True):
+        models = sorted(set(h["cpu_model"].dropna())) if "cpu_model" in h.columns else []
+        out.append(f"{device}" + (f" on {', '.join(models)}" if models and str(device).startswith("cpu") else ""))
+    return ", ".join(out) or "unknown"
 
 
 def markers(block: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ import pandas as pd
 
 from bench.cli import main
 from bench.report import frame
+from conftest import read_records
 
 
 def write_records(results, records):
@@ -147,3 +148,19 @@ def test_fgsm_check_survives_filters_and_never_pairs_other_classifiers():
     df = frame([pgd, fgsm, pgd2], filters={"attack": ["pgd"]}).set_index("cell_key")
     assert any("weaker than FGSM" in c for c in df.loc["p", "checks"])  # its FGSM twin is filtered out
     assert df.loc["p2", "checks"] == []  # the FGSM cell was computed with another classifier
+
+
+def test_headline_names_each_defenses_worst_case_and_the_attack_that_set_it(run_args, tmp_path):
+    from bench.cli import main
+    assert main(run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--eps", "0.3",
+                         "--threat", "gray,white")) == 0
+    readme = tmp_path / "R.md"
+    readme.write_text("intro\n<!-- headline:start -->\nold\n<!-- headline:end -->\nrest\n")
+    assert main(["report", "--readme", str(readme), "--headline", str(run_args.results), "--headline-eps", "0.3"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    recs = [r for r in read_records(run_args.results) if r["threat"] == "all"]
+    for r in recs:
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {r['defense']} "))
+        assert f"{r['defended_adv_acc']:.3f} [" in line and "2 attacks × 2 threat models" in line
+    assert main(["report", "--headline", str(run_args.results)]) == 2  # needs --readme

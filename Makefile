@@ -106,7 +106,7 @@ test: $(STAMP) browser
 test-all: $(STAMP) browser
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q -m ''
 
-# GPU wall-clock per sample (issue 11; tools/gpu.py). `make gpu-wheels`, here with network:
+# GPU wall-clock per sample (tools/gpu.py). `make gpu-wheels`, here with network:
 # the pure-Python wheels the GPU machine lacks (torchattacks, mlxtend) into wheels/ (ignored; carry
 # it). `make gpu` on the GPU machine: every step in ≤ 9 minutes with that machine's python3 and
 # PYTHONPATH=. (the project is not pip-installed there), packed into $OUT. `make gpu DRY_RUN=1`:

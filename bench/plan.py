@@ -16,8 +16,6 @@ from bench.errors import BenchError
 from bench.registry import ATTACKS, DEFENSES, build
 from defenses.base import Defense
 
-LABEL_MODES = ("true", "predicted")
-
 
 def make_attack(name: str, params: dict[str, Any] | None) -> AttackPlugin:
     if name.startswith("torchattacks:"):

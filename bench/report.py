@@ -26,7 +26,6 @@ from bench.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.store import iter_records, write_atomic
 
 ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
-ROW_GROUP = ["dataset", "classifier", "defense", "threat"]
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
 COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
 FORMATS = ("md", "csv", "latex")

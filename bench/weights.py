@@ -87,10 +87,6 @@ def report(kind: str, name: str, dataset: str, weights_hash: str, seconds: float
 
 def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, threads: int,
         config: str | None) -> int:
-    from bench.config import resolve
-    from bench.driver import Runner
-    from bench.plan import fit_ident
-    from bench.registry import DATASETS
     entries = plan()
     known = names(entries)
     for n in [*(only or []), *skip]:
@@ -100,7 +96,21 @@ def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, th
     if ship and (commit is None or dirty):
         raise BenchError("refusing to ship weights from a dirty tree (uncommitted: "
                          f"{', '.join(dirty[:5]) or 'no git commit'}); commit first")
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _train(entries, argv, only, skip, ship, commit, config)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | None, skip: list[str], ship: bool,
+           commit: str | None, config: str | None) -> int:
+    """Train every wanted model of ``entries`` (one thread count set by ``run``)."""
+    from bench.config import resolve
+    from bench.driver import Runner
+    from bench.plan import fit_ident
+    from bench.registry import DATASETS
     wanted = lambda n: (only is None or n in only) and n not in skip
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench-weights-") as tmp:

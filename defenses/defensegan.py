@@ -16,7 +16,6 @@ by ``WGANGPTrainer`` (resumable; ``python -m tools.defensegan_curve`` trains lon
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from torch import nn
 
 from bench.progress import progress
 from bench.registry import register_defense
+from bench.shipped import sha256_file  # one file-hash helper for every shipped weight (tools import it from here too)
 from defenses.base import Defense
 from defenses.gan_nets import DefenseGANCritic, DefenseGANGenerator
 
@@ -40,14 +40,6 @@ RECIPES = {"cpu": {"iterations": 1400, "width": 16, "gan_lr": 5e-4},
 # Where the descent starts. "paper": N(0, 1/z_dim), the reference's, i.e. ‖z‖ ≈ 1, far inside the
 # shell ‖z‖ ≈ √z_dim where training put all its samples. "prior": N(0, 1), the training prior.
 Z_INIT = {"paper": lambda d: 1 / math.sqrt(d), "prior": lambda d: 1.0}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @register_defense("defensegan")

@@ -9,6 +9,7 @@ bit). Then, per model, one line says whether the new weights equal the shipped o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import tempfile
 import time
@@ -60,7 +61,6 @@ def classifier_mismatch(dataset: str, clf: str, trained_hash: str, shipping_it: 
     """A defense is shipped only against the classifier users get: the shipped one (or the one
     shipped in the same run). Two trainings of it that differ in a bit would leave the defense's
     identity naming a classifier no one has."""
-    import json
     if shipping_it:
         return None
     meta = shipped.ZOO_DIR / f"{shipped.stem('classifier', dataset, clf)}.json"
@@ -79,7 +79,6 @@ def report(kind: str, name: str, dataset: str, weights_hash: str, seconds: float
     if not meta_path.is_file():
         verdict = "nothing shipped to compare with"
     else:
-        import json
         old = json.loads(meta_path.read_text()).get("weights_hash")
         verdict = "identical to the shipped weights" if old == weights_hash else f"DIFFERS from the shipped {old}"
     return f"[weights] {dataset}/{name}: trained in {seconds:.0f} s, weights {weights_hash}: {verdict}"
@@ -149,7 +148,6 @@ def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | Non
                         path = shipped.ZOO_DIR / f"{stem}.pt"
                         save_state(module, path, ignore=ignore)
                         meta = provenance(kind, name, data, ident, h, path, seconds, runner.device, commit, argv)
-                        import json
                         write_atomic(shipped.ZOO_DIR / f"{stem}.json",
                                      json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
                         print(f"[weights] shipped {path.relative_to(shipped.ZOO_DIR.parent.parent)} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torchattacks
 
 from attacks.base import AttackPlugin
-from bench.registry import register_attack
+from bench.core.registry import register_attack
 
 
 @register_attack("fgsm")

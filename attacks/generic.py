@@ -7,7 +7,7 @@ from typing import Any
 import torchattacks
 
 from attacks.base import AttackPlugin
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 class TorchattacksAttack(AttackPlugin):

@@ -5,7 +5,7 @@ import torch
 import torchattacks
 
 from attacks.base import AttackPlugin
-from bench.registry import register_attack
+from bench.core.registry import register_attack
 
 
 @register_attack("pgd")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register_defense
+from bench.core.registry import register_defense
 from defenses.base import Defense
 
 

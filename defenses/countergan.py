@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.progress import progress
-from bench.registry import ATTACKS, build, register_defense
-from bench.threats import WhiteBox
+from bench.core.progress import progress
+from bench.core.registry import ATTACKS, build, register_defense
+from bench.core.threats import WhiteBox
 from defenses.base import Defense
 from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
                                LinearDiscriminator, LinearGenerator)
@@ -129,7 +129,6 @@ class CounterGAN(Defense):
             self.D = D(shape, sigmoid=self.gan_loss == "bce" or self.gan_loss == "mse", batch_norm=not wgan)
 
         # Resolve the training attack and eps now, so the cache key and every record name them.
-        import attacks  # noqa: F401  (registers the attacks a defense may train against)
         self.hparams = getattr(self, "hparams", {})
         self.train_eps = self.train_eps or spec.default_eps
         # An unknown name lists what exists; steps on an attack without them is a clear error.

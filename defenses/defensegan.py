@@ -26,9 +26,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from bench.progress import progress
-from bench.registry import register_defense
-from bench.shipped import sha256_file  # one file-hash helper for every shipped weight (tools import it from here too)
+from bench.core.progress import progress
+from bench.core.registry import register_defense
+from bench.core.shipped import sha256_file  # one file-hash helper for every shipped weight (tools import it from here too)
 from defenses.base import Defense
 from defenses.gan_nets import DefenseGANCritic, DefenseGANGenerator
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.registry import register_defense
+from bench.core.registry import register_defense
 from defenses.base import Defense
 
 

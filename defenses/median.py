@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.registry import register_defense
+from bench.core.registry import register_defense
 from defenses.base import Defense
 
 

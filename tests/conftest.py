@@ -55,8 +55,8 @@ def read_records(results: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def mnist_setup(cache_dir):
     """(spec, data, classifier) on the offline MNIST digits with a one-epoch classifier."""
-    from bench.classifiers import Recipe, get_classifier
-    from bench.data import MNIST
+    from bench.builtin.classifiers import Recipe, get_classifier
+    from bench.builtin.data import MNIST
     spec = MNIST()
     data = spec.load(Path("/nonexistent-data-root"), offline=True)
     clf, _ = get_classifier("mnist-cnn", spec, data, Recipe(epochs=1, batch_size=128), 0,

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.adequacy import annotate, curves
+from bench.analysis.adequacy import annotate, curves
 from bench.cli import main
-from bench.report import frame
-from bench.stats import wilson
+from bench.analysis.frame import frame
+from bench.core.stats import wilson
 from conftest import read_records
 
 
@@ -82,7 +82,7 @@ def test_restarts_and_eot_axes():
 
 
 def test_sweep_plan_puts_restarts_and_eot_at_the_converged_steps():
-    from bench.adequacy import converged_steps, later_points
+    from bench.run.sweep import converged_steps, later_points
     recs = [cell(a, s) for a, s in ((0.60, 10), (0.45, 20), (0.40, 40), (0.39, 100), (0.385, 200))]
     recs += [cell(a, s, defense="e") for a, s in ((0.60, 10), (0.50, 20), (0.45, 40), (0.44, 100), (0.35, 200))]
     recs += [cell(a, s, defense="r", threat="bpda-eot", eot=8) for a, s in ((0.5, 10), (0.5, 20))]
@@ -191,7 +191,7 @@ def test_sweep_runs_restarts_at_the_converged_steps(run_args, capsys):
 
 def test_match_key_reads_numpy_scalars_as_their_values():
     import numpy as np
-    from bench.adequacy import match_key
+    from bench.analysis.adequacy import match_key
     row = pd.Series(cell(0.5, 10), dtype=object)
     as_numpy = row.copy()
     as_numpy["seed"], as_numpy["n"], as_numpy["eps"] = np.int64(0), np.int64(1000), np.float64(0.3)
@@ -201,8 +201,8 @@ def test_match_key_reads_numpy_scalars_as_their_values():
 @pytest.mark.parametrize("threat", ["white", "bpda", "bpda-eot"])
 def test_adequacy_notes_reach_the_table_of_every_threat(threat):
     # The note is looked up by the paper-view table's title: both must name a threat the same way.
-    from bench.adequacy import paper_notes
-    from bench.report import paper_view
+    from bench.render.adequacy import paper_notes
+    from bench.render.report import paper_view
     sweep = [cell(a, s, threat=threat) for a, s in ((0.60, 10), (0.45, 20), (0.40, 40), (0.39, 100), (0.385, 200))]
     df = frame(sweep)
     notes = paper_notes(df, annotate(df))

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 import defenses  # noqa: F401
-from bench import identity
-from bench.classifiers import (TRAINING_VERSION, ModelA, Recipe, check_recipe, get_classifier, pgd, recipe_identity, resolve_recipe,
+from bench.core import identity
+from bench.builtin.classifiers import (TRAINING_VERSION, ModelA, Recipe, check_recipe, get_classifier, pgd, recipe_identity, resolve_recipe,
                                train_classifier)
-from bench.data import MNIST, Data, Split
-from bench.errors import BenchError
-from bench.registry import DEFENSES, build
+from bench.builtin.data import MNIST, Data, Split
+from bench.core.errors import BenchError
+from bench.core.registry import DEFENSES, build
 
 BASELINES = ("bitdepth", "median", "jpeg", "gaussian")
 
@@ -199,7 +199,7 @@ def test_pgd_adversarial_training_raises_pgd_accuracy_over_standard_training():
 # ---- the paper's Rec setting: a classifier trained on DefenseGAN reconstructions --------------
 
 def test_rec_classifier_trains_on_reconstructions_and_names_its_generator(run_args, tmp_path, monkeypatch):
-    import bench.classifiers as clf
+    import bench.builtin.classifiers as clf
     from bench.cli import main
     from tests.conftest import read_records
     seen = []

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.checkpoint import load_state, save_state
-from bench.errors import BenchError
+from bench.core.checkpoint import load_state, save_state
+from bench.core.errors import BenchError
 
 
 class Evil:

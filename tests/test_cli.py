@@ -120,7 +120,7 @@ def test_subprocess_exit_code_and_single_line(tmp_path):
 
 
 def test_list_shows_every_plugin(capsys):
-    from bench.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES
+    from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for reg in (DATASETS, CLASSIFIERS, DEFENSES, ATTACKS):

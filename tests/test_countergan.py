@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench.checkpoint import load_state, save_state
-from bench.data import CIFAR10, MNIST, Split
-from bench.registry import DEFENSES, build
+from bench.core.checkpoint import load_state, save_state
+from bench.builtin.data import CIFAR10, MNIST, Split
+from bench.core.registry import DEFENSES, build
 from defenses.countergan import CounterGAN, image_seed
 from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
                                LinearDiscriminator, LinearGenerator)
@@ -109,7 +109,7 @@ def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
 
 
 def test_invalid_choices_are_clear():
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
     with pytest.raises(BenchError, match="noise must be one of sigmoid, tanh"):
         build(DEFENSES, "countergan", {"noise": "relu"})
     assert issubclass(DEFENSES.get("countergan"), CounterGAN)
@@ -118,7 +118,7 @@ def test_invalid_choices_are_clear():
 def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatch):
     """countergan-adaptive crafts its training attack end to end: the model the attack sees
     contains the generator being trained, and its gradient reaches the generator."""
-    from bench.threats import WhiteBox
+    from bench.core.threats import WhiteBox
     spec, data, clf = mnist_setup
     d = make("countergan-adaptive", spec, iterations=2, batch_size=16, width=8, train_steps=2)
     seen = []
@@ -139,7 +139,7 @@ def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatc
 
 
 def test_cache_key_covers_the_training_attack_and_schedule(mnist_setup):
-    from bench.plan import fit_key
+    from bench.run.plan import fit_key
     spec, _, _ = mnist_setup
     keys = {fit_key(make("countergan-adaptive", spec, **kw), "clf", "data", 0)
             for kw in ({}, {"train_steps": 7}, {"eps_ramp": 50}, {"train_attack": "fgsm", "train_steps": 0},

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import CIFAR10, MNIST, FashionMNIST, _read_idx
-from bench.errors import BenchError
+from bench.builtin.data import CIFAR10, MNIST, FashionMNIST, _read_idx
+from bench.core.errors import BenchError
 from fixtures import write_cifar, write_idx_split
 
 

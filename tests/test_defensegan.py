@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench.checkpoint import load_state, save_state
-from bench.data import CIFAR10, MNIST
-from bench.registry import DEFENSES, build
+from bench.core.checkpoint import load_state, save_state
+from bench.builtin.data import CIFAR10, MNIST
+from bench.core.registry import DEFENSES, build
 from defenses.gan_nets import DefenseGANGenerator
 
 
@@ -58,7 +58,7 @@ def test_default_reconstruction_is_the_papers():
 def test_bench_toml_variants_depart_by_name_only():
     import tomllib
     from pathlib import Path
-    from bench.plan import make_defense
+    from bench.run.plan import make_defense
     tables = tomllib.loads((Path(__file__).parent.parent / "bench.toml").read_text())["defenses"]
     variants = {k: v for k, v in tables.items() if v.get("plugin") == "defensegan"}
     assert {"defensegan-fast", "defensegan-prior"} <= set(variants)
@@ -106,7 +106,7 @@ def test_cifar_shaped_input():
 
 
 def test_bad_parameters():
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
     with pytest.raises(BenchError, match="optimizer must be sgd or adam"):
         build(DEFENSES, "defensegan", {"optimizer": "lbfgs"})
     with pytest.raises(BenchError, match="recipe must be one of cpu, paper"):
@@ -154,7 +154,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_fit_runs_the_trainer():
-    from bench.data import Split
+    from bench.builtin.data import Split
     d = build(DEFENSES, "defensegan", {**TINY, "iterations": 2})
     d.setup(MNIST())
     before = d.G.fc[0].weight.clone()

@@ -41,7 +41,7 @@ def test_external_defense_module_end_to_end(run_args, tmp_path, monkeypatch):
 
 def test_shipped_example_loads_by_module_path_and_keeps_the_contract():
     import torch
-    from bench.registry import DEFENSES, build
+    from bench.core.registry import DEFENSES, build
     name = "examples.gaussian_blur:GaussianBlur"
     assert name not in DEFENSES.names() and DEFENSES.get(name).__name__ == "GaussianBlur"
     blur = build(DEFENSES, name, {"sigma": 1.5})

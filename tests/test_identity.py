@@ -1,5 +1,5 @@
 """bench.identity: keys, and grouping records by what they share."""
-from bench import identity
+from bench.core import identity
 
 
 def cell(**kw):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.paired import decode, holm, mcnemar_exact, newcombe_paired, pairs
-from bench.report import frame
-from bench.worker import accuracies, bits, unbits
+from bench.analysis.paired import decode, holm, mcnemar_exact, newcombe_paired, pairs
+from bench.analysis.frame import frame
+from bench.run.worker import accuracies, bits, unbits
 
 
 def record(defense, ok, *, attack="fgsm", params=None, threat="gray", key=None, t=1.0):

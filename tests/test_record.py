@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import record
+from bench.core import record
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])

@@ -31,7 +31,7 @@ def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, ca
 def test_committed_records_regenerate_their_tables_byte_for_byte(tmp_path):
     """Every reference grid's results.md is what today's report code makes of its records."""
     import shutil
-    from bench.report import write_report
+    from bench.render.report import write_report
     grids = [p.parent for p in sorted(REFERENCE.glob("*/results.md"))]
     assert grids
     for grid in grids:

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.errors import BenchError
-from bench.registry import ATTACKS, DEFENSES, Registry, build
+from bench.core.errors import BenchError
+from bench.core.registry import ATTACKS, DEFENSES, Registry, build
 
 
 def test_duplicate_names_are_refused():

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 
 from bench.cli import main
-from bench.report import frame
+from bench.analysis.frame import frame
 from conftest import read_records
 
 
@@ -84,7 +84,7 @@ def test_report_filters_and_bad_format(tmp_path, capsys):
 
 def test_pareto_front():
     import numpy as np
-    from bench.plots import pareto_front
+    from bench.render.plots import pareto_front
     cost = np.array([1.0, 2.0, 3.0, 0.5, 10.0])
     acc = np.array([0.5, 0.4, 0.9, 0.1, 0.95])
     assert pareto_front(cost, acc).tolist() == [3, 0, 2, 4]

@@ -68,7 +68,7 @@ def test_cell_identity_covers_limit_and_params(run_args, tmp_path):
 
 
 def test_user_classifier_weights(run_args, mnist_setup, tmp_path):
-    from bench.checkpoint import save_state
+    from bench.core.checkpoint import save_state
     _, _, clf = mnist_setup
     save_state(clf, tmp_path / "mine.pt")
     assert main(run_args("--classifier-weights", str(tmp_path / "mine.pt"))) == 0

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import identity, shipped
-from bench.checkpoint import save_state, state_hash
-from bench.classifiers import Recipe, get_classifier
-from bench.data import MNIST, Data, Split
+from bench.core import identity, shipped
+from bench.core.checkpoint import save_state, state_hash
+from bench.builtin.classifiers import Recipe, get_classifier
+from bench.builtin.data import MNIST, Data, Split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,8 @@ def test_retrain_skips_zoo_and_cache_and_gives_the_same_weights_twice(trained, t
 
 
 def test_a_shipped_countergan_has_no_discriminator_and_loads(tmp_path):
-    from bench.checkpoint import load_state
-    from bench.registry import DEFENSES, build
+    from bench.core.checkpoint import load_state
+    from bench.core.registry import DEFENSES, build
     import defenses  # noqa: F401
     spec = MNIST()
     torch.manual_seed(0)
@@ -127,8 +127,8 @@ def test_every_shipped_file_checks_and_names_a_clean_commit():
 
 
 def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
-    from bench import store
-    from bench.errors import BenchError
+    from bench.store import runs as store
+    from bench.core.errors import BenchError
     monkeypatch.setattr(store, "git_state", lambda: ("abc", ["bench/driver.py"]))
     with pytest.raises(BenchError, match="dirty tree.*bench/driver.py"):
         store.refuse_dirty_reference(ROOT / "results" / "reference" / "default")
@@ -136,7 +136,7 @@ def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
 
 
 def test_env_names_cpu_threads_and_blas():
-    from bench.store import make_env
+    from bench.store.provenance import make_env
     env = make_env(["--x"], torch.device("cpu"), 0)
     assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["blas"]
 
@@ -144,7 +144,8 @@ def test_env_names_cpu_threads_and_blas():
 def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tmp_path, capsys):
     """`bench weights --ship` into a (temporary) zoo, then `bench weights` again: every model is
     retrained and compared with what was shipped, and a CPU retraining is bit-identical."""
-    from bench import store, weights
+    from bench.store import runs as store
+    from bench.run import weights
     from bench.cli import main
     zoo = tmp_path / "zoo"
     zoo.mkdir()

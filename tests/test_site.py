@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.site import THREATS, browser_paths
-from bench.stats import wilson
-from bench.worker import accuracies, bits
+from bench.render.site import THREATS, browser_paths
+from bench.core.stats import wilson
+from bench.run.worker import accuracies, bits
 
 N = 40
 CPU, GPU = "cpu (x86_64, 2 threads)", "NVIDIA H200"
@@ -174,7 +174,7 @@ def _browser_or_skip():
 def test_page_in_headless_chromium(tmp_path):
     _browser_or_skip()
     from selenium.webdriver.common.by import By
-    from bench.site import browser
+    from bench.render.site import browser
     records, expected = fixture_records()
     write(tmp_path, records)
     assert main(["report", "--results-dir", str(tmp_path), "--html"]) == 0

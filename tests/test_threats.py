@@ -4,10 +4,10 @@ import math
 import torch
 from torch import nn
 
-from bench.checks import gradient_problem, is_randomized
+from bench.run.probes import gradient_problem, is_randomized
 from bench.cli import main
-from bench.stats import wilson
-from bench.threats import BPDA, WhiteBox, attack_model
+from bench.core.stats import wilson
+from bench.core.threats import BPDA, WhiteBox, attack_model
 from conftest import read_records
 
 

@@ -2,7 +2,7 @@ import time
 
 import torch
 
-from bench.timing import BatchTimer
+from bench.run.timing import BatchTimer
 
 
 def test_cpu_timer_medians_per_sample_and_skips_warmup():

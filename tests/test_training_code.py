@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import attacks  # noqa: E402,F401
 import defenses  # noqa: E402,F401
-from bench import classifiers  # noqa: E402
-from bench.checkpoint import inference_state  # noqa: E402
-from bench.data import Data, MNIST, Split  # noqa: E402
-from bench.registry import CLASSIFIERS, DEFENSES, build  # noqa: E402
+from bench.builtin import classifiers  # noqa: E402
+from bench.core.checkpoint import inference_state  # noqa: E402
+from bench.builtin.data import Data, MNIST, Split  # noqa: E402
+from bench.core.registry import CLASSIFIERS, DEFENSES, build  # noqa: E402
 
 STORE = Path(__file__).resolve().parent / "data" / "training_fingerprints.json"
 ATOL, RTOL = 1e-4, 1e-3
@@ -151,7 +151,7 @@ def test_training_code_matches_its_version(case):
         f"{case}: fingerprint recorded for training-code version {entry['version']}, the code says {version}: "
         "run `python tests/test_training_code.py --update`")
     ok = torch.allclose(torch.tensor(values), torch.tensor(entry["values"]), atol=ATOL, rtol=RTOL)
-    kind = "bench.classifiers.TRAINING_VERSION" if case.startswith("classifier:") else \
+    kind = "bench.builtin.classifiers.TRAINING_VERSION" if case.startswith("classifier:") else \
         f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
     assert ok, (f"{case}: the training code now trains different weights from the same settings, so old cached "
                 f"and shipped models would be taken for the new code's. Bump {kind} (it is part of the cache "
@@ -160,8 +160,8 @@ def test_training_code_matches_its_version(case):
 
 def test_a_changed_training_path_changes_the_key():
     """The mechanism end to end: the version is in the key, so a bump gives a new key."""
-    from bench import identity
-    from bench.plan import fit_key
+    from bench.core import identity
+    from bench.run.plan import fit_key
     spec = spec_for((1, 28, 28))
     d = build(DEFENSES, "countergan", {})
     d.setup(spec)

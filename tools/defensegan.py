@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from bench.config import Config, resolve_device
-from bench.registry import DATASETS
-from bench.driver import Runner
-from bench.store import device_name
-from bench.timing import BatchTimer
+from bench.core.config import Config, resolve_device
+from bench.core.registry import DATASETS
+from bench.run.driver import Runner
+from bench.run.timing import BatchTimer
+from bench.store.provenance import device_name
 
 
 def floor_loop(G: torch.nn.Module, x: torch.Tensor, L: int, R: int, z_dim: int, lr: float) -> torch.Tensor:

@@ -34,11 +34,12 @@ from typing import Any
 
 import torch
 
-from bench import identity
-from bench.data import MNIST
-from bench.registry import DEFENSES, build
-from bench.stats import wilson
-from bench.store import RunWriter, device_name, make_env
+from bench.builtin.data import MNIST
+from bench.core import identity
+from bench.core.registry import DEFENSES, build
+from bench.core.stats import wilson
+from bench.store.provenance import device_name, make_env
+from bench.store.runs import RunWriter
 from defenses.defensegan import DefenseGAN, sha256_file
 
 CLASSIFIER = ("mnist-cnn", {"epochs": 6, "lr": 1e-3, "batch_size": 64}, 0)  # name, recipe, seed
@@ -48,7 +49,7 @@ DOC_MARKERS = ("<!-- curve:start -->", "<!-- curve:end -->")
 
 def _bits(ok: torch.Tensor) -> str:
     """Per-sample correctness as hex (as the runner stores it), for paired comparisons."""
-    from bench.worker import bits
+    from bench.run.worker import bits
     return bits(ok)
 
 
@@ -64,7 +65,7 @@ class Probe:
 
     def __init__(self, data, args: argparse.Namespace, device: torch.device) -> None:
         import torchattacks
-        from bench.classifiers import check_recipe, get_classifier
+        from bench.builtin.classifiers import check_recipe, get_classifier
         name, recipe, seed = CLASSIFIER
         for attempt in range(5):  # get_classifier is being reworked by others: retry transient breakage
             try:

@@ -159,8 +159,8 @@ class Ctx:
         path = self.work / "dry-classifier.pt"
         if not path.is_file():
             import torch
-            from bench.classifiers import make_classifier
-            from bench.data import MNIST
+            from bench.builtin.classifiers import make_classifier
+            from bench.builtin.data import MNIST
             torch.manual_seed(0)
             torch.save(make_classifier("mnist-cnn", MNIST()).state_dict(), path)
         return path
@@ -385,7 +385,6 @@ def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
                 f"{w.get('speedup_best_vs_eager', float('nan')):.3g}× eager (goal ≥ 3); best / floor = "
                 f"{(w.get('best_over_floor') or float('nan')):.3g} (goal ≤ 1.25)")
     return info
-
 
 
 # ---- step 1b ----------------------------------------------------------------------------------

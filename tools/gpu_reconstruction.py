@@ -13,9 +13,9 @@ def step4_worker(a: argparse.Namespace) -> int:
     """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.step4_worker``."""
     import torch
     import defenses.defensegan  # noqa: F401  (registers the plugin)
-    from bench.data import MNIST
-    from bench.registry import DEFENSES, build
-    from bench.timing import BatchTimer
+    from bench.builtin.data import MNIST
+    from bench.core.registry import DEFENSES, build
+    from bench.run.timing import BatchTimer
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     stop = time.perf_counter() + a.seconds

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torchattacks
 
-from bench.classifiers import check_recipe, get_classifier
-from bench.config import Config, resolve_device
-from bench.registry import DATASETS
-from bench.driver import Runner
-from bench.store import device_name
+from bench.builtin.classifiers import check_recipe, get_classifier
+from bench.core.config import Config, resolve_device
+from bench.core.registry import DATASETS
+from bench.run.driver import Runner
+from bench.store.provenance import device_name
 
 
 def harness(cfg: Config) -> float:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from bench.config import Config
-from bench.driver import Runner
-from bench.executors import LocalExecutor, RayExecutor
+from bench.core.config import Config
+from bench.run.driver import Runner
+from bench.run.executors import LocalExecutor, RayExecutor
 
 
 def timed(cfg: Config, executor) -> tuple[float, list[dict]]:

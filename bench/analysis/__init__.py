@@ -1,0 +1,1 @@
+"""Analysis: pure functions from stored records to findings (imports store and core)."""

@@ -1,0 +1,1 @@
+"""Built-in plugins: the registered classifiers and datasets (imports core only)."""

@@ -1,0 +1,29 @@
+"""Command line: ``python -m bench [run|list|report|adequacy|weights|verify] …`` (bare form = run).
+
+One module per subcommand, each a thin wrapper over the library (``bench.run``, ``bench.render``).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+from bench.core.errors import BenchError
+
+# subcommand → its module under bench/cli/ (``list`` would shadow the builtin in this package)
+SUBCOMMANDS = {"run": "run", "list": "plugins", "report": "report", "adequacy": "adequacy",
+               "weights": "weights", "verify": "verify"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
+    try:
+        # Each subcommand's module is imported when it runs: `list` need not load matplotlib.
+        return importlib.import_module(f"bench.cli.{SUBCOMMANDS[cmd]}").main(argv)
+    except BenchError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,56 @@
+"""The command line's parsers: one-line errors (exit 2) and the run flags every subcommand shares."""
+from __future__ import annotations
+
+import argparse
+
+from bench.core.errors import BenchError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise BenchError(message)
+
+
+def run_parser() -> Parser:
+    p = Parser(prog="python -m bench", description="Benchmark adversarial defenses side by side.")
+    a = p.add_argument
+    a("--defenses", help="comma list of defense names or module:Class (default: none)")
+    a("--attack", help="comma list: fgsm, pgd, bim, cw, deepfool, autoattack, torchattacks:Name")
+    a("--eps", help="comma list of L∞ budgets in (0,1]; fractions like 8/255 allowed "
+                    "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
+    a("--dataset", help="comma list: mnist, fashion-mnist, cifar10 (default mnist)")
+    a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
+    a("--eot-samples", type=_int, help="draws of a randomized defense averaged per gradient in bpda-eot (default 8)")
+    a("--attack-labels", help="craft attacks with the true labels (default, as AutoAttack) or the "
+                              "classifier's predictions (predicted: no label leaking)")
+    a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")
+    a("--batch-size", type=_int, help="batch size (default 256)")
+    a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    a("--seed", type=_int, help="random seed (default 0)")
+    a("--results-dir", help="where runs and reports are stored (default results)")
+    a("--config", help="TOML config (default: ./bench.toml when present)")
+    a("--data-root", help="dataset folder (default data)")
+    a("--cache-dir", help="trained classifiers/defenses cache (default ~/.cache/defense-bench)")
+    a("--classifier", help="classifier architecture (default per dataset)")
+    a("--classifier-weights", help="a state dict for --classifier to evaluate instead of training one")
+    a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
+    a("--offline", action=argparse.BooleanOptionalAction, default=None,
+      help="never try to download datasets (--no-offline overrides the config file)")
+    a("--rerun", action=argparse.BooleanOptionalAction, default=None,
+      help="recompute cells already stored (--no-rerun overrides the config file)")
+    a("--retrain", action=argparse.BooleanOptionalAction, default=None,
+      help="train classifiers and defenses anew instead of using the shipped zoo (bench/zoo) or the cache "
+           "(the result is cached; DefenseGAN's own shipped generator is kept: pretrained = \"\" trains "
+           "one; --no-retrain overrides the config file)")
+    a("--executor", help="local (default) or ray")
+    a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
+    a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")
+    a("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None

@@ -1,0 +1,211 @@
+"""Effective configuration: class defaults < bench.toml < command line.
+
+``bench.toml`` has five tables, all optional; an unknown table or key is an error, and so
+is a value of the wrong type (``rerun = "false"`` is not a boolean)::
+
+    [run]          # the same names as the CLI flags (underscores), e.g. limit = 1000
+    [classifier]   # training recipe for every classifier trained on demand
+    [classifiers.<name>]  # recipe overrides for one classifier (e.g. adversarial training)
+    [defenses.<name>]  # keyword hyperparameters of that defense
+    [attacks.<name>]   # keyword hyperparameters of that attack
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.core.errors import BenchError
+from bench.core.threats import THREATS
+
+LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
+WANDB_MODES = ("disabled", "offline", "online")  # Weights & Biases logging (bench.render.wandb_log)
+EXECUTORS = ("local", "ray")
+TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
+BOOL_KEYS = ("offline", "rerun", "retrain")
+STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
+            "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
+POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples")
+NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
+
+
+@dataclass
+class Config:
+    dataset: list[str] = field(default_factory=lambda: ["mnist"])
+    defenses: list[str] = field(default_factory=lambda: ["none"])
+    attack: list[str] = field(default_factory=lambda: ["fgsm"])
+    eps: list[float] | None = None          # None: the dataset's default
+    threat: list[str] = field(default_factory=lambda: ["gray"])
+    limit: int | None = None                # None: the whole test split
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+    results_dir: str = "results"
+    data_root: str = "data"
+    cache_dir: str = str(Path.home() / ".cache" / "defense-bench")
+    classifier: str | None = None           # None: the dataset's default
+    classifier_weights: str | None = None
+    offline: bool = False
+    rerun: bool = False
+    retrain: bool = False                   # train classifiers and defenses anew (not shipped, not cached)
+    warmup: int = 1
+    eot_samples: int = 8
+    attack_labels: str = "true"             # craft with the true labels, or the classifier's predictions
+    executor: str = "local"
+    ray_address: str | None = None
+    wandb: str = "disabled"
+    wandb_project: str = "defense-bench"
+    classifier_recipe: dict[str, Any] = field(default_factory=dict)
+    classifier_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RUN_KEYS = {f.name for f in fields(Config)} - {"classifier_recipe", "classifier_recipes", "defense_params",
+                                                 "attack_params"}
+
+
+def parse_eps(value: Any) -> float:
+    """A number in (0, 1]; strings may be fractions such as ``8/255``."""
+    try:
+        if isinstance(value, str) and "/" in value:
+            num, den = value.split("/", 1)
+            eps = float(num) / float(den)
+        elif isinstance(value, bool):
+            raise ValueError
+        else:
+            eps = float(value)
+    except (ValueError, ZeroDivisionError):
+        raise BenchError(f"invalid eps {value!r}: not a number") from None
+    if not 0 < eps <= 1:
+        raise BenchError(f"invalid eps {value!r}: must be in (0, 1] (images are in [0,1])")
+    return eps
+
+
+def split_list(value: Any) -> list:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [v.strip() if isinstance(v, str) else v for v in value]
+    else:
+        items = [value]
+    items = [v for v in items if v != ""]
+    if not items:
+        raise BenchError(f"empty list {value!r}")
+    return list(dict.fromkeys(items))  # drop duplicates, keep order
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BenchError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(TABLES))
+    if unknown:
+        raise BenchError(f"unknown table(s) {', '.join(unknown)} in {path}; valid: {', '.join(TABLES)}")
+    for table in TABLES:
+        if not isinstance(data.get(table, {}), dict):
+            raise BenchError(f"[{table}] in {path} must be a table")
+    bad = sorted(set(data.get("run", {})) - RUN_KEYS)
+    if bad:
+        raise BenchError(f"unknown key(s) {', '.join(bad)} in [run] of {path}; "
+                         f"valid: {', '.join(sorted(RUN_KEYS))}")
+    for table in ("classifiers", "defenses", "attacks"):
+        for name, params in data.get(table, {}).items():
+            if not isinstance(params, dict):
+                raise BenchError(f"[{table}.{name}] in {path} must be a table of parameters")
+    return data
+
+
+def resolve(cli: dict[str, Any], config_path: str | None) -> Config:
+    """Merge defaults, the config file (``bench.toml`` in the cwd if present) and CLI values."""
+    cfg = Config()
+    path = Path(config_path) if config_path else Path("bench.toml")
+    file = load_toml(path) if (config_path or path.is_file()) else {}
+    for key, value in file.get("run", {}).items():
+        check_type(key, value, f"[run] {key} in {path}")
+    merged = {**file.get("run", {}), **{k: v for k, v in cli.items() if v is not None}}
+    for key, value in merged.items():
+        setattr(cfg, key, split_list(value) if key in LIST_KEYS else value)
+    cfg.classifier_recipe = dict(file.get("classifier", {}))
+    cfg.classifier_recipes = {k: dict(v) for k, v in file.get("classifiers", {}).items()}
+    cfg.defense_params = {k: dict(v) for k, v in file.get("defenses", {}).items()}
+    cfg.attack_params = {k: dict(v) for k, v in file.get("attacks", {}).items()}
+    validate(cfg)
+    return cfg
+
+
+def check_type(key: str, value: Any, where: str) -> None:
+    """A [run] value must have the type its flag has: TOML booleans for switches, strings,
+    positive integers, lists (or comma strings) for the grid axes."""
+    if key in BOOL_KEYS:
+        ok, want = isinstance(value, bool), "a boolean (true or false, unquoted)"
+    elif key in STR_KEYS:
+        ok, want = isinstance(value, str), "a string"
+    elif key in POSITIVE_INT_KEYS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
+    elif key in NON_NEGATIVE_INT_KEYS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a non-negative integer"
+    elif key == "eps":
+        ok = isinstance(value, (list, str, int, float)) and not isinstance(value, bool)
+        want = "a list of numbers (or fractions such as \"8/255\")"
+    elif key in LIST_KEYS:
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        want = "a list of strings (or one comma-separated string)"
+    else:
+        return
+    if not ok:
+        raise BenchError(f"invalid {where} = {value!r}: must be {want}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BenchError(f"invalid {name.replace('_', '-')} {value!r}: must be a positive integer")
+
+
+def validate(cfg: Config) -> None:
+    if cfg.eps is not None:  # de-duplicated as numbers: 0.3 and 0.30 are one eps
+        cfg.eps = list(dict.fromkeys(parse_eps(e) for e in cfg.eps))
+    if cfg.limit is not None:
+        _positive_int("limit", cfg.limit)
+    _positive_int("batch_size", cfg.batch_size)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise BenchError(f"invalid seed {cfg.seed!r}: must be a non-negative integer")
+    if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:
+        raise BenchError(f"invalid warmup {cfg.warmup!r}: must be a non-negative integer")
+    if cfg.wandb not in WANDB_MODES:
+        raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(WANDB_MODES)}")
+    if cfg.executor not in EXECUTORS:
+        raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
+    _positive_int("eot_samples", cfg.eot_samples)
+    if cfg.attack_labels not in ("true", "predicted"):
+        raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
+    for t in cfg.threat:
+        if t not in THREATS:
+            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}")
+    resolve_device(cfg.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise BenchError(f"invalid device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"device {name!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BenchError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    elif dev.type != "cpu":
+        raise BenchError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return dev

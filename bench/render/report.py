@@ -1,0 +1,214 @@
+"""Tables and plots from stored records only (``python -m bench report``); no model is run.
+
+Writes ``results.md`` (full table + a "paper view" pivot), ``results.csv`` (unrounded),
+optionally ``results.tex``, and PNG plots under ``plots/``, each file atomically.
+
+Rows never mix: a row is one cell identity (``bench.core.identity``). Two stored cells that differ
+in anything — n, an attack parameter, the EOT draws, the classifier's weights — are two rows,
+labelled with the fields they differ in. Only a cell recomputed with ``--rerun`` (same
+identity) is shown once, latest first. A table whose rows come from more than one git commit
+(or a dirty tree) says so under it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis import adequacy
+from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits
+from bench.core.errors import BenchError
+from bench.core.labels import fmt_eps
+from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
+from bench.render import adequacy as adequacy_render, paired as paired_render, plots, site
+from bench.store.runs import iter_records, write_atomic
+
+FORMATS = ("md", "csv", "latex")
+
+
+def provenance_note(df: pd.DataFrame) -> str:
+    """A line under a table whose rows come from several code states or a dirty tree."""
+    commits = sorted({c if isinstance(c, str) else "unknown" for c in df["git_commit"]})
+    dirty = [c for c in commits if c.endswith("-dirty")]
+    if len(commits) <= 1 and not dirty:
+        return ""
+    shown = ", ".join(c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits)
+    return (f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
+            + (", including uncommitted changes" if dirty else "") + "; see each run's env.json._")
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    cols = COLUMNS + ["variant", "attack_variant", "attack_labels", "cell_key", "run_id", "git_commit"]
+    cols = [c for c in cols if c in df.columns]
+    cols += [f"{a}_ci_{s}" for a in ACCS for s in ("low", "high") if f"{a}_ci_{s}" in df.columns]
+    extra = [c for c in ("checks", "adequacy") if c in df.columns]
+    return df[cols + extra].copy()
+
+
+def _with_ci(df: pd.DataFrame, acc: str) -> pd.Series:
+    lo, hi = f"{acc}_ci_low", f"{acc}_ci_high"
+
+    def cell(row):
+        v = row[acc]
+        if pd.isna(v):
+            return ""
+        if lo in row and not pd.isna(row.get(lo)) and not pd.isna(row.get(hi)):
+            return f"{v:.3f} [{row[lo]:.3f}, {row[hi]:.3f}]"
+        return f"{v:.4g}"
+    return df.apply(cell, axis=1)
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
+    shown["eps"] = df["eps"].map(fmt_eps)
+    shown["variant"] = [", ".join(x for x in (v, a) if x) for v, a in zip(df["variant"], df["attack_variant"])]
+    names = {"clean_acc": "clean", "adv_acc": "attacked (undefended)",
+             "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
+    for acc, name in names.items():
+        shown[name] = _with_ci(df, acc)
+    shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    shown["device"] = df["device"]
+    if "checks" in df.columns:
+        shown["warnings"] = df["checks"].map(lambda c: "; ".join(c) if isinstance(c, list) else "")
+    if "adequacy" in df.columns and (df["adequacy"] != "").any():  # bench.adequacy's flag
+        shown["adequacy"] = df["adequacy"]
+    return shown
+
+
+def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Rows defenses, columns attack × eps (defended accuracy under attack), as counterGAN's table."""
+    out = []
+    order = lambda k: (k[0], k[1], THREAT_ORDER.index(k[2]) if k[2] in THREAT_ORDER else len(THREAT_ORDER), k[2])
+    groups = sorted(df.groupby(["dataset", "classifier", "threat"]), key=lambda kv: order(kv[0]))
+    for (dataset, clf, threat), g in groups:
+        g = g.assign(col=g["attack"] + " " + g["eps"].map(fmt_eps)
+                     + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
+                     row=g["defense"] + g["variant"].map(lambda v: f" [{v}]" if v else ""))
+        # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
+        # should two cells still meet, both rows get their cell key rather than one being dropped.
+        clash = g.duplicated(["row", "col"], keep=False)
+        g.loc[clash, "row"] = g.loc[clash, "row"] + " {" + g.loc[clash, "cell_key"].str[:8] + "}"
+        pivot = g.pivot_table(index="row", columns="col", values="defended_adv_acc", aggfunc="first")
+        rows = g.groupby("row")
+        pivot.insert(0, "n", rows["n"].agg(lambda s: "/".join(str(v) for v in sorted(set(s)))))
+        pivot.insert(1, "clean (defended)", rows["defended_clean_acc"].first())
+        pivot["ms/sample"] = rows["defense_ms_per_sample"].median()
+        pivot = pivot.reset_index().rename(columns={"row": "defense"})
+        pivot.columns.name = None
+        table = pivot.astype(object).where(pivot.notna(), None)
+        table.attrs["note"] = provenance_note(g)
+        table.attrs["devices"] = devices_line(g)
+        out.append((table_title(dataset, clf, threat), table))
+    return out
+
+
+def markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_no records_\n"
+    return display(df).to_markdown(index=False) + "\n"
+
+
+def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
+                 filters: dict[str, list[str]] | None = None, plots: bool = True,
+                 readme: Path | None = None, runs: list[str] | None = None, html: bool = False,
+                 readme_block: str = "results") -> list[Path]:
+    results_dir = Path(results_dir)
+    df = frame(iter_records(results_dir, runs), filters, run_commits(results_dir))
+    curves = adequacy.curves(df)
+    df["adequacy"] = adequacy.annotate(df, curves)
+    notes = adequacy_render.paper_notes(df, df["adequacy"])
+    results_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "md" in formats:
+        parts = ["# defense-bench results\n", "Generated by `python -m bench report` from "
+                 "`runs/*/records.jsonl`; do not edit. Accuracies with a Wilson 95% interval "
+                 "where stored.\n", "## Paper view: defended accuracy under attack\n"]
+        for title, pv in paper_view(df):
+            parts += [f"### {title}\n", pv.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n"]
+            if pv.attrs.get("note"):
+                parts.append(pv.attrs["note"] + "\n")
+            if notes.get(title):
+                parts.append(notes[title] + "\n")
+        parts += ["## All cells\n", markdown(df)]
+        if provenance_note(df):
+            parts.append(provenance_note(df) + "\n")
+        parts += [s for s in (adequacy_render.markdown(df, curves), paired_render.markdown(df)) if s]
+        write_atomic(results_dir / "results.md", "\n".join(parts))
+        written.append(results_dir / "results.md")
+    if "csv" in formats:
+        write_atomic(results_dir / "results.csv", table(df).to_csv(index=False, float_format="%.17g"))
+        written.append(results_dir / "results.csv")
+    if "latex" in formats:
+        blocks = [pv.to_latex(index=False, float_format="%.3f", na_rep="--", caption=title.replace("·", "/"))
+                  for title, pv in paper_view(df)]
+        write_atomic(results_dir / "results.tex", "\n".join(blocks))
+        written.append(results_dir / "results.tex")
+    if plots and not df.empty:
+        written += write_plots(df, results_dir)
+        written += adequacy_render.write_plots(df, results_dir / "plots", curves)
+    if html:
+        written += site.write_site(df, results_dir, curves)
+    if readme is not None:
+        written.append(update_readme(Path(readme), results_dir, df, readme_block))
+    return written
+
+
+def devices_line(g: pd.DataFrame) -> str:
+    """The devices a table's timings come from, a CPU with its model where records name it (so
+    two machines' tables can be told apart; a GPU's device string is already its name)."""
+    out = []
+    for device, h in g.groupby("device", sort=True):
+        models = sorted(set(h["cpu_model"].dropna())) if "cpu_model" in h.columns else []
+        out.append(f"{device}" + (f" on {', '.join(models)}" if models and str(device).startswith("cpu") else ""))
+    return ", ".join(out) or "unknown"
+
+
+def markers(block: str) -> tuple[str, str]:
+    return f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+
+
+def update_readme(readme: Path, results_dir: Path, df: pd.DataFrame, block: str = "results") -> Path:
+    """Replace the block between ``<!-- block:start -->`` and ``<!-- block:end -->`` with the
+    paper view (one table per dataset · classifier · threat) and one plot."""
+    start, end = markers(block)
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise BenchError(f"{readme} has no '{start}' … '{end}' block to fill")
+    parts = [start, "", f"_Generated by `python -m bench report --results-dir {results_dir} --readme "
+             f"{readme.as_posix()} --readme-block {block}` from `{results_dir}/runs/*/records.jsonl`; "
+             "do not edit by hand._", ""]
+    for title, pv in paper_view(df):
+        parts += [f"**{title}** (defended accuracy; device: {pv.attrs['devices']})", "",
+                  pv.to_markdown(index=False, floatfmt=".3f", missingval="—"), ""]
+        if pv.attrs.get("note"):
+            parts += [pv.attrs["note"], ""]
+    pareto = sorted((results_dir / "plots").glob("pareto_*.png"))
+    if pareto:
+        # Relative to the page, so that a page under docs/ shows it too.
+        link = Path(os.path.relpath(pareto[0].resolve(), readme.resolve().parent)).as_posix()
+        parts += [f"![accuracy vs latency]({link})", ""]
+    parts.append(end)
+    head, rest = text.split(start, 1)
+    write_atomic(readme, head + "\n".join(parts) + rest.split(end, 1)[1])
+    return readme
+
+
+def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
+    out = results_dir / "plots"
+    paths = plots.accuracy_vs_eps(df, out) + plots.accuracy_vs_latency(df, out) + plots.accuracy_vs_iterations(df, out)
+    if "samples" in df.columns:
+        for _, row in df[df["samples"].notna()].iterrows():
+            path = results_dir / row["samples"]
+            if not path.is_file():
+                continue
+            with np.load(path, allow_pickle=False) as z:
+                samples = {k: z[k] for k in z.files}
+            name = "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{fmt_eps(row['eps'])}"
+            title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={fmt_eps(row['eps'])}, "
+                     f"{THREAT_NAMES.get(row['threat'], row['threat'])}")
+            safe = str(row["defense"]).replace(":", "_").replace("/", "_") + f"_{row['cell_key']}"
+            paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
+    return paths

@@ -1,0 +1,1 @@
+"""Running: plan, execute, store one grid (imports builtin, analysis, store, core and the plugins)."""

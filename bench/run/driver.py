@@ -1,0 +1,264 @@
+"""The driver of a run: validate, prepare each dataset, hand groups to an executor, store.
+
+It owns a ``Worker`` (which computes) and is the only writer of the results folder, which it
+locks for the whole run. Every run ends with one line saying how many cells it computed and
+how many it took from the store, and from which stored runs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.analysis import checks
+from bench.builtin.classifiers import Recipe, get_classifier, resolve_recipe
+from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
+from bench.core import identity, record, shipped
+from bench.core.checkpoint import load_state, save_state, state_hash
+from bench.core.config import Config
+from bench.core.errors import BenchError
+from bench.core.registry import CLASSIFIERS, DATASETS
+from bench.run.executors import LocalExecutor
+from bench.run.plan import Group, fit_ident, make_attack, make_defense, plan
+from bench.run.timing import BatchTimer
+from bench.run.worker import CellResult, Prepared, Worker, accuracies, bits
+from bench.store.provenance import make_env
+from bench.store.runs import ResultsLock, RunWriter, iter_records, refuse_dirty_reference
+from defenses.base import Defense
+
+
+class Runner:
+    def __init__(self, cfg: Config, argv: list[str]) -> None:
+        self.cfg, self.argv = cfg, argv
+        self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
+        self.device = self.worker.device
+        self.specs = [DATASETS.get(n)() for n in cfg.dataset]
+        if cfg.classifier:
+            CLASSIFIERS.get(cfg.classifier)
+        # Every parameter table is validated, in the grid or not: a typo is an error today,
+        # not when the table is first used.
+        for name, params in cfg.attack_params.items():
+            make_attack(name, params)
+        for name, params in cfg.defense_params.items():
+            make_defense(name, params)
+        for n in cfg.defenses:
+            make_defense(n, cfg.defense_params.get(n))
+        for name in {cfg.classifier, *cfg.classifier_recipes} - {None}:
+            resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        if cfg.classifier_weights and not Path(cfg.classifier_weights).is_file():
+            raise BenchError(f"classifier weights {cfg.classifier_weights} do not exist")
+        refuse_dirty_reference(Path(cfg.results_dir))
+        self.lock = ResultsLock(Path(cfg.results_dir))
+        self.done = {} if cfg.rerun else {r.get("cell_key"): r for r in iter_records(Path(cfg.results_dir))}
+        self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(argv, self.device, cfg.seed))
+        self.records: list[dict[str, Any]] = []
+        self.reused: list[dict[str, Any]] = []
+        self.stored_keys: set[str] = set()
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def run(self, executor: Any = None) -> list[dict[str, Any]]:
+        for spec in self.specs:
+            prep, groups = self.prepare(spec)
+            if groups:
+                (executor or LocalExecutor()).run(self, prep, groups)
+            self.worst_case_rows(prep.base, len(prep.test))
+        return self.records
+
+    def summary(self) -> str:
+        """One line: computed vs taken from the store, and where each came from / went."""
+        line = f"[run] computed {self.writer.count} cell(s)"
+        if self.writer.count:
+            line += f" (stored in {self.writer.dir})"
+        line += f"; took {len(self.reused)} from the store"
+        if self.reused:
+            runs = sorted({r.get("run_id", "?") for r in self.reused})
+            line += f" (run(s) {', '.join(runs)} under {self.cfg.results_dir}; --rerun recomputes)"
+        once = sum(r.get("threat") == "bpda-eot" and r.get("eot_samples") == 1 for r in self.reused)
+        if once and self.cfg.eot_samples > 1:
+            line += (f"; {once} of them bpda-eot on a deterministic defense, which is drawn once "
+                     "whatever --eot-samples says")
+        return line
+
+    def reuse(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        self.reused.append(rec)
+
+    def prepare(self, spec: DatasetPlugin) -> tuple[Prepared, list[Group]]:
+        """Load data and classifier, build defenses, plan, train what is needed, list pending groups."""
+        cfg = self.cfg
+        data: Data = spec.load(Path(cfg.data_root), cfg.offline)
+        print(f"[data] {data.name}: train {len(data.train)} from {data.train.source}; "
+              f"test {len(data.test)} from {data.test.source}")
+        n = min(cfg.limit or len(data.test), len(data.test))
+        test = Split(data.test.x[:n], data.test.y[:n], data.test.source)
+        clf_name = cfg.classifier or spec.default_classifier
+        classifier, clf_info = self.classifier_for(spec, data)
+        clf_info.pop("classifier_identity", None)  # its key and recipe are recorded; the full dict is the zoo's
+        built = {name: self.build_defense(name, spec) for name in cfg.defenses}
+        fit_idents = {name: fit_ident(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed)
+                      for name, d in built.items()}
+        fit_keys = {name: identity.key(i) if i else None for name, i in fit_idents.items()}
+        # Trained (or loaded) before planning: a cell's identity names the exact weights it uses.
+        for name, d in built.items():
+            self.ensure_fitted(d, name, classifier, data, spec, fit_idents[name])
+        data_id = {"dataset": data.name, "train_source": data.train.source, "test_source": data.test.source,
+                   "train": fingerprint(data.train), "test": fingerprint(data.test)}
+        base = {"dataset": data.name, "classifier": clf_name, "seed": cfg.seed, "n": n,
+                "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
+                "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
+                "run_id": self.writer.run_id, **clf_info}
+        groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
+                      built, fit_keys, self.device.type)
+        pending = []
+        for g in groups:
+            todo = []
+            for cell in g.cells:
+                if cell.key in self.done:
+                    self.reuse(self.done[cell.key])
+                else:
+                    todo.append(cell)
+            if todo:
+                pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo))
+        timer = BatchTimer(self.device, cfg.warmup)
+        clean_pred = self.worker.predict(classifier, test.x, timer)
+        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample()), pending
+
+    def classifier_for(self, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, dict[str, Any]]:
+        cfg = self.cfg
+        name = cfg.classifier or spec.default_classifier
+        weights = Path(cfg.classifier_weights) if cfg.classifier_weights else None
+        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
+                              reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
+
+    def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
+        """The Rec setting's training transform: ``defensegan`` (the shipped generator when it fits,
+        else trained on demand) with the recipe's L and R and a fixed seed, and its identity."""
+        d = make_defense("defensegan", {"L": recipe.rec_L, "R": recipe.rec_R, "seed": self.cfg.seed})
+        torch.manual_seed(self.cfg.seed)
+        d.setup(spec)
+        # The generator never sees a classifier: its cache key names none.
+        self.ensure_fitted(d, "defensegan", None, data, spec, fit_ident(d, "none", data.fingerprint, self.cfg.seed))
+        # Every hyperparameter: a changed default (momentum, optimizer, lr_cut …) is a new classifier.
+        ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"], **d.hparams}
+        return d, ident
+
+    def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
+        d = make_defense(name, self.cfg.defense_params.get(name))
+        # Seeded before its networks exist, so its initial weights do not depend on what else
+        # the grid built first (the same flags give the same checkpoint).
+        torch.manual_seed(self.cfg.seed)
+        d.setup(spec)
+        return d
+
+    def trained_defense(self, spec: DatasetPlugin, name: str) -> tuple[Defense, torch.nn.Module, Data]:
+        """One defense of the config, loaded or trained, with its classifier and data (perf scripts)."""
+        data = spec.load(Path(self.cfg.data_root), self.cfg.offline)
+        classifier, info = self.classifier_for(spec, data)
+        d = self.build_defense(name, spec)
+        ident = fit_ident(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
+        return self.ensure_fitted(d, name, classifier, data, spec, ident), classifier, data
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def store(self, result: CellResult) -> None:
+        """Append one finished cell (the driver is the only writer)."""
+        rec = result.record
+        if rec["cell_key"] in self.stored_keys:
+            return  # a retried task delivered a cell twice
+        checks.versus_fgsm(rec, self.records)
+        if result.samples:
+            rec["samples"] = self.writer.save_samples(rec["cell_key"], result.samples)
+        self.writer.append(rec)
+        self.stored_keys.add(rec["cell_key"])
+        self.records.append(rec)
+        print(f"[cell] {rec['dataset']} {rec['attack']} eps={rec['eps']} {rec['threat']} {rec['defense']}: "
+              f"clean {rec['clean_acc']:.3f} adv {rec['adv_acc']:.3f} defended clean "
+              f"{rec['defended_clean_acc']:.3f} defended adv {rec['defended_adv_acc']:.3f}"
+              + (f" ({rec['defense_ms_per_sample']:.3g} ms/sample)" if rec.get("defense_ms_per_sample")
+                 is not None else "") + "".join(f" [warning: {c}]" for c in rec.get("checks", [])))
+
+    def worst_case_rows(self, base: dict[str, Any], n: int) -> None:
+        """Per-sample worst cases, robust only where every attack fails: over the grid's attacks of
+        one norm within each threat model, and (threat ``all``) over every attack *and* every threat
+        model of the grid: an attacker who knows the defense may also choose to ignore it (gray-box
+        transfer) or to replace its gradient (BPDA), so a defense whose own gradients mislead is
+        judged by whichever attacker does best on each image."""
+        groups: dict[tuple, list[dict]] = {}
+        for r in self.records:
+            if r.get("dataset") == base["dataset"] and r.get("attack") != "worst" and r.get("correct"):
+                groups.setdefault((r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels")),
+                                  []).append(r)
+                groups.setdefault((r["defense"], "all", r["eps"], r.get("norm"), r.get("attack_labels")),
+                                  []).append(r)
+        for (defense, threat, eps, norm, labels), recs in sorted(groups.items(), key=str):
+            if len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
+                    threat == "all" and len({r["threat"] for r in recs}) < 2):
+                continue
+            recs = sorted(recs, key=lambda r: (r["attack"], r["threat"]))
+            attacks = [r["attack"] if threat != "all" else f"{r['attack']}@{r['threat']}" for r in recs]
+            cells = {"cells": sorted(r["cell_key"] for r in recs)}
+            # Over threats, what was covered labels the column when rows differ (a per-threat worst
+            # row's identity stays as it was, so stored ones keep their keys).
+            ident = {**recs[0]["identity"], "attack": "worst", "threat": threat,
+                     "attack_params": {"attacks": attacks, **cells} if threat == "all" else cells}
+            key = identity.key(ident)
+            if key in self.done:
+                self.reuse(self.done[key])
+                continue
+            both = {k: torch.from_numpy(v) for k, v in record.worst_case((r["correct"] for r in recs), n).items()}
+            rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
+                   "defense_params": recs[0].get("defense_params"), "attack": "worst",
+                   "attack_params": {"attacks": attacks}, "attack_labels": labels,
+                   "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
+                   "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
+                   "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
+                   "checks": sorted({c for r in recs for c in r.get("checks", [])}),
+                   "correct": {k: bits(v) for k, v in both.items()}}
+            rec.update(accuracies(both["clean"], both["adv"], both["defended_clean"], both["defended_adv"]))
+            self.store(CellResult(rec, {}))
+
+    def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,
+                      ident: dict[str, Any] | None) -> Defense:
+        """Load or train a trainable defense. Order: the shipped zoo (exactly this fit identity,
+        sha256 checked), a plugin's own shipped weights (DefenseGAN's generator), the cache, and
+        training; ``--retrain`` skips the zoo and the cache."""
+        if not d.trainable or getattr(d, "fit_info", None):
+            return d.to(self.device).eval()
+        key = identity.key(ident)
+        retrain = self.cfg.retrain
+        path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
+        ship = None if retrain else shipped.find("defense", data.name, name, ident)
+        if ship is not None:
+            load_state(d, ship.path, what=f"shipped {name} weights", ignore=d.training_only)
+            print(f"[defense] {name}: shipped weights {ship.path.name} (sha256 {ship.sha256[:12]}…)", flush=True)
+            d.fit_info = {"defense_source": ship.source(), "defense_fit_key": key}
+        elif (pre := d.load_pretrained(data)) is not None:
+            d.fit_info = {**pre, "defense_fit_key": key}
+        elif path.is_file() and not retrain:
+            load_state(d, path, what=f"cached {name} checkpoint")
+            d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
+        else:
+            print(f"[defense] training {name} on {len(data.train)} {data.name} images"
+                  + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
+            t0 = time.perf_counter()
+            d.to(self.device).train()
+            info = d.fit(data.train, classifier, device=self.device, seed=self.cfg.seed,
+                         eps=spec.default_eps) or {}
+            info["fit_seconds"] = time.perf_counter() - t0
+            info["fit_threads"] = torch.get_num_threads()  # a CPU training's low bits depend on it
+            save_state(d, path, {"defense": name, "params": d.hparams, **info})
+            d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key, **info}
+        # Whatever the source, the record names the exact weights it was computed with (the
+        # tensors inference uses: a discriminator is not part of the defense).
+        d.fit_info["defense_weights_hash"] = state_hash(d, d.training_only)
+        d.fit_identity = ident
+        return d.to(self.device).eval()

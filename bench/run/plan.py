@@ -1,0 +1,136 @@
+"""Planning the grid: which cells exist and what each one *is* (its identity and key).
+
+A cell is one (dataset, classifier, defense, attack, eps, threat, labels) combination; cells
+that share adversarial examples form a group (gray-box cells share them across defenses).
+Identities come from ``bench.identity``; nothing here runs a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from attacks.base import AttackPlugin
+from attacks.generic import TorchattacksAttack
+from bench.core import identity
+from bench.core.errors import BenchError
+from bench.core.registry import ATTACKS, DEFENSES, build
+from defenses.base import Defense
+
+
+def make_attack(name: str, params: dict[str, Any] | None) -> AttackPlugin:
+    if name.startswith("torchattacks:"):
+        return TorchattacksAttack(name.split(":", 1)[1], params)
+    attack = build(ATTACKS, name, params)
+    if not isinstance(attack, AttackPlugin):
+        raise BenchError(f"attack {name!r} is not an attacks.base.AttackPlugin subclass")
+    return attack
+
+
+def make_defense(name: str, params: dict[str, Any] | None) -> Defense:
+    """Build a defense; a config table with ``plugin = "<name>"`` defines a named variant."""
+    params = dict(params or {})
+    plugin = params.pop("plugin", name)
+    if not isinstance(plugin, str):
+        raise BenchError(f"[defenses.{name}] plugin must be a defense name, not {plugin!r}")
+    defense = build(DEFENSES, plugin, params)
+    if plugin != name:
+        defense.hparams = {"plugin": plugin, **defense.hparams}
+        defense.registered_name = name
+    if not isinstance(defense, Defense):
+        raise BenchError(f"defense {name!r} is not a defenses.base.Defense subclass")
+    return defense
+
+
+def fit_ident(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> dict[str, Any] | None:
+    """What determines a trained defense's weights (None for a defense that does not train)."""
+    if not d.trainable:
+        return None
+    fit = {k: v for k, v in d.hparams.items() if d.fit_params is None or k in d.fit_params}
+    plugin = f"{type(d).__module__}.{type(d).__qualname__}"
+    return identity.fit_identity(plugin, fit, classifier_hash, data_fingerprint, seed, d.training_version)
+
+
+def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> str | None:
+    """The cache key of a trained defense's weights (None for a defense that does not train)."""
+    ident = fit_ident(d, classifier_hash, data_fingerprint, seed)
+    return None if ident is None else identity.key(ident)
+
+
+def weights_hash(name: str, d: Defense) -> str | None:
+    """The exact weights a trained defense's cells use (it is fitted or loaded before planning)."""
+    if not d.trainable:
+        return None
+    info = getattr(d, "fit_info", None)
+    if not info or not info.get("defense_weights_hash"):
+        raise BenchError(f"defense {name!r} is planned before it was trained or loaded (its cells must name "
+                         "its weights)")
+    return info["defense_weights_hash"]
+
+
+def eot_draws(threat: str, d: Defense, requested: int) -> int | None:
+    """EOT draws a cell really uses: only bpda-eot draws, and a deterministic defense once."""
+    if threat != "bpda-eot":
+        return None
+    return requested if d.randomized else 1
+
+
+def effective_threat(threat: str, d: Defense) -> str:
+    """What the attack really differentiates through: a defense without useful gradients
+    (``differentiable = False``, e.g. JPEG) is attacked white-box through BPDA."""
+    return "bpda" if threat == "white" and not d.differentiable else threat
+
+
+@dataclass
+class Cell:
+    key: str
+    identity: dict[str, Any]
+    defense: str
+    eot_samples: int | None
+    threat_effective: str
+
+
+@dataclass
+class Group:
+    """Cells that share adversarial examples: one (attack, eps, threat, labels)."""
+
+    attack: str
+    eps: float | None
+    threat: str
+    labels: str
+    params: dict[str, Any]
+    cells: list[Cell] = field(default_factory=list)
+
+
+def eps_values(cfg_eps: list[float] | None, spec: Any, attack: AttackPlugin) -> list[float | None]:
+    if not attack.uses_eps:
+        return [None]
+    return cfg_eps or [spec.default_eps]
+
+
+def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, classifier_hash: str,
+         attacks: dict[str, AttackPlugin], defenses: dict[str, Defense], fit_keys: dict[str, str | None],
+         device_type: str) -> list[Group]:
+    """Every group of the grid with every cell (stored or not). Single-step attacks come first,
+    so iterative ones can be checked against them."""
+    groups = []
+    for attack_name in sorted(attacks, key=lambda k: attacks[k].iterative):
+        attack = attacks[attack_name]
+        for eps in eps_values(cfg.eps, spec, attack):
+            params = attack.effective_params(eps, spec)
+            for threat in cfg.threat:
+                group = Group(attack_name, eps, threat, cfg.attack_labels, params)
+                for dname, d in defenses.items():
+                    draws = eot_draws(threat, d, cfg.eot_samples)
+                    if draws and draws > 1 and not attack.supports_eot:
+                        raise BenchError(f"attack {attack_name!r} has no gradient-averaging (EOT) form for "
+                                         f"the randomized defense {dname!r} under bpda-eot; use fgsm, pgd or bim")
+                    ident = identity.cell_identity(
+                        data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
+                        defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
+                        defense_weights=weights_hash(dname, d),
+                        attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
+                        attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
+                        batch_size=cfg.batch_size, device_type=device_type)
+                    group.cells.append(Cell(identity.key(ident), ident, dname, draws, effective_threat(threat, d)))
+                groups.append(group)
+    return groups

@@ -1,0 +1,185 @@
+"""``python -m bench verify``: recompute stored cells from their stored identity and compare.
+
+Each stored cell is recomputed with its run's effective configuration (``config.json``),
+narrowed to that cell, into a temporary folder (nothing is written to the results folder); the
+per-sample outcome bitmaps (clean, attacked, defended clean, defended attacked) must be
+identical. A worst-case row is checked by recombining its recomputed parts. Each cell is
+recomputed with the torch thread count its record names. Exit 1 on any
+difference, or when a cell cannot be recomputed under its stored identity (the code, data or
+weights it names are not what this checkout has).
+
+    python -m bench verify --results-dir results/reference/default            # every cell
+    python -m bench verify --results-dir results/reference/default --sample 3 # the 3 cheapest
+    python -m bench verify --results-dir R --cells cade2dee,1f0c               # by key prefix
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.core.config import Config, validate
+from bench.core.errors import BenchError
+from bench.core.record import OUTCOMES as BITMAPS, decode, encode, worst_case
+from bench.core.shipped import differences
+from bench.run.driver import Runner
+from bench.store.runs import iter_records
+
+
+def stored_cells(results_dir: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(every stored record with a cell key, each run's config by run id)."""
+    configs = {}
+    for path in sorted(Path(results_dir).glob("runs/*/config.json")):
+        try:
+            configs[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    return [r for r in iter_records(results_dir) if r.get("cell_key") and r.get("correct")], configs
+
+
+def cost(rec: dict[str, Any]) -> float:
+    """What recomputing a cell costs, from its stored timings (ms per sample × n)."""
+    ms = sum(rec.get(k) or 0 for k in ("attack_ms_per_sample", "classifier_ms_per_sample"))
+    return (ms + 2 * (rec.get("defense_ms_per_sample") or 0)) * rec.get("n", 1)
+
+
+def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] | None) -> list[dict[str, Any]]:
+    """The records to verify: named by key prefix, the ``sample`` cheapest grid cells, or all.
+    A worst-case row brings its parts along."""
+    by_key = {r["cell_key"]: r for r in records}
+    if cells:
+        chosen = []
+        for prefix in cells:
+            hits = [k for k in by_key if k.startswith(prefix)]
+            if len(hits) != 1:
+                raise BenchError(f"cell {prefix!r} matches {len(hits)} stored cells"
+                                 + (f" ({', '.join(sorted(hits)[:5])})" if hits else "") + "; give a unique key prefix")
+            chosen.append(by_key[hits[0]])
+    elif sample is not None:
+        grid = sorted((r for r in records if r.get("attack") != "worst"), key=lambda r: (cost(r), r["cell_key"]))
+        chosen = grid[:sample]
+    else:
+        chosen = list(records)
+    out = {r["cell_key"]: r for r in chosen}
+    for r in chosen:
+        for part in parts(r):
+            if part not in by_key:
+                raise BenchError(f"worst-case row {r['cell_key']} names a part {part} that is not stored")
+            out[part] = by_key[part]
+    return list(out.values())
+
+
+def parts(rec: dict[str, Any]) -> list[str]:
+    if rec.get("attack") != "worst":
+        return []
+    return list(rec.get("identity", {}).get("attack_params", {}).get("cells", []))
+
+
+def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: str | None = None) -> Any:
+    """The run's configuration restricted to one (dataset, classifier, attack, eps, threat) group.
+    The stored run's cache and data folders name another machine's paths: this machine's are used."""
+    local = ("cache_dir", "results_dir")
+    cfg = Config(**{f.name: copy.deepcopy(config[f.name]) for f in fields(Config)
+                    if f.name in config and f.name not in local})
+    if cache_dir:
+        cfg.cache_dir = cache_dir
+    cfg.dataset, cfg.defenses, cfg.attack = [rec["dataset"]], [rec["defense"]], [rec["attack"]]
+    cfg.eps = None if rec.get("eps") is None else [rec["eps"]]
+    cfg.threat, cfg.attack_labels = [rec["threat"]], rec.get("attack_labels", cfg.attack_labels)
+    cfg.results_dir, cfg.rerun, cfg.retrain = str(tmp), True, False
+    cfg.executor, cfg.wandb, cfg.offline = "local", "disabled", True
+    validate(cfg)
+    return cfg
+
+
+def compare(old: dict[str, Any], new: dict[str, Any] | None) -> str | None:
+    """None when identical, else what differs."""
+    if new is None:
+        return "not recomputed"
+    n = old.get("n") or len(old["correct"]["clean"]) * 4
+    diffs = []
+    for k in BITMAPS:
+        a, b = old["correct"].get(k), new["correct"].get(k)
+        if a != b:
+            ua, ub = decode(a, n), decode(b, n)
+            diffs.append(f"{k} {ua.mean():.4f} → {ub.mean():.4f} ({int((ua != ub).sum())} of {n} "
+                         "samples differ)")
+    return "; ".join(diffs) or None
+
+
+def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A worst-case row's bitmaps from its recomputed parts (robust only where every part is)."""
+    got = [recomputed.get(k) for k in parts(rec)]
+    if not got or any(g is None for g in got):
+        return None
+    return {"correct": {k: encode(v) for k, v in worst_case((g["correct"] for g in got), rec["n"]).items()}}
+
+
+def recorded_threads(rec: dict[str, Any]) -> int | None:
+    """The torch thread count a record was computed with (older records name it in ``device``)."""
+    if rec.get("torch_threads"):
+        return int(rec["torch_threads"])
+    m = re.search(r"(\d+) threads\)", str(rec.get("device", "")))
+    return int(m.group(1)) if m else None
+
+
+def label(rec: dict[str, Any]) -> str:
+    eps = "" if rec.get("eps") is None else f" eps {rec['eps']:g}"
+    return (f"{rec['cell_key']} {rec.get('dataset')} {rec.get('classifier')} {rec.get('defense')} "
+            f"{rec.get('attack')}{eps} {rec.get('threat')}")
+
+
+def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None = None,
+           cache_dir: str | None = None) -> int:
+    """Recompute the selected cells; print one line per cell; return the number that differ."""
+    records, configs = stored_cells(results_dir)
+    if not records:
+        raise BenchError(f"no stored cells under {results_dir}")
+    chosen = select(records, sample, cells)
+    grid = [r for r in chosen if r.get("attack") != "worst"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in grid:
+        if r.get("run_id") not in configs:
+            raise BenchError(f"cell {r['cell_key']}: its run {r.get('run_id')} has no readable config.json")
+        g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"))
+        groups.setdefault(g, []).append(r)
+    recomputed: dict[str, dict[str, Any]] = {}
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        for i, (g, recs) in enumerate(sorted(groups.items(), key=str)):
+            cfg = narrowed(configs[g[0]], recs[0], Path(tmp) / f"g{i}", cache_dir)
+            cfg.defenses = sorted({r["defense"] for r in recs})
+            # Recomputed with the thread count it was computed with: a reduction split over
+            # another number of threads may round differently in the last bit.
+            threads, before = recorded_threads(recs[0]), torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(int(threads))
+            try:
+                with Runner(cfg, ["verify", "--results-dir", str(results_dir)]) as runner:
+                    new = {r["cell_key"]: r for r in runner.run() if r.get("attack") != "worst"}
+            finally:
+                torch.set_num_threads(before)
+            recomputed.update(new)
+            for r in recs:
+                why = compare(r, new.get(r["cell_key"]))
+                if r["cell_key"] not in new:
+                    twin = next((x for x in new.values() if x.get("defense") == r["defense"]), None)
+                    why = ("cannot be recomputed under its stored identity" + (
+                        f": this checkout computes {differences(r.get('identity', {}), twin['identity'])}"
+                        if twin else ""))
+                failures += why is not None
+                print(f"[verify] {label(r)}: {'identical' if why is None else 'DIFFERS: ' + why}", flush=True)
+    for r in chosen:
+        if r.get("attack") == "worst":
+            why = compare(r, recombine(r, recomputed))
+            failures += why is not None
+            print(f"[verify] {label(r)}: {'identical' if why is None else 'DIFFERS: ' + why}", flush=True)
+    n = len(chosen)
+    print(f"[verify] {n - failures} of {n} cell(s) identical" + (f"; {failures} differ" if failures else ""))
+    return failures

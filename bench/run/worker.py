@@ -1,0 +1,190 @@
+"""Executing one group of cells: craft the adversarial examples, defend, classify, score.
+
+A worker holds no store, so it can run in any process (the Ray executor ships it the
+``Prepared`` inputs). It yields one ``CellResult`` per cell as soon as it is computed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from attacks.base import AttackPlugin
+from bench.builtin.data import DatasetPlugin, Split
+from bench.core import record
+from bench.core.config import Config, resolve_device
+from bench.core.identity import digest
+from bench.core.progress import progress
+from bench.core.stats import wilson
+from bench.core.threats import attack_model
+from bench.run import probes
+from bench.run.plan import Cell, Group, make_attack
+from bench.run.timing import BatchTimer
+from bench.store.provenance import device_name, machine
+from defenses.base import Defense
+
+SAMPLES = 8  # images per cell kept for the report's image grid
+
+
+def accuracies(clean: torch.Tensor, adv: torch.Tensor, dclean: torch.Tensor, dadv: torch.Tensor
+               ) -> dict[str, float]:
+    """Accuracies from per-sample correctness, each with a Wilson 95% interval."""
+    out = {}
+    for name, ok in (("clean_acc", clean), ("adv_acc", adv), ("defended_clean_acc", dclean),
+                     ("defended_adv_acc", dadv)):
+        k, n = int(ok.sum()), len(ok)
+        out[name] = k / n
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson(k, n)
+    return out
+
+
+# The bitmap codec lives in bench.record (one encoder, one decoder); these names stay for callers.
+bits, unbits = record.encode, record.decode_tensor
+
+
+@dataclass
+class Prepared:
+    """Everything a group needs, picklable, so an executor can ship it to another process."""
+
+    spec: DatasetPlugin
+    test: Split
+    classifier: nn.Module
+    defenses: dict[str, Defense]
+    base: dict[str, Any]          # fields every record of this dataset carries
+    clean_pred: torch.Tensor
+    classifier_ms: float | None
+
+
+@dataclass
+class CellResult:
+    record: dict[str, Any]
+    samples: dict[str, torch.Tensor]  # a few images for the report's grid (stored apart)
+
+
+@dataclass
+class Defended:
+    """A defense's predictions on one set of inputs."""
+
+    pred: torch.Tensor
+    shown: torch.Tensor        # the first SAMPLES defended images
+    wrote_input: bool          # the defense wrote into the tensor it was given
+
+
+class Worker:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.device_label = device_name(self.device)
+        self.machine = machine(self.device)
+        self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in cfg.attack}
+        self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
+
+    def batches(self, n: int) -> list[tuple[int, int]]:
+        return [(i, min(i + self.cfg.batch_size, n)) for i in range(0, n, self.cfg.batch_size)]
+
+    def predict(self, model: nn.Module, x: torch.Tensor, timer: BatchTimer | None = None) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for a, b in self.batches(len(x)):
+                xb = x[a:b].to(self.device)
+                call = lambda: model(xb).argmax(1)
+                out.append((timer(call, b - a) if timer else call()).cpu())
+        return torch.cat(out)
+
+    def seed_for(self, *parts: Any) -> int:
+        # Seeds derive from the run seed and the batch's start: the batch size is part of the
+        # cell identity for that reason.
+        return int(digest([self.cfg.seed, *parts], 8), 16)
+
+    def execute(self, prep: Prepared, group: Group) -> Iterator[CellResult]:
+        """Yield each cell's result as soon as it is computed (so it can be stored at once)."""
+        test, classifier = prep.test, prep.classifier.to(self.device).eval()
+        attack = self.attacks[group.attack]
+        labels = test.y if group.labels == "true" else prep.clean_pred
+        clean_ok = prep.clean_pred == test.y
+        shared = None
+        for cell in group.cells:
+            d = prep.defenses[cell.defense].to(self.device).eval()
+            model = attack_model(cell.threat_effective, classifier, d)
+            if cell.threat_effective == "gray":  # crafted on the bare classifier: shared by every defense
+                if shared is None:
+                    adv, attack_timer = self.craft(model, attack, prep, group, labels)
+                    shared = (adv, attack_timer, self.predict(classifier, adv))
+                adv, attack_timer, adv_pred = shared
+            else:
+                adv, attack_timer = self.craft(model, attack, prep, group, labels, d, cell.eot_samples)
+                adv_pred = self.predict(classifier, adv)
+            yield self.score(prep, group, cell, d, model, adv, adv_pred, attack_timer, attack, clean_ok)
+
+    def score(self, prep: Prepared, group: Group, cell: Cell, d: Defense, model: nn.Module,
+              adv: torch.Tensor, adv_pred: torch.Tensor, attack_timer: BatchTimer, attack: AttackPlugin,
+              clean_ok: torch.Tensor) -> CellResult:
+        test, classifier = prep.test, prep.classifier
+        timer = BatchTimer(self.device, self.cfg.warmup)
+        dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
+        da = self.defend(d, classifier, adv, adv_pred, "adv", timer)
+        adv_ok, dc_ok, da_ok = adv_pred == test.y, dc.pred == test.y, da.pred == test.y
+        rec = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
+               "defense_params": d.hparams, "attack": group.attack, "attack_params": group.params,
+               "attack_labels": group.labels, "norm": attack.norm, "eps": group.eps,
+               "iterative": attack.iterative, "threat": group.threat, "threat_effective": cell.threat_effective,
+               "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
+               "classifier_ms_per_sample": prep.classifier_ms,
+               "attack_ms_per_sample": attack_timer.ms_per_sample(),
+               "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
+               "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
+               "max_linf": (adv - test.x).abs().amax().item(),
+               "correct": {"clean": bits(clean_ok), "adv": bits(adv_ok), "defended_clean": bits(dc_ok),
+                           "defended_adv": bits(da_ok)},
+               "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
+        rec.update(accuracies(clean_ok, adv_ok, dc_ok, da_ok))
+        probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
+        rec["checks"] = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
+        rec["checks"] += probes.label_leak(rec, clean_ok, dc_ok, da_ok)
+        if adv.min().item() < 0 or adv.max().item() > 1:
+            rec["checks"].append("adversarial images leave [0,1]")
+        if dc.wrote_input or da.wrote_input:
+            rec["checks"].append("the defense wrote into its input (the contract forbids it); it was "
+                                 "given a copy, so no other cell was affected")
+        samples = {"clean": test.x[:SAMPLES], "adv": adv[:SAMPLES], "defended_adv": da.shown,
+                   "label": test.y[:SAMPLES], "pred_clean": prep.clean_pred[:SAMPLES],
+                   "pred_adv": adv_pred[:SAMPLES], "pred_defended_adv": da.pred[:SAMPLES]}
+        return CellResult(rec, samples)
+
+    def craft(self, model: nn.Module, attack: AttackPlugin, prep: Prepared, group: Group,
+              labels: torch.Tensor, defense: Defense | None = None, draws: int | None = None
+              ) -> tuple[torch.Tensor, BatchTimer]:
+        timer, test = BatchTimer(self.device, self.cfg.warmup), prep.test
+        out = []
+        for a, b in progress(self.batches(len(test)), f"{group.attack} eps={group.eps} {group.threat}"):
+            torch.manual_seed(self.seed_for("attack", group.attack, group.eps, a))
+            if defense is not None and defense.randomized:
+                defense.seed(self.seed_for("attack-defense", group.attack, group.eps, a))
+            xb, yb = test.x[a:b].to(self.device), labels[a:b].to(self.device)
+            if draws and draws > 1:
+                call = lambda: attack.perturb_eot(model, xb, yb, group.eps, prep.spec, draws)
+            else:
+                call = lambda: attack.perturb(model, xb, yb, group.eps, prep.spec)
+            out.append(timer(call, b - a).cpu())
+        return torch.cat(out), timer
+
+    def defend(self, d: Defense, classifier: nn.Module, xs: torch.Tensor, undefended: torch.Tensor,
+               tag: str, timer: BatchTimer) -> Defended:
+        out, shown, wrote = [], None, False
+        for a, b in self.batches(len(xs)):
+            xb = xs[a:b].to(self.device)
+            # The defense gets a copy: one that writes into its input must not corrupt the test
+            # set or the adversarial examples shared with every other defense.
+            given = xb.clone()
+            if d.randomized:
+                d.seed(self.seed_for("defense", tag, a))
+            with torch.no_grad():
+                xd = timer(lambda: d(given), b - a)
+                wrote = wrote or not torch.equal(given, xb)
+                out.append(undefended[a:b] if d.identity else classifier(xd).argmax(1).cpu())
+            if shown is None:
+                shown = xd[:SAMPLES].detach().cpu()
+        return Defended(torch.cat(out), shown, wrote)

@@ -1,0 +1,1 @@
+"""The results store: run folders, records, provenance (imports core only)."""

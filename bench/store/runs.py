@@ -1,0 +1,142 @@
+"""Results store: ``<results>/runs/<run-id>/{config.json, env.json, records.jsonl}``.
+
+Records are appended one JSON object a line and fsync'ed as each cell finishes (the run
+folder too), so a run killed at any moment loses at most the cell in flight. Readers skip a
+torn last line. A run holds ``<results>/.lock`` for its whole life: a second run on the same
+folder gets a clear error instead of duplicating work and interleaving reports.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from bench.core.errors import BenchError
+from bench.store.provenance import ROOT, git_state
+
+
+def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every stored record (of ``runs`` only, when given), oldest run first; torn or malformed
+    lines are skipped."""
+    for path in sorted(Path(results_dir).glob("runs/*/records.jsonl")):
+        if runs is not None and path.parent.name not in runs:
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the line a killed run was writing
+                if isinstance(rec, dict):
+                    yield rec
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's new entries durable (a file's fsync does not cover its name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file so that readers see the old or the new content, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ResultsLock:
+    """An exclusive lock on a results folder (released by the OS if the process dies)."""
+
+    def __init__(self, results_dir: Path) -> None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.path = results_dir / ".lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise BenchError(f"results dir {results_dir} is in use by another run ({holder}); wait for it "
+                             "to finish or use another --results-dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+
+
+class RunWriter:
+    """One run's folder, created on the first record so an all-cached rerun leaves no trace."""
+
+    def __init__(self, results_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        self.dir = Path(results_dir) / "runs" / self.run_id
+        self.config, self.env = config, env
+        self.count = 0
+
+    def _open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=False)
+        fsync_dir(self.dir.parent)
+        for name, obj in (("config.json", self.config), ("env.json", self.env)):
+            write_atomic(self.dir / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+    def save_samples(self, cell_key: str, arrays: dict[str, Any]) -> str:
+        """A few images of a cell as .npz (no pickles), for the report's image grid."""
+        if not self.dir.exists():
+            self._open()
+        folder = self.dir / "samples"
+        folder.mkdir(exist_ok=True)
+        np.savez_compressed(folder / f"{cell_key}.npz", **{k: v.cpu().numpy() for k, v in arrays.items()})
+        return f"runs/{self.run_id}/samples/{cell_key}.npz"
+
+    def append(self, record: dict[str, Any]) -> None:
+        if not self.dir.exists():
+            self._open()
+        line = json.dumps(record, sort_keys=True, default=str, allow_nan=True)
+        path = self.dir / "records.jsonl"
+        first = not path.exists()
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if first:
+            fsync_dir(self.dir)
+        self.count += 1
+
+
+def refuse_dirty_reference(results_dir: Path) -> None:
+    """Reference records (under results/reference/) come from a clean commit only: a dirty tree's
+    numbers cannot be reproduced by anyone (no commit holds the code that computed them)."""
+    root = ROOT
+    try:
+        Path(results_dir).resolve().relative_to(root / "results" / "reference")
+    except ValueError:
+        return
+    commit, dirty = git_state()
+    if commit is None:
+        raise BenchError(f"refusing to write reference records to {results_dir}: no git commit to name")
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" (+{len(dirty) - 5} more)" if len(dirty) > 5 else "")
+        raise BenchError(f"refusing to write reference records to {results_dir} from a dirty tree "
+                         f"(uncommitted: {shown}); commit first")

@@ -1,3 +1,17 @@
-"""defense-bench: compare adversarial defenses for image classifiers under pluggable attacks."""
+"""defense-bench: compare adversarial defenses for image classifiers side by side.
 
-__version__ = "0.1.0"
+``bench.evaluate(...)`` (``bench.api``) runs a grid from Python; ``python -m bench`` from the
+command line. Layers: ``core`` → ``builtin``, ``store`` → ``analysis`` → ``render``; ``run``;
+``api``; ``cli`` (README, "Architecture"; enforced by tests/test_layers.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use, so that importing bench.core (every plugin does) never loads the runner.
+    if name in ("evaluate", "table"):
+        from bench import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

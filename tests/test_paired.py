@@ -9,7 +9,8 @@ import torch
 from bench.cli import main
 from bench.analysis.paired import decode, holm, mcnemar_exact, newcombe_paired, pairs
 from bench.analysis.frame import frame
-from bench.run.worker import accuracies, bits, unbits
+from bench.core.record import decode_tensor as unbits, encode as bits
+from bench.core.record import accuracies as _accuracies
 
 
 def record(defense, ok, *, attack="fgsm", params=None, threat="gray", key=None, t=1.0):
@@ -24,7 +25,7 @@ def record(defense, ok, *, attack="fgsm", params=None, threat="gray", key=None, 
                cell_key=key or f"{defense}-{attack}-{json.dumps(params)}-{threat}",
                correct={"clean": bits(ones), "adv": bits(ok), "defended_clean": bits(ones),
                         "defended_adv": bits(ok)})
-    rec.update(accuracies(ones, ok, ones, ok))
+    rec.update(_accuracies({"clean": ones, "adv": ok, "defended_clean": ones, "defended_adv": ok}))
     return rec
 
 

@@ -16,7 +16,8 @@ import torch
 from bench.cli import main
 from bench.render.site import THREATS, browser_paths
 from bench.core.stats import wilson
-from bench.run.worker import accuracies, bits
+from bench.core.record import encode as bits
+from bench.core.record import accuracies as _accuracies
 
 N = 40
 CPU, GPU = "cpu (x86_64, 2 threads)", "NVIDIA H200"
@@ -38,7 +39,7 @@ def rec(defense, ok, *, threat="gray", attack="fgsm", steps=None, eps=0.3, devic
              cell_key=f"{defense}-{threat}-{attack}-{steps}-{eps}-{device}",
              correct={"clean": bits(ones), "adv": bits(ok_t), "defended_clean": bits(ones),
                       "defended_adv": bits(ok_t)})
-    r.update(accuracies(ones, ok_t, ones, ok_t))
+    r.update(_accuracies({"clean": ones, "adv": ok_t, "defended_clean": ones, "defended_adv": ok_t}))
     r["defended_clean_acc"] = 0.975
     return r
 

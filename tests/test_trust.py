@@ -208,7 +208,7 @@ def test_worst_case_rows_group_by_norm(run_args, tmp_path):
 
 
 def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args):
-    from bench.run.worker import unbits
+    from bench.core.record import decode_tensor as unbits
     assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
                          "--threat", "gray,white,bpda", "--limit", "32")) == 0
     recs = read_records(run_args.results)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def main() -> None:
                  defense_params={"defensegan": {"recipe": a.recipe}})
     spec = DATASETS.get("mnist")()
     cfg.defense_params = {"defensegan": {**base, "L": a.L, "R": a.R}}
-    with Runner(cfg, ["perf"]) as runner:
+    with Runner(cfg, [Path(sys.executable).name, "-m", "tools.defensegan", *sys.argv[1:]]) as runner:
         d, _, data = runner.trained_defense(spec, "defensegan")
     x = data.test.x[:a.batch].to(device)
     t_def, t_floor = BatchTimer(device, 1), BatchTimer(device, 1)

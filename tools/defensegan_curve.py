@@ -37,6 +37,7 @@ import torch
 from bench.builtin.data import MNIST
 from bench.core import identity
 from bench.core.registry import DEFENSES, build
+from bench.core import record
 from bench.core.stats import wilson
 from bench.store.provenance import device_name, make_env
 from bench.store.runs import RunWriter
@@ -45,12 +46,6 @@ from defenses.defensegan import DefenseGAN, sha256_file
 CLASSIFIER = ("mnist-cnn", {"epochs": 6, "lr": 1e-3, "batch_size": 64}, 0)  # name, recipe, seed
 EPS = 0.3
 DOC_MARKERS = ("<!-- curve:start -->", "<!-- curve:end -->")
-
-
-def _bits(ok: torch.Tensor) -> str:
-    """Per-sample correctness as hex (as the runner stores it), for paired comparisons."""
-    from bench.run.worker import bits
-    return bits(ok)
 
 
 def make_defense(width: int, args: argparse.Namespace, **over: Any) -> DefenseGAN:
@@ -101,7 +96,7 @@ class Probe:
             k = int(ok.sum())
             rec[f"{name}_acc"] = k / len(ok)
             rec[f"{name}_acc_ci_low"], rec[f"{name}_acc_ci_high"] = wilson(k, len(ok))
-            rec["correct"][name] = _bits(ok)
+            rec["correct"][name] = record.encode(ok)
         return rec
 
 
@@ -145,7 +140,7 @@ def _train_curve(args: argparse.Namespace) -> None:
         print(f"[curve] probe: {args.probe_n} test images, classifier clean {probe.clean_ok.float().mean():.3f}, "
               f"FGSM {EPS} {probe.adv_ok.float().mean():.3f}", flush=True)
     writer = RunWriter(Path(args.results_dir), {k: v for k, v in vars(args).items()},
-                       {**make_env(sys.argv[1:], device, args.seed), "command": command})
+                       make_env(command, device, args.seed))
 
     def do_probe(w: int) -> None:
         r, t = runs[w], runs[w]["t"]

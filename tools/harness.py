@@ -9,6 +9,7 @@ in one process, and the medians are compared. Goal: ratio ≤ 1.10.
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import tempfile
 import time
@@ -26,7 +27,7 @@ from bench.store.provenance import device_name
 
 def harness(cfg: Config) -> float:
     t0 = time.perf_counter()
-    with Runner(cfg, ["perf"]) as runner:
+    with Runner(cfg, [Path(sys.executable).name, "-m", "tools.harness", *sys.argv[1:]]) as runner:
         runner.run()
     return time.perf_counter() - t0
 

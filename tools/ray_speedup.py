@@ -12,6 +12,7 @@ cells in parallel where intra-op threading scales poorly, and more machines.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import statistics
 import tempfile
@@ -27,7 +28,7 @@ from bench.run.executors import LocalExecutor, RayExecutor
 
 def timed(cfg: Config, executor) -> tuple[float, list[dict]]:
     t0 = time.perf_counter()
-    with Runner(cfg, ["perf-ray"]) as runner:
+    with Runner(cfg, [Path(sys.executable).name, "-m", "tools.ray_speedup", *sys.argv[1:]]) as runner:
         records = runner.run(executor)
     return time.perf_counter() - t0, records
 

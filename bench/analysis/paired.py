@@ -26,7 +26,7 @@ from itertools import combinations
 import pandas as pd
 
 from bench.core.identity import canonical as _canon, group_key
-from bench.core.labels import fmt_eps
+from bench.core.labels import defense_label, fmt_eps
 from bench.core.record import decode
 from bench.core.stats import wilson
 from bench.core.threats import table_title
@@ -115,8 +115,7 @@ class Pair:
 
 def row_labels(g: pd.DataFrame) -> pd.Series:
     """A defense's name plus its variant; a run id where two rows would still read the same."""
-    variant = g["variant"] if "variant" in g.columns else pd.Series("", index=g.index)
-    label = g["defense"].astype(str) + variant.fillna("").map(lambda v: f" [{v}]" if v else "")
+    label = g.apply(defense_label, axis=1).astype(str)
     dup = label.duplicated(keep=False)
     if dup.any():
         label[dup] = label[dup] + g.loc[dup, "run_id"].map(lambda r: f" (run {r})")

@@ -1,16 +1,17 @@
-"""``python -m bench [run]``: evaluate a grid and print its table (the bare form)."""
+"""``python -m bench [run]``: evaluate a grid and print its table (the bare form); a thin wrapper
+over ``bench.api.run``."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 from bench.analysis.frame import frame
+from bench.api import Interrupted, run
 from bench.cli.parser import run_parser
 from bench.core.config import resolve
 from bench.render.report import markdown, write_report
 from bench.render.wandb_log import log_run
-from bench.run.driver import Runner
-from bench.run.executors import make_executor
+from bench.store.provenance import cli_command
 
 
 def main(argv: list[str]) -> int:
@@ -18,22 +19,14 @@ def main(argv: list[str]) -> int:
     config = args.pop("config")
     args.pop("debug")
     cfg = resolve(args, config)
-    runner = Runner(cfg, argv)
-    executor = None
     try:
-        if cfg.executor != "local":
-            executor = make_executor(cfg.executor, cfg.ray_address)
-        try:
-            records = runner.run(executor)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: {runner.writer.count} new cell(s) stored in {runner.writer.dir}; "
-                  "rerun the same command to resume", file=sys.stderr)
-            return 130
-        print(markdown(frame(records)))
-        print(runner.summary())
-        written = write_report(cfg.results_dir)
-    finally:
-        runner.close()
+        records, summary = run(cfg, cli_command(argv))
+    except Interrupted as stop:
+        print(f"\ninterrupted: {stop}", file=sys.stderr)
+        return 130
+    print(markdown(frame(records)))
+    print(summary)
+    written = write_report(cfg.results_dir)
     if cfg.wandb != "disabled":
         run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
                           [p for p in written if p.suffix == ".png"], Path(cfg.results_dir))

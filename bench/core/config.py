@@ -125,20 +125,41 @@ def load_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve(cli: dict[str, Any], config_path: str | None) -> Config:
-    """Merge defaults, the config file (``bench.toml`` in the cwd if present) and CLI values."""
+TABLE_KEYS = {"classifier_recipe": "classifier", "classifier_recipes": "classifiers", "defense_params": "defenses",
+              "attack_params": "attacks"}  # Config field → the bench.toml table it comes from
+
+
+def resolve(cli: dict[str, Any], config_path: str | None, tables: dict[str, Any] | None = None) -> Config:
+    """Merge defaults, the config file (``bench.toml`` in the cwd if present) and the caller's values
+    (command-line flags, or ``bench.evaluate``'s arguments), all checked by one path: unknown keys
+    and wrong types are errors wherever they come from. ``tables`` override the file's parameter
+    tables by name (``{"defense_params": {"countergan": {"iterations": 10}}}``)."""
     cfg = Config()
     path = Path(config_path) if config_path else Path("bench.toml")
     file = load_toml(path) if (config_path or path.is_file()) else {}
+    given = {k: v for k, v in cli.items() if v is not None}
+    bad = sorted(set(given) - RUN_KEYS)
+    if bad:
+        raise BenchError(f"unknown setting(s) {', '.join(bad)}; valid: {', '.join(sorted(RUN_KEYS | set(TABLE_KEYS)))}")
     for key, value in file.get("run", {}).items():
         check_type(key, value, f"[run] {key} in {path}")
-    merged = {**file.get("run", {}), **{k: v for k, v in cli.items() if v is not None}}
+    for key, value in given.items():
+        check_type(key, value, key)
+    merged = {**file.get("run", {}), **given}
     for key, value in merged.items():
         setattr(cfg, key, split_list(value) if key in LIST_KEYS else value)
-    cfg.classifier_recipe = dict(file.get("classifier", {}))
-    cfg.classifier_recipes = {k: dict(v) for k, v in file.get("classifiers", {}).items()}
-    cfg.defense_params = {k: dict(v) for k, v in file.get("defenses", {}).items()}
-    cfg.attack_params = {k: dict(v) for k, v in file.get("attacks", {}).items()}
+    tables = dict(tables or {})
+    bad = sorted(set(tables) - set(TABLE_KEYS))
+    if bad:
+        raise BenchError(f"unknown parameter table(s) {', '.join(bad)}; valid: {', '.join(TABLE_KEYS)}")
+    for field_name, table in TABLE_KEYS.items():
+        given_table = tables.get(field_name, {})
+        nested = field_name != "classifier_recipe"  # the others map a plugin name to its parameters
+        if not isinstance(given_table, dict) or (nested and not all(isinstance(v, dict) for v in given_table.values())):
+            raise BenchError(f"{field_name} must be a table " + ("of parameter tables (name → {key: value})"
+                                                                 if nested else "of recipe parameters"))
+        value = {**file.get(table, {}), **given_table}
+        setattr(cfg, field_name, {k: dict(v) for k, v in value.items()} if nested else dict(value))
     validate(cfg)
     return cfg
 

@@ -1,17 +1,94 @@
-"""What a stored record holds beside its identity: per-sample outcome bitmaps, in one codec.
+"""The stored record: one type, one constructor, one reader, one bitmap codec.
 
-A cell stores, for each of ``OUTCOMES``, one bit per test image (right = 1), packed MSB first
-and written as hex: the worst case over attacks, the paired tests, the leaderboard and
+A record is one evaluated cell (``kind = "cell"``) or one per-sample worst case over cells
+(``kind = "worst"``), written one JSON object a line by ``bench.store.runs.RunWriter``. It is a
+plain dict on disk and in memory (pandas frames read it as is); ``Record`` lists its fields and
+what they mean, ``make`` is the only function that builds one (the runner's worker and driver
+call it), ``load`` the only one that reads one back (it brings older layouts up to this one).
+
+Per-sample outcomes: for each of ``OUTCOMES``, one bit per test image (right = 1), packed MSB
+first and written as hex. The worst case over attacks, the paired tests, the leaderboard and
 ``bench verify`` all read these, so they are encoded and decoded here only.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, TypedDict
 
 import numpy as np
 import torch
 
+from bench.core.stats import wilson
+
+SCHEMA = 2  # 1: records written before this field existed (same fields; "kind" implied by "attack")
 OUTCOMES = ("clean", "adv", "defended_clean", "defended_adv")
+ACCURACIES = ("clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc")
+
+
+class Record(TypedDict, total=False):
+    """One stored result. Identity first (what the number *is*), then the numbers, then provenance."""
+
+    schema: int
+    kind: Literal["cell", "worst"]
+    cell_key: str                 # bench.core.identity.key(identity)
+    identity: dict[str, Any]      # bench.core.identity.cell_identity: the only source of "same cell"
+    # what was evaluated (flat copies of identity fields, for tables and filters)
+    dataset: str
+    classifier: str
+    classifier_hash: str
+    defense: str
+    defense_params: dict[str, Any]
+    attack: str                   # "worst" for a worst-case row
+    attack_params: dict[str, Any]
+    attack_labels: str            # "true" | "predicted"
+    norm: str
+    eps: float | None
+    threat: str                   # a threat model, or "all" for the worst over threat models
+    threat_effective: str
+    eot_samples: int
+    iterative: bool
+    seed: int
+    n: int
+    limit: int | None
+    batch_size: int
+    # the numbers: accuracy and its Wilson 95% interval for each outcome, and the bitmaps
+    clean_acc: float
+    clean_acc_ci_low: float
+    clean_acc_ci_high: float
+    adv_acc: float
+    adv_acc_ci_low: float
+    adv_acc_ci_high: float
+    defended_clean_acc: float
+    defended_clean_acc_ci_low: float
+    defended_clean_acc_ci_high: float
+    defended_adv_acc: float
+    defended_adv_acc_ci_low: float
+    defended_adv_acc_ci_high: float
+    correct: dict[str, str]       # outcome → hex bitmap (``encode``)
+    max_linf: float
+    checks: list[str]             # warnings: the number is not a robustness claim as it stands
+    # cost
+    classifier_ms_per_sample: float | None
+    attack_ms_per_sample: float | None
+    defense_ms_per_sample: float | None
+    timing_batches: int
+    # provenance (the run's env.json holds the rest: command line, versions, git commit)
+    run_id: str
+    device: str
+    device_type: str
+    cpu_model: str
+    torch_threads: int
+    blas: str
+    time: float
+    samples: str                  # path of a few images (.npz) for the report's grid
+
+
+# Fields every record of a kind carries: ``make`` refuses to build one without them.
+REQUIRED = {
+    "cell": ("cell_key", "identity", "dataset", "classifier", "defense", "attack", "eps", "threat", "n",
+             "correct", "device", "time"),
+    "worst": ("cell_key", "identity", "dataset", "classifier", "defense", "attack", "eps", "threat", "n",
+              "correct", "time"),
+}
 
 
 def encode(mask: torch.Tensor | np.ndarray) -> str:
@@ -32,13 +109,44 @@ def decode_tensor(hexstr: str, n: int) -> torch.Tensor:
     return torch.from_numpy(decode(hexstr, n))
 
 
+def accuracies(outcomes: dict[str, Any]) -> dict[str, float]:
+    """Accuracy with its Wilson 95% interval for each outcome's per-sample correctness."""
+    out = {}
+    for name in OUTCOMES:
+        ok = np.asarray(outcomes[name].cpu() if isinstance(outcomes[name], torch.Tensor) else outcomes[name])
+        k, n = int(ok.sum()), len(ok)
+        out[f"{name}_acc"] = k / n
+        out[f"{name}_acc_ci_low"], out[f"{name}_acc_ci_high"] = wilson(k, n)
+    return out
+
+
+def make(kind: Literal["cell", "worst"], outcomes: dict[str, Any], **fields: Any) -> Record:
+    """The one constructor of a stored record: ``fields`` plus the bitmaps and accuracies of the
+    per-sample ``outcomes`` (one boolean array per ``OUTCOMES``)."""
+    rec: dict[str, Any] = {"schema": SCHEMA, "kind": kind, **fields,
+                           "correct": {k: encode(outcomes[k]) for k in OUTCOMES}, **accuracies(outcomes)}
+    rec["checks"] = list(rec.get("checks") or [])
+    absent = [k for k in REQUIRED[kind] if k not in rec]
+    if absent:
+        raise ValueError(f"a {kind} record needs {', '.join(absent)}")
+    return rec  # type: ignore[return-value]
+
+
+def load(raw: dict[str, Any]) -> Record:
+    """A stored record as this code reads it: older layouts brought up to ``SCHEMA`` (the fields a
+    schema-1 record lacks are derived, never guessed: its kind from its attack)."""
+    rec = dict(raw)
+    if int(rec.get("schema", 1)) < 2:
+        rec.setdefault("kind", "worst" if rec.get("attack") == "worst" else "cell")
+    if not isinstance(rec.get("checks"), list):
+        rec["checks"] = []
+    rec["schema"] = SCHEMA
+    return rec  # type: ignore[return-value]
+
+
 def worst_case(corrects: Iterable[dict[str, str]], n: int) -> dict[str, np.ndarray]:
     """Per-sample worst case over cells of one test set: an image counts as right only where it
     is right in every cell, for each outcome."""
     corrects = list(corrects)
     return {k: np.logical_and.reduce([decode(c[k], n) for c in corrects]) for k in OUTCOMES}
 
-
-def schema(rec: dict[str, Any]) -> int:
-    """The record layout version (records written before it was stored are version 1)."""
-    return int(rec.get("schema", 1))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import pandas as pd
 from bench.analysis.adequacy import annotate, curves as find, match_key
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
+from bench.core.labels import fmt_eps, missing, short
 from bench.core.record import decode
 from bench.core.stats import wilson
 from bench.core.threats import THREATS, THREAT_NAMES
@@ -80,22 +80,9 @@ class Table:
     rows: list[Row] = field(default_factory=list)
 
 
-def _isnan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _fmt_eps(e: Any) -> str:
-    return "—" if _isnan(e) else f"{e:.4g}"
-
-
 def _row_identity(r: pd.Series) -> dict[str, Any]:
     ident = of_record(r)
     return {k: ident.get(k) for k in ASPECTS["row"]}
-
-
-def _short(v: Any) -> str:
-    text = v if isinstance(v, str) else json.dumps(v, default=str)
-    return text if len(text) <= 14 else text[:12] + "…"
 
 
 def row_variants(g: pd.DataFrame) -> pd.Series:
@@ -106,7 +93,7 @@ def row_variants(g: pd.DataFrame) -> pd.Series:
         dicts = flat[idx]
         keys = sorted({k for d in dicts for k in d})
         differ = [k for k in keys if len({json.dumps(d.get(k), default=str) for d in dicts}) > 1]
-        out[idx] = dicts.map(lambda d: ", ".join(f"{k.split('.')[-1]}={_short(d.get(k))}" for k in differ))
+        out[idx] = dicts.map(lambda d: ", ".join(f"{k.split('.')[-1]}={short(d.get(k))}" for k in differ))
     # Cells that still collide (the same cell in every field stored, in two runs: e.g. records that
     # predate identities, of two trainings of one defense): tell them apart by run.
     cols = ["defense", "_v", "threat", "attack", "_p", "eps", "n", "device", "seed", "batch_size",
@@ -122,7 +109,7 @@ def row_variants(g: pd.DataFrame) -> pd.Series:
 
 def _bitmap(r: pd.Series) -> np.ndarray | None:
     c = r.get("correct")
-    if isinstance(c, dict) and isinstance(c.get("defended_adv"), str) and not _isnan(r.get("n")):
+    if isinstance(c, dict) and isinstance(c.get("defended_adv"), str) and not missing(r.get("n")):
         try:
             return decode(c["defended_adv"], int(r["n"]))
         except ValueError:
@@ -132,14 +119,14 @@ def _bitmap(r: pd.Series) -> np.ndarray | None:
 
 def _cell_line(r: pd.Series) -> str:
     lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
-    ci = "" if _isnan(lo) or _isnan(hi) else f" [{lo:.3f}, {hi:.3f}]"
+    ci = "" if missing(lo) or missing(hi) else f" [{lo:.3f}, {hi:.3f}]"
     variant = r.get("attack_variant") or ""
     params = r.get("attack_params")
     if not variant and isinstance(params, dict) and "steps" in params:
         variant = f"steps={params['steps']}" + (f", restarts={params['restarts']}" if "restarts" in params else "")
     eot = r.get("eot_samples")
     return (f"{r['threat']} · {r['attack']}" + (f" [{variant}]" if variant else "")
-            + (f" · EOT {int(eot)}" if not _isnan(eot) and eot and eot > 1 else "")
+            + (f" · EOT {int(eot)}" if not missing(eot) and eot and eot > 1 else "")
             + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}")
 
 
@@ -162,8 +149,8 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
     else:
         r = top.loc[top["defended_adv_acc"].idxmin()]
         lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
-        value = Value(float(r["defended_adv_acc"]), float("nan") if _isnan(lo) else lo,
-                      float("nan") if _isnan(hi) else hi, n,
+        value = Value(float(r["defended_adv_acc"]), float("nan") if missing(lo) else lo,
+                      float("nan") if missing(hi) else hi, n,
                       f"{what}: the lowest of {len(top)} cell(s) with n={n} (no per-sample outcomes stored)")
     value.detail += "\n" + "\n".join(lines)
     value.flag = _flag(top)
@@ -197,7 +184,7 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
                 "defense_ms_per_sample", "device", "run_id"):
         if col not in df.columns:
             df[col] = None
-    df["_eps_key"] = df["eps"].map(lambda e: -1.0 if _isnan(e) else float(e))
+    df["_eps_key"] = df["eps"].map(lambda e: -1.0 if missing(e) else float(e))
     tables = []
     for (dataset, clf), g in df.groupby(["dataset", "classifier"], sort=True):
         g = g.assign(_variant=row_variants(g))
@@ -206,18 +193,18 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
             devices = sorted({d for d in h.loc[h["attack"] != "worst", "device"].dropna()},
                              key=lambda d: (not str(d).lower().startswith("cpu"), str(d)))
             norm = h["norm"].dropna().iloc[0] if "norm" in h.columns and h["norm"].notna().any() else "Linf"
-            budget = "unbounded attacks" if _isnan(eps) else f"{norm.replace('Linf', 'L∞')} ε = {_fmt_eps(eps)}"
+            budget = "unbounded attacks" if missing(eps) else f"{norm.replace('Linf', 'L∞')} ε = {fmt_eps(eps)}"
             title = f"{dataset} · {clf} · {budget}"
-            anchor = "-".join(str(x) for x in (dataset, clf, "eps", _fmt_eps(eps))).replace(".", "_")
+            anchor = "-".join(str(x) for x in (dataset, clf, "eps", fmt_eps(eps))).replace(".", "_")
             table = Table(title, anchor, [str(d) for d in devices])
             for (defense, variant), cells in h.groupby(["defense", "_variant"], sort=True):
                 latest = cells.sort_values(["n", "time"], kind="stable", na_position="first").iloc[-1] \
                     if "time" in cells.columns else cells.iloc[-1]
                 clean = None
-                if not _isnan(latest.get("defended_clean_acc")):
+                if not missing(latest.get("defended_clean_acc")):
                     lo, hi = latest.get("defended_clean_acc_ci_low"), latest.get("defended_clean_acc_ci_high")
-                    clean = Value(float(latest["defended_clean_acc"]), np.nan if _isnan(lo) else lo,
-                                  np.nan if _isnan(hi) else hi, int(latest["n"]),
+                    clean = Value(float(latest["defended_clean_acc"]), np.nan if missing(lo) else lo,
+                                  np.nan if missing(hi) else hi, int(latest["n"]),
                                   f"defended clean accuracy, n={int(latest['n'])}")
                 threats = {t: combine(cells[cells["threat"] == t], THREAT_NAMES[t]) for t in THREATS}
                 present = [v for v in threats.values() if v is not None]
@@ -303,7 +290,7 @@ def _e(text: Any) -> str:
 def _value_td(v: Value | None, missing: str = "not evaluated") -> str:
     if v is None:
         return f'<td class="na" data-value="" title="{_e(missing)}">—</td>'
-    ci = "" if _isnan(v.lo) or _isnan(v.hi) else f"<small>[{v.lo:.3f}, {v.hi:.3f}]</small>"
+    ci = "" if missing(v.lo) or missing(v.hi) else f"<small>[{v.lo:.3f}, {v.hi:.3f}]</small>"
     flag = '<span class="flag" aria-label="attack budget below the converged one">†</span>' if v.flag else ""
     cls = ' class="flagged"' if v.flag else ""
     return (f'<td{cls} data-value="{v.acc!r}" title="{_e(v.tip())}">{v.acc:.3f}{flag}{ci}</td>')
@@ -374,7 +361,7 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
         for c in curves:
             for a in c.axes:
                 items.append(f"<li>{_e(c.row['dataset'])} · {_e(c.row['classifier'])} · {_e(c.row['defense'])} · "
-                             f"{_e(c.row['threat'])} · {_e(c.row['attack'])} ε={_e(_fmt_eps(c.row['eps']))} · "
+                             f"{_e(c.row['threat'])} · {_e(c.row['attack'])} ε={_e(fmt_eps(c.row['eps']))} · "
                              f"n={c.n}: {_e(a.verdict())}</li>")
         parts += ['<h2 id="adequacy">Attack adequacy</h2>', "<ul>" + "".join(items) + "</ul>"]
     if plots:

@@ -23,15 +23,17 @@ from bench.core.registry import CLASSIFIERS, DATASETS
 from bench.run.executors import LocalExecutor
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, plan
 from bench.run.timing import BatchTimer
-from bench.run.worker import CellResult, Prepared, Worker, accuracies, bits
+from bench.run.worker import CellResult, Prepared, Worker
 from bench.store.provenance import make_env
 from bench.store.runs import ResultsLock, RunWriter, iter_records, refuse_dirty_reference
 from defenses.base import Defense
 
 
 class Runner:
-    def __init__(self, cfg: Config, argv: list[str]) -> None:
-        self.cfg, self.argv = cfg, argv
+    def __init__(self, cfg: Config, command: list[str]) -> None:
+        """``cfg``: a validated configuration (``bench.core.config.resolve``); ``command``: how the
+        run was asked for, as its env.json records it (a command line, or a library call)."""
+        self.cfg, self.command = cfg, command
         self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
         self.device = self.worker.device
         self.specs = [DATASETS.get(n)() for n in cfg.dataset]
@@ -52,7 +54,7 @@ class Runner:
         refuse_dirty_reference(Path(cfg.results_dir))
         self.lock = ResultsLock(Path(cfg.results_dir))
         self.done = {} if cfg.rerun else {r.get("cell_key"): r for r in iter_records(Path(cfg.results_dir))}
-        self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(argv, self.device, cfg.seed))
+        self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(command, self.device, cfg.seed))
         self.records: list[dict[str, Any]] = []
         self.reused: list[dict[str, Any]] = []
         self.stored_keys: set[str] = set()
@@ -214,16 +216,14 @@ class Runner:
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
-            both = {k: torch.from_numpy(v) for k, v in record.worst_case((r["correct"] for r in recs), n).items()}
-            rec = {**base, "cell_key": key, "identity": ident, "defense": defense,
-                   "defense_params": recs[0].get("defense_params"), "attack": "worst",
-                   "attack_params": {"attacks": attacks}, "attack_labels": labels,
-                   "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
-                   "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
-                   "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
-                   "checks": sorted({c for r in recs for c in r.get("checks", [])}),
-                   "correct": {k: bits(v) for k, v in both.items()}}
-            rec.update(accuracies(both["clean"], both["adv"], both["defended_clean"], both["defended_adv"]))
+            rec = record.make(
+                "worst", record.worst_case((r["correct"] for r in recs), n), **base, cell_key=key,
+                identity=ident, defense=defense, defense_params=recs[0].get("defense_params"), attack="worst",
+                attack_params={"attacks": attacks}, attack_labels=labels, eps=eps, threat=threat, norm=norm,
+                device=recs[0].get("device"), device_type=recs[0].get("device_type"),
+                batch_size=recs[0].get("batch_size"), time=time.time(),
+                defense_ms_per_sample=recs[0].get("defense_ms_per_sample"),
+                checks=sorted({c for r in recs for c in r.get("checks", [])}))
             self.store(CellResult(rec, {}))
 
     def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,

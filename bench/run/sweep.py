@@ -10,6 +10,7 @@ from bench.analysis.adequacy import curves
 from bench.analysis.frame import frame
 from bench.core.labels import fmt_eps
 from bench.run.driver import Runner
+from bench.store.provenance import cli_command
 
 DEFAULT_STEPS = (10, 20, 40, 100, 200)
 DEFAULT_RESTARTS = (1, 5)
@@ -75,7 +76,7 @@ class Sweep:
                 + f" · {','.join(threat)}" + (f" · {','.join(defenses)}" if defenses else ""))
         print(f"[adequacy] {label}: {text}", flush=True)
         t = time.perf_counter()
-        with Runner(cfg, ["adequacy", *self.argv]) as runner:
+        with Runner(cfg, cli_command(["adequacy", *self.argv])) as runner:
             try:
                 records = runner.run(self.executor)
             except KeyboardInterrupt:

@@ -29,6 +29,7 @@ from bench.core.errors import BenchError
 from bench.core.record import OUTCOMES as BITMAPS, decode, encode, worst_case
 from bench.core.shipped import differences
 from bench.run.driver import Runner
+from bench.store.provenance import cli_command
 from bench.store.runs import iter_records
 
 
@@ -161,7 +162,7 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
             if threads:
                 torch.set_num_threads(int(threads))
             try:
-                with Runner(cfg, ["verify", "--results-dir", str(results_dir)]) as runner:
+                with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
                     new = {r["cell_key"]: r for r in runner.run() if r.get("attack") != "worst"}
             finally:
                 torch.set_num_threads(before)

@@ -26,7 +26,7 @@ from bench.core.errors import BenchError
 from bench.core.registry import DATASETS
 from bench.run.driver import Runner
 from bench.run.plan import fit_ident
-from bench.store.provenance import device_name, git_state, machine, versions
+from bench.store.provenance import cli_command, device_name, git_state, machine, versions
 from bench.store.runs import write_atomic
 
 PLAN = shipped.ZOO_DIR / "zoo.toml"
@@ -57,7 +57,7 @@ def provenance(kind: str, name: str, data: Any, ident: dict[str, Any], weights_h
             "sha256": shipped.sha256_file(path), "weights_hash": weights_hash, "size_bytes": path.stat().st_size,
             "key": identity.key(ident), "identity": ident,
             "data_fingerprint": data.fingerprint, "data_source": {"train": data.train.source, "test": data.test.source},
-            "command": [Path(sys.executable).name, "-m", "bench", "weights", *argv], "git_commit": commit,
+            "command": cli_command(["weights", *argv]), "git_commit": commit,
             "train_seconds": round(seconds, 1), "device": device_name(device), **machine(device),
             "versions": versions(), "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -122,7 +122,7 @@ def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | Non
             cfg = resolve({"dataset": ds, "classifier": clf, "defenses": ",".join(defenses) or "none",
                            "offline": True, "retrain": True, "cache_dir": f"{tmp}/cache", "device": "cpu",
                            "results_dir": f"{tmp}/results-{ds}-{clf}"}, config)
-            with Runner(cfg, ["weights", *argv]) as runner:
+            with Runner(cfg, cli_command(["weights", *argv])) as runner:
                 spec = DATASETS.get(ds)()
                 data = spec.load(Path(cfg.data_root), True)
                 t0 = time.perf_counter()

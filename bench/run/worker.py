@@ -18,7 +18,6 @@ from bench.core import record
 from bench.core.config import Config, resolve_device
 from bench.core.identity import digest
 from bench.core.progress import progress
-from bench.core.stats import wilson
 from bench.core.threats import attack_model
 from bench.run import probes
 from bench.run.plan import Cell, Group, make_attack
@@ -27,22 +26,6 @@ from bench.store.provenance import device_name, machine
 from defenses.base import Defense
 
 SAMPLES = 8  # images per cell kept for the report's image grid
-
-
-def accuracies(clean: torch.Tensor, adv: torch.Tensor, dclean: torch.Tensor, dadv: torch.Tensor
-               ) -> dict[str, float]:
-    """Accuracies from per-sample correctness, each with a Wilson 95% interval."""
-    out = {}
-    for name, ok in (("clean_acc", clean), ("adv_acc", adv), ("defended_clean_acc", dclean),
-                     ("defended_adv_acc", dadv)):
-        k, n = int(ok.sum()), len(ok)
-        out[name] = k / n
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson(k, n)
-    return out
-
-
-# The bitmap codec lives in bench.record (one encoder, one decoder); these names stay for callers.
-bits, unbits = record.encode, record.decode_tensor
 
 
 @dataclass
@@ -127,20 +110,17 @@ class Worker:
         dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
         da = self.defend(d, classifier, adv, adv_pred, "adv", timer)
         adv_ok, dc_ok, da_ok = adv_pred == test.y, dc.pred == test.y, da.pred == test.y
-        rec = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
-               "defense_params": d.hparams, "attack": group.attack, "attack_params": group.params,
-               "attack_labels": group.labels, "norm": attack.norm, "eps": group.eps,
-               "iterative": attack.iterative, "threat": group.threat, "threat_effective": cell.threat_effective,
-               "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
-               "classifier_ms_per_sample": prep.classifier_ms,
-               "attack_ms_per_sample": attack_timer.ms_per_sample(),
-               "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
-               "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
-               "max_linf": (adv - test.x).abs().amax().item(),
-               "correct": {"clean": bits(clean_ok), "adv": bits(adv_ok), "defended_clean": bits(dc_ok),
-                           "defended_adv": bits(da_ok)},
-               "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
-        rec.update(accuracies(clean_ok, adv_ok, dc_ok, da_ok))
+        rec = record.make(
+            "cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
+            **prep.base, cell_key=cell.key, identity=cell.identity, defense=cell.defense,
+            defense_params=d.hparams, attack=group.attack, attack_params=group.params,
+            attack_labels=group.labels, norm=attack.norm, eps=group.eps, iterative=attack.iterative,
+            threat=group.threat, threat_effective=cell.threat_effective, eot_samples=cell.eot_samples,
+            batch_size=self.cfg.batch_size, classifier_ms_per_sample=prep.classifier_ms,
+            attack_ms_per_sample=attack_timer.ms_per_sample(), defense_ms_per_sample=timer.ms_per_sample(),
+            timing_batches=len(timer.timed), defense_randomized=d.randomized, **getattr(d, "fit_info", {}),
+            max_linf=(adv - test.x).abs().amax().item(), device=self.device_label,
+            device_type=self.device.type, **self.machine, time=time.time())
         probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
         rec["checks"] = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
         rec["checks"] += probes.label_leak(rec, clean_ok, dc_ok, da_ok)

@@ -97,10 +97,15 @@ def git_state(root: Path | None = None) -> tuple[str | None, list[str]]:
     return ((sha + ("-dirty" if files else "")) if sha else None), sorted(files)
 
 
-def make_env(argv: list[str], device: torch.device, seed: int) -> dict[str, Any]:
+def cli_command(argv: list[str]) -> list[str]:
+    """The command line of ``python -m bench ARGV`` as a run records it."""
+    return [Path(sys.executable).name, "-m", "bench", *argv]
+
+
+def make_env(command: list[str], device: torch.device, seed: int) -> dict[str, Any]:
     # Which tracked files were uncommitted: a "-dirty" commit says what it differed in.
     commit, dirty = git_state()
-    return {"command": [Path(sys.executable).name, "-m", "bench", *argv], "cwd": os.getcwd(),
+    return {"command": list(command), "cwd": os.getcwd(),
             "versions": versions(), "device": device_name(device), "device_type": device.type,
             **machine(device),
             "cuda": torch.version.cuda, "git_commit": commit, "git_dirty_files": dirty, "seed": seed,

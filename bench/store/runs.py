@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from bench.core import record
 from bench.core.errors import BenchError
 from bench.store.provenance import ROOT, git_state
 
@@ -35,7 +36,7 @@ def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[d
                 except json.JSONDecodeError:
                     continue  # the line a killed run was writing
                 if isinstance(rec, dict):
-                    yield rec
+                    yield record.load(rec)
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,0 +1,80 @@
+"""The library entry point: ``bench.evaluate(...)`` runs a grid from Python exactly as
+``python -m bench`` runs it from the command line (the CLI is a thin wrapper over ``run``).
+
+    import bench
+    records = bench.evaluate(defenses=["none", "bitdepth"], attack=["fgsm"], eps=[0.3], limit=200,
+                             offline=True)
+    print(bench.table(records)[["defense", "defended_adv_acc"]])
+
+Settings are the keys of ``bench.toml``'s ``[run]`` table (``python -m bench --help`` lists them as
+flags), validated by the same code as the file and the flags; parameter tables (``defense_params``,
+``attack_params``, ``classifier_recipe``, ``classifier_recipes``) override the file's tables.
+Precedence: class defaults < the config file < these arguments.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.analysis.frame import frame
+from bench.core.config import Config, resolve
+from bench.core.record import Record
+from bench.render.report import write_report
+from bench.run.driver import Runner
+from bench.run.executors import make_executor
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C; the cells stored so far are kept (a rerun resumes)."""
+
+    def __init__(self, stored: int, where: Path) -> None:
+        super().__init__(f"{stored} new cell(s) stored in {where}; rerun the same command to resume")
+        self.stored, self.where = stored, where
+
+
+def run(cfg: Config, command: list[str]) -> tuple[list[Record], str]:
+    """Run a validated configuration; returns its records (computed and taken from the store) and
+    the one-line summary of what was computed and what was reused."""
+    executor = make_executor(cfg.executor, cfg.ray_address) if cfg.executor != "local" else None
+    with Runner(cfg, command) as runner:
+        try:
+            records = runner.run(executor)
+        except KeyboardInterrupt:
+            raise Interrupted(runner.writer.count, runner.writer.dir) from None
+        return records, runner.summary()
+
+
+def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None = None, report: bool = False,
+             verbose: bool = False, **settings: Any) -> list[Record]:
+    """Evaluate a grid and return its records (``bench.core.record.Record`` dicts: accuracies with
+    Wilson 95% intervals, per-sample bitmaps, identity, provenance).
+
+    Args (keyword-only): config = None (a ``bench.toml``-style file; None: ./bench.toml when present),
+    results_dir = None (None: a temporary folder, nothing kept; a path: stored exactly as the CLI
+    stores, and cells already stored there are reused), report = False (also regenerate the
+    folder's tables and plots, as the CLI does), verbose = False (print the summary line),
+    **settings: any ``[run]`` key (``defenses``, ``attack``, ``eps``, ``threat``, ``dataset``,
+    ``limit``, ``offline`` …) or a parameter table (``defense_params`` …).
+    Example: ``bench.evaluate(defenses=["none", "countergan"], attack=["fgsm"], limit=100, offline=True)``
+    """
+    tables = {k: settings.pop(k) for k in ("defense_params", "attack_params", "classifier_recipe",
+                                            "classifier_recipes") if k in settings}
+    command = ["bench.evaluate", json.dumps({**settings, **tables}, sort_keys=True, default=str)]
+    with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
+        settings["results_dir"] = str(results_dir) if results_dir is not None else tmp
+        cfg = resolve(settings, str(config) if config is not None else None, tables)
+        records, summary = run(cfg, command)
+        if verbose:
+            print(summary)
+        if report and results_dir is not None:
+            write_report(Path(cfg.results_dir))
+    return records
+
+
+def table(records: list[Record]) -> pd.DataFrame:
+    """Records as the report's frame: one row per cell identity, with variant labels."""
+    return frame(records)

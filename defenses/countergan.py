@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.progress import progress
-from bench.core.registry import ATTACKS, build, register_defense
+from bench.core.registry import ATTACKS, DEFENSES, build
 from bench.core.threats import WhiteBox
 from defenses.base import Defense
 from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
@@ -239,84 +239,44 @@ def batches(n: int, size: int, g: torch.Generator):
             yield perm[i:i + size]
 
 
-@register_defense("countergan-linear-bce")
-class CounterGANLinearBCE(CounterGAN):
-    """counterGAN as published, fully connected G/D with the BCE GAN loss (seed input, sigmoid noise).
-
-    Example: ``python -m bench --defenses countergan-linear-bce --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "linear", "gan_loss": "bce"}
-
-
-@register_defense("countergan-linear-mse")
-class CounterGANLinearMSE(CounterGAN):
-    """counterGAN as published, fully connected G/D with the least-squares (MSE) GAN loss.
-
-    Example: ``python -m bench --defenses countergan-linear-mse --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "linear", "gan_loss": "mse"}
-
-
-@register_defense("countergan-conv-bce")
-class CounterGANConvBCE(CounterGAN):
-    """counterGAN as published, transposed-conv G / conv D with the BCE GAN loss.
-
-    Example: ``python -m bench --defenses countergan-conv-bce --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "conv", "gan_loss": "bce", "iterations": 155}  # 5 offline epochs: ≤ 2 min on 2 CPU cores
-
-
-@register_defense("countergan-conv-mse")
-class CounterGANConvMSE(CounterGAN):
-    """counterGAN as published, transposed-conv G / conv D with the least-squares (MSE) GAN loss.
-
-    Example: ``python -m bench --defenses countergan-conv-mse --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "conv", "gan_loss": "mse", "iterations": 155}  # 5 offline epochs: ≤ 2 min on 2 CPU cores
-
-
-@register_defense("countergan-linear-wgangp")
-class CounterGANLinearWGANGP(CounterGAN):
-    """counterGAN as published, fully connected G and a critic without sigmoid, WGAN-GP (λ = 10).
-
-    Example: ``python -m bench --defenses countergan-linear-wgangp --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "linear", "gan_loss": "wgangp"}
-
-
-@register_defense("countergan")
-class CounterGANPreset(CounterGAN):
-    """counterGAN, our working preset: G sees the attacked image and emits a signed noise.
-
-    Differences from the published form, each measured (see README, "counterGAN preset"):
-    image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected
-    least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40%
-    clean share, training eps ~ U(0.5·eps, eps].
-    Example: ``python -m bench --defenses none,countergan --attack fgsm --eps 0.3``
-    """
-
-    preset = {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "mse",
-              "discriminator": "linear", "width": 16, "gan_weight": 0.1, "instance_noise": 0.0,
-              "d_every": 2, "clean_fraction": 0.4, "eps_low": 0.5}
-
-
-@register_defense("countergan-adaptive")
-class CounterGANAdaptive(CounterGAN):
-    """counterGAN trained through itself: each batch is attacked white-box, by a 5-step PGD
-    through classifier ∘ (x + G(x)), at an eps ramped up over the first 200 iterations — the
-    purifier learns against the attack that breaks the gray-box-trained preset.
-
-    Same generator as ``countergan`` at width 32 (image-conditioned, tanh noise), no GAN term,
-    half of each batch clean, 800 iterations. A longer recipe: ``[defenses.countergan-adaptive]
-    iterations = 3000``.
-    Example: ``python -m bench --defenses none,countergan,countergan-adaptive --attack fgsm,pgd --threat gray,white``
-    """
-
-    preset = {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "none", "width": 32,
-              "clean_fraction": 0.5, "eps_low": 0.5, "train_attack": "pgd", "train_steps": 5,
-              "train_threat": "white", "eps_ramp": 200, "iterations": 800, "lr_step": 400}
+# Every registered counterGAN is a row of this table: name → (the class name its fit keys and
+# shipped weights were made under, its defaults over ``CounterGAN``'s, its description).
+# ``python -m bench list`` shows each one's parameters; bench.toml can add more rows as tables
+# (``[defenses.NAME] plugin = "countergan" …``).
+_PUBLISHED = "counterGAN as published"
+_CONV_ITERS = 155  # the conv variants: 5 offline epochs, ≤ 2 min on 2 CPU cores
+VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "countergan-linear-bce": ("CounterGANLinearBCE", {"arch": "linear", "gan_loss": "bce"},
+                              f"{_PUBLISHED}, fully connected G/D with the BCE GAN loss (seed input, sigmoid noise)."),
+    "countergan-linear-mse": ("CounterGANLinearMSE", {"arch": "linear", "gan_loss": "mse"},
+                              f"{_PUBLISHED}, fully connected G/D with the least-squares (MSE) GAN loss."),
+    "countergan-conv-bce": ("CounterGANConvBCE", {"arch": "conv", "gan_loss": "bce", "iterations": _CONV_ITERS},
+                            f"{_PUBLISHED}, transposed-conv G / conv D with the BCE GAN loss."),
+    "countergan-conv-mse": ("CounterGANConvMSE", {"arch": "conv", "gan_loss": "mse", "iterations": _CONV_ITERS},
+                            f"{_PUBLISHED}, transposed-conv G / conv D with the least-squares (MSE) GAN loss."),
+    "countergan-linear-wgangp": ("CounterGANLinearWGANGP", {"arch": "linear", "gan_loss": "wgangp"},
+                                 f"{_PUBLISHED}, fully connected G and a critic without sigmoid, WGAN-GP (λ = 10)."),
+    "countergan": ("CounterGANPreset",
+                   {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "mse",
+                    "discriminator": "linear", "width": 16, "gan_weight": 0.1, "instance_noise": 0.0,
+                    "d_every": 2, "clean_fraction": 0.4, "eps_low": 0.5},
+                   "counterGAN, our working preset: G sees the attacked image and emits a signed noise.\n\n"
+                   "Differences from the published form, each measured (see README, \"counterGAN preset\"): "
+                   "image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected "
+                   "least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40% "
+                   "clean share, training eps ~ U(0.5·eps, eps]."),
+    "countergan-adaptive": ("CounterGANAdaptive",
+                            {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "none",
+                             "width": 32, "clean_fraction": 0.5, "eps_low": 0.5, "train_attack": "pgd",
+                             "train_steps": 5, "train_threat": "white", "eps_ramp": 200, "iterations": 800,
+                             "lr_step": 400},
+                            "counterGAN trained through itself: each batch is attacked white-box, by a 5-step PGD "
+                            "through classifier ∘ (x + G(x)), at an eps ramped up over the first 200 iterations — "
+                            "the purifier learns against the attack that breaks the gray-box-trained preset.\n\n"
+                            "Same generator as ``countergan`` at width 32 (image-conditioned, tanh noise), no GAN "
+                            "term, half of each batch clean, 800 iterations. A longer recipe: "
+                            "``[defenses.countergan-adaptive] iterations = 3000``."),
+}
+for _name, (_class, _preset, _doc) in VARIANTS.items():
+    DEFENSES.variant(_name, CounterGAN, preset=_preset, class_name=_class,
+                     doc=f"{_doc}\n\nExample: ``python -m bench --defenses none,{_name} --attack fgsm --eps 0.3``")

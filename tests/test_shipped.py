@@ -168,3 +168,42 @@ def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tm
     monkeypatch.setattr(weights, "git_state", lambda: ("c0ffee", ["bench/x.py"]))
     assert main(["weights", "--ship", "--config", str(cfg)]) == 2  # never shipped from a dirty tree
     assert main(["weights", "--only", "mnist/nope"]) == 2
+
+
+def test_every_shipped_defense_keeps_its_fit_key_under_todays_code():
+    """A refactor (a variant moved from a subclass into a table, a module moved) must not change
+    what a shipped defense's key is: every zoo defense, built from today's registry and bench.toml,
+    has exactly the fit identity its provenance file was shipped under."""
+    import tomllib
+
+    from bench.core.registry import DATASETS
+    from bench.run.plan import fit_ident, make_defense
+    tables = tomllib.loads((ROOT / "bench.toml").read_text()).get("defenses", {})
+    checked = 0
+    for meta_path in sorted((ROOT / "bench" / "zoo").glob("defense-*.json")):
+        meta = json.loads(meta_path.read_text())
+        ident = meta["identity"]
+        name = meta["name"]
+        d = make_defense(name, tables.get(name))
+        d.setup(DATASETS.get(meta["dataset"])())
+        ours = fit_ident(d, ident["classifier"], ident["data"], ident["seed"])
+        assert ours == ident, f"{meta_path.name}: fit identity changed"
+        checked += 1
+    assert checked >= 9
+
+
+def test_every_shipped_classifier_keeps_its_recipe_under_todays_code():
+    """The classifier variants (a table of recipes over one architecture) resolve to the recipes
+    their shipped weights were trained with, from today's registry and bench.toml."""
+    import tomllib
+
+    from bench.builtin.classifiers import recipe_identity, resolve_recipe
+    from dataclasses import asdict
+    cfg = tomllib.loads((ROOT / "bench.toml").read_text())
+    checked = 0
+    for meta_path in sorted((ROOT / "bench" / "zoo").glob("classifier-*.json")):
+        ident = json.loads(meta_path.read_text())["identity"]
+        recipe = resolve_recipe(ident["arch"], cfg.get("classifier", {}), cfg.get("classifiers", {}).get(ident["arch"], {}))
+        assert recipe_identity(asdict(recipe)) == ident["recipe"], meta_path.name
+        checked += 1
+    assert checked >= 4

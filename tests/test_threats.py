@@ -9,6 +9,8 @@ from bench.cli import main
 from bench.core.stats import wilson
 from bench.core.threats import BPDA, WhiteBox, attack_model
 from conftest import read_records
+from conftest import cells
+import numpy as np
 
 
 class Square(nn.Module):
@@ -111,3 +113,84 @@ def test_randomness_check_fires_for_defensegan_under_bpda_only(run_args, tmp_pat
     assert any("randomized" in c for c in recs[("defensegan", "bpda")]["checks"])
     assert not any("randomized" in c for c in recs[("defensegan", "gray")]["checks"])
     assert recs[("none", "gray")]["checks"] == recs[("none", "bpda")]["checks"] == []
+
+
+# --- moved from the former tests/test_trust.py ---------------------------------------
+
+def test_an_in_place_defense_corrupts_nothing(run_args):
+    assert main(run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")) == 0
+    alone = {r["attack"]: r for r in cells(run_args.results)}["fgsm"]
+    other = run_args.results.parent / "other"
+    args = run_args("--defenses", "trust_plugins:InPlace,none", "--attack", "fgsm", "--eps", "0.3")
+    args[args.index("--results-dir") + 1] = str(other)
+    assert main(args) == 0
+    by = {r["defense"]: r for r in cells(other)}
+    assert by["none"]["clean_acc"] == alone["clean_acc"]
+    assert by["none"]["defended_clean_acc"] == alone["defended_clean_acc"]
+    assert by["none"]["defended_adv_acc"] == alone["defended_adv_acc"]
+    inplace = by["trust_plugins:InPlace"]
+    assert any("wrote into its input" in c for c in inplace["checks"])
+    assert inplace["defended_clean_acc"] < 0.5  # scored on what it returned, not as an identity
+
+
+def test_white_and_bpda_differ_from_gray_through_a_real_defense(run_args):
+    assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
+                         "--threat", "gray,white,bpda")) == 0
+    adv = {}
+    for r in cells(run_args.results):
+        with np.load(run_args.results / r["samples"]) as z:
+            adv[r["threat"]] = z["adv"]
+    assert not np.array_equal(adv["gray"], adv["white"])
+    assert not np.array_equal(adv["gray"], adv["bpda"])
+    assert not np.array_equal(adv["white"], adv["bpda"])
+
+
+def test_randomness_warning_only_where_the_threat_ignores_it(run_args):
+    assert main(run_args("--defenses", "trust_plugins:Jitter", "--attack", "fgsm,pgd", "--eps", "0.2",
+                         "--threat", "gray,bpda,bpda-eot", "--eot-samples", "2")) == 0
+    for r in read_records(run_args.results):
+        warned = any("randomized" in c for c in r["checks"])
+        # the worst over all threats carries its parts' warnings: one of them is a bpda cell
+        assert warned == (r["threat"] in ("bpda", "all")), (r["attack"], r["threat"], r["checks"])
+
+
+class Alternating(nn.Module):
+    """A randomized toy defense: x + c and x − c on alternate calls."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c, self.calls = c, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x + (self.c if self.calls % 2 else -self.c)
+
+
+class AbsLogit(nn.Module):
+    """logits [5·|x − 0.4|, 0] of a one-pixel image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.tensor(0.4), requires_grad=False)
+
+    def forward(self, x):
+        s = 5 * (x.flatten(1) - self.anchor).abs().sum(1, keepdim=True)
+        return torch.cat([s, torch.zeros_like(s)], 1)
+
+
+def test_bpda_eot_averages_gradients_not_logits():
+    from attacks.fgsm import FGSM
+    from bench.core.threats import BPDA
+    x, y, c, eps = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0]), 0.2, 0.1
+    clf = AbsLogit()
+    # By hand: draws at 0.7 and 0.3; dCE/dx' = -(1 - σ(h)) h'(x') with h' = +5 and −5.
+    sig = torch.sigmoid
+    mean_grad = -0.5 * ((1 - sig(torch.tensor(1.5))) * 5 + (1 - sig(torch.tensor(0.5))) * -5)
+    assert mean_grad > 0
+    adv = FGSM().perturb_eot(BPDA(clf, Alternating(c)), x, y, eps, None, 2)
+    assert torch.allclose(adv, x + eps * torch.sign(mean_grad))
+    # Averaging the logits instead would see h' cancel and not move at all.
+    xr = x.clone().requires_grad_(True)
+    logits = (clf(xr + c) + clf(xr - c)) / 2
+    g, = torch.autograd.grad(nn.functional.cross_entropy(logits, y), xr)
+    assert g.abs().max() == 0

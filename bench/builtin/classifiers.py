@@ -66,40 +66,6 @@ class ModelA(Normalized):
             nn.Dropout(0.5), nn.Linear(128, num_classes))
 
 
-@register_classifier("mnist-cnn-pgdat")
-class ModelAPGDAT(ModelA):
-    """Model A adversarially trained with PGD (Madry et al. 2018): the robust reference.
-
-    Same architecture as ``mnist-cnn``; only the training differs (``recipe_preset``): every
-    batch is replaced by its L∞ PGD examples against the current model — 7 steps of
-    2.5·eps/steps from a random start, eps ramped from 0 to 0.3 over the first 5 of 20 epochs.
-    Madry et al. train with 40 steps; 7 steps of their 2.5·eps/steps rule still reach the
-    boundary of the ball at 8/41 of the cost, so the preset fits ≤ 15 minutes on 2 CPU cores
-    on the 4,000 offline training digits. Longer recipes go in bench.toml and override the
-    preset, e.g. ``[classifiers.mnist-cnn-pgdat] epochs = 60`` or ``adv_steps = 40``.
-    Example: ``python -m bench --defenses none --classifier mnist-cnn-pgdat --attack pgd --eps 0.1,0.2,0.3``
-    """
-
-    recipe_preset = {"epochs": 20, "batch_size": 64, "lr": 1e-3, "adv_eps": 0.3, "adv_steps": 7,
-                     "adv_alpha": 2.5, "adv_ramp_epochs": 5.0}
-
-
-@register_classifier("mnist-cnn-rec")
-class ModelARec(ModelA):
-    """Model A trained on DefenseGAN reconstructions: the paper's "Defense-GAN-Rec" classifier.
-
-    Same architecture and recipe as ``mnist-cnn``; every training image is replaced by its
-    reconstruction G(z*) by the shipped DefenseGAN generator (the paper's z₀ ~ N(0, 1/128), lr 10,
-    fixed seed), so the classifier sees at training what ``defensegan`` hands it at test time.
-    A departure, named: reconstructions use L = 50, R = 4 (``defensegan-fast``'s budget; the paper
-    reconstructs with L = 200, R = 10, ~10× the cost: ``[classifiers.mnist-cnn-rec] rec_L = 200,
-    rec_R = 10``). Pair it with a DefenseGAN defense; with ``none`` it shows the clean-image cost.
-    Example: ``python -m bench --classifier mnist-cnn-rec --defenses none,defensegan-fast,defensegan --attack fgsm``
-    """
-
-    recipe_preset = {"rec_L": 50, "rec_R": 4}
-
-
 @register_classifier("cifar-small")
 class SmallCNN(Normalized):
     """A CPU-friendly CNN for 3×32×32: 3 conv blocks (32/64/128, BN, max-pool), FC 256.
@@ -356,3 +322,35 @@ def resolve_recipe(name: str, general: dict, specific: dict) -> Recipe:
     values = {**_typed("[classifier]", general), **_typed(f"{name} recipe_preset", preset),
               **_typed(f"[classifiers.{name}]", specific)}
     return _checked(Recipe(**values), f"recipe of classifier {name!r} ([classifier], [classifiers.{name}]):")
+
+
+# Classifier variants are rows of this table: an architecture with another training recipe.
+# name → (the class name it had, the architecture, its recipe over the general one, description).
+VARIANTS: dict[str, tuple[str, type, dict[str, Any], str]] = {
+    "mnist-cnn-pgdat": (
+        "ModelAPGDAT", ModelA,
+        {"epochs": 20, "batch_size": 64, "lr": 1e-3, "adv_eps": 0.3, "adv_steps": 7, "adv_alpha": 2.5,
+         "adv_ramp_epochs": 5.0},
+        "Model A adversarially trained with PGD (Madry et al. 2018): the robust reference.\n\n"
+        "Same architecture as ``mnist-cnn``; only the training differs: every batch is replaced by its L∞ "
+        "PGD examples against the current model — 7 steps of 2.5·eps/steps from a random start, eps ramped "
+        "from 0 to 0.3 over the first 5 of 20 epochs. Madry et al. train with 40 steps; 7 steps of their "
+        "2.5·eps/steps rule still reach the boundary of the ball at 8/41 of the cost, so the recipe fits "
+        "≤ 15 minutes on 2 CPU cores on the 4,000 offline training digits. Longer recipes go in bench.toml "
+        "and override it, e.g. ``[classifiers.mnist-cnn-pgdat] epochs = 60`` or ``adv_steps = 40``.\n"
+        "Example: ``python -m bench --defenses none --classifier mnist-cnn-pgdat --attack pgd --eps 0.1,0.2,0.3``"),
+    "mnist-cnn-rec": (
+        "ModelARec", ModelA, {"rec_L": 50, "rec_R": 4},
+        "Model A trained on DefenseGAN reconstructions: the paper's \"Defense-GAN-Rec\" classifier.\n\n"
+        "Same architecture and recipe as ``mnist-cnn``; every training image is replaced by its "
+        "reconstruction G(z*) by the shipped DefenseGAN generator (the paper's z₀ ~ N(0, 1/128), lr 10, "
+        "fixed seed), so the classifier sees at training what ``defensegan`` hands it at test time. A "
+        "departure, named: reconstructions use L = 50, R = 4 (``defensegan-fast``'s budget; the paper "
+        "reconstructs with L = 200, R = 10, ~10× the cost: ``[classifiers.mnist-cnn-rec] rec_L = 200, "
+        "rec_R = 10``). Pair it with a DefenseGAN defense; with ``none`` it shows the clean-image cost.\n"
+        "Example: ``python -m bench --classifier mnist-cnn-rec --defenses none,defensegan-fast,defensegan "
+        "--attack fgsm``"),
+}
+for _name, (_class, _arch, _recipe, _doc) in VARIANTS.items():
+    CLASSIFIERS.variant(_name, _arch, preset=_recipe, doc=_doc, class_name=_class, attr="recipe_preset",
+                        known={f.name for f in fields(Recipe)})

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench [run|list|report|adequacy|weights|verify] …`` (bare form = run).
+"""Command line: ``python -m bench [run|list|report|adequacy|weights|verify|grid] …`` (bare form = run).
 
 One module per subcommand, each a thin wrapper over the library (``bench.run``, ``bench.render``).
 """
@@ -12,7 +12,7 @@ from bench.core.errors import BenchError
 
 # subcommand → its module under bench/cli/ (``list`` would shadow the builtin in this package)
 SUBCOMMANDS = {"run": "run", "list": "plugins", "report": "report", "adequacy": "adequacy",
-               "weights": "weights", "verify": "verify"}
+               "weights": "weights", "verify": "verify", "grid": "grid"}
 
 
 def main(argv: list[str] | None = None) -> int:

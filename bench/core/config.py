@@ -25,6 +25,7 @@ LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 WANDB_MODES = ("disabled", "offline", "online")  # Weights & Biases logging (bench.render.wandb_log)
 EXECUTORS = ("local", "ray")
 TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
+GRID_TABLE = "grid"  # a grid file's steps (bench.cli.grid); not part of a configuration
 BOOL_KEYS = ("offline", "rerun", "retrain")
 STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
             "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
@@ -108,7 +109,7 @@ def load_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - set(TABLES))
+    unknown = sorted(set(data) - set(TABLES) - {GRID_TABLE})
     if unknown:
         raise BenchError(f"unknown table(s) {', '.join(unknown)} in {path}; valid: {', '.join(TABLES)}")
     for table in TABLES:
@@ -127,6 +128,20 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 TABLE_KEYS = {"classifier_recipe": "classifier", "classifier_recipes": "classifiers", "defense_params": "defenses",
               "attack_params": "attacks"}  # Config field → the bench.toml table it comes from
+
+
+def load_grid(path: Path) -> list[list[str]]:
+    """The ``steps`` of a grid file's ``[grid]`` table: lists of ``python -m bench`` arguments."""
+    data = load_toml(Path(path))
+    steps = data.get(GRID_TABLE, {}).get("steps") if isinstance(data.get(GRID_TABLE), dict) else None
+    if not steps or not isinstance(steps, list) or not all(
+            isinstance(s, list) and s and all(isinstance(a, str) for a in s) for s in steps):
+        raise BenchError(f"{path} has no [grid] steps: a list of argument lists, e.g. "
+                         'steps = [["--defenses", "none", "--attack", "fgsm"]]')
+    bad = sorted(set(data[GRID_TABLE]) - {"steps"})
+    if bad:
+        raise BenchError(f"unknown key(s) {', '.join(bad)} in [grid] of {path}; valid: steps")
+    return steps
 
 
 def resolve(cli: dict[str, Any], config_path: str | None, tables: dict[str, Any] | None = None) -> Config:

@@ -45,6 +45,21 @@ class Registry:
             return cls
         return decorator
 
+    def variant(self, name: str, base: type, *, preset: dict[str, Any], doc: str, class_name: str,
+                attr: str = "preset", known: set[str] | None = None) -> type:
+        """Register ``name`` as ``base`` with other defaults: a variant is data (a row of a table
+        of presets), not a hand-written subclass. ``class_name`` names it in identities and fit
+        keys (``module.class_name``): the name its keys were made under stays its name, so
+        moving a variant between a class and a table never changes a cache key or a shipped file."""
+        # ``attr``: where the class keeps its defaults (a classifier's are its training recipe's,
+        # ``recipe_preset``, checked against ``known``).
+        unknown = sorted(set(preset) - (known if known is not None else set(hyperparameters(base))))
+        if unknown:
+            raise ValueError(f"{self.kind} variant {name!r} sets unknown parameter(s) {', '.join(unknown)}")
+        cls = type(class_name, (base,), {attr: {**getattr(base, attr, {}), **preset}, "__doc__": doc,
+                                         "__module__": base.__module__, "__qualname__": class_name})
+        return self.register(name)(cls)
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._table)

@@ -287,9 +287,9 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _value_td(v: Value | None, missing: str = "not evaluated") -> str:
+def _value_td(v: Value | None, absent: str = "not evaluated") -> str:
     if v is None:
-        return f'<td class="na" data-value="" title="{_e(missing)}">—</td>'
+        return f'<td class="na" data-value="" title="{_e(absent)}">—</td>'
     ci = "" if missing(v.lo) or missing(v.hi) else f"<small>[{v.lo:.3f}, {v.hi:.3f}]</small>"
     flag = '<span class="flag" aria-label="attack budget below the converged one">†</span>' if v.flag else ""
     cls = ' class="flagged"' if v.flag else ""

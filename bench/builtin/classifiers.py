@@ -20,7 +20,7 @@ from bench.core import identity, shipped
 from bench.core.checkpoint import load_state, save_state, state_hash
 from bench.core.errors import BenchError
 from bench.core.progress import progress
-from bench.core.registry import CLASSIFIERS, register_classifier
+from bench.core.registry import CLASSIFIERS, register_classifier, typed
 
 
 # The version of the classifier training code (train_classifier, pgd, reconstructed, the
@@ -280,15 +280,16 @@ def classifier_ident(name: str, data: Data, recipe: Recipe, seed: int) -> dict[s
 
 def _typed(table: str, values: dict[str, Any]) -> dict[str, Any]:
     """Check one table's keys and value types against ``Recipe`` (ints may widen to floats)."""
-    types = {f.name: type(f.default).__name__ for f in fields(Recipe)}
-    unknown = sorted(set(values) - set(types))
+    defaults = {f.name: f.default for f in fields(Recipe)}
+    unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise BenchError(f"unknown key(s) {', '.join(unknown)} in {table}; valid: {', '.join(types)}")
+        raise BenchError(f"unknown key(s) {', '.join(unknown)} in {table}; valid: {', '.join(defaults)}")
     out = {}
     for k, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (types[k] == "int" and not isinstance(v, int)):
-            raise BenchError(f"{table} {k} must be {'an integer' if types[k] == 'int' else 'a number'}, got {v!r}")
-        out[k] = float(v) if types[k] == "float" else v
+        try:
+            out[k] = typed(v, defaults[k])  # the registry's rule for every typed setting
+        except TypeError as exc:
+            raise BenchError(f"{table} {k} must be {exc}, got {v!r}") from None
     return out
 
 

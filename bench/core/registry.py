@@ -114,8 +114,14 @@ def hyperparameters(cls: type) -> dict[str, Any]:
     return params
 
 
-def _coerce(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
-    """Check one override against the default's type; ints may widen to floats."""
+_WANT = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", tuple: "a list"}
+
+
+def typed(value: Any, default: Any) -> Any:
+    """The one rule for a typed setting: ``value`` must have its default's type (ints may widen to
+    floats, lists become the default's sequence type; booleans are never numbers). Returns the
+    value as that type; raises ``TypeError`` naming what was expected. A default of None (or no
+    default) accepts anything."""
     if default is None or default is inspect.Parameter.empty:
         return value
     expected = type(default)
@@ -132,9 +138,16 @@ def _coerce(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        raise BenchError(f"invalid parameter {key}={value!r} for {kind} {name!r}: "
-                         f"expected {expected.__name__} (default {default!r})")
+        raise TypeError(_WANT.get(expected, expected.__name__))
     return value
+
+
+def _coerce(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
+    try:
+        return typed(value, default)
+    except TypeError as exc:
+        raise BenchError(f"invalid parameter {key}={value!r} for {kind} {name!r}: "
+                         f"expected {exc} (default {default!r})") from None
 
 
 def build(registry: Registry, name: str, overrides: dict[str, Any] | None = None) -> Any:

@@ -36,16 +36,19 @@ class Interrupted(Exception):
         self.stored, self.where = stored, where
 
 
-def run(cfg: Config, command: list[str]) -> tuple[list[Record], str]:
-    """Run a validated configuration; returns its records (computed and taken from the store) and
-    the one-line summary of what was computed and what was reused."""
+def run(cfg: Config, command: list[str], report: bool = False) -> tuple[list[Record], str, list[Path]]:
+    """Run a validated configuration; returns its records (computed and taken from the store), the
+    one-line summary of what was computed and what was reused, and, with ``report``, the files of
+    the regenerated report (written while the results folder is still locked, so no other run
+    appends while its tables are drawn)."""
     executor = make_executor(cfg.executor, cfg.ray_address) if cfg.executor != "local" else None
     with Runner(cfg, command) as runner:
         try:
             records = runner.run(executor)
         except KeyboardInterrupt:
             raise Interrupted(runner.writer.count, runner.writer.dir) from None
-        return records, runner.summary()
+        written = write_report(Path(cfg.results_dir)) if report else []
+        return records, runner.summary(), written
 
 
 def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None = None, report: bool = False,
@@ -67,11 +70,9 @@ def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         settings["results_dir"] = str(results_dir) if results_dir is not None else tmp
         cfg = resolve(settings, str(config) if config is not None else None, tables)
-        records, summary = run(cfg, command)
+        records, summary, _ = run(cfg, command, report=report and results_dir is not None)
         if verbose:
             print(summary)
-        if report and results_dir is not None:
-            write_report(Path(cfg.results_dir))
     return records
 
 

@@ -1,4 +1,4 @@
-"""Attack adequacy (bench.adequacy): budget curves, convergence flags, PGD restarts, the sweep command."""
+"""Attack adequacy (bench.analysis.adequacy, bench.run.sweep): budget curves, convergence flags, PGD restarts, the sweep command."""
 from types import SimpleNamespace
 
 import pandas as pd

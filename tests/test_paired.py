@@ -1,4 +1,4 @@
-"""Paired significance (bench.paired): exact McNemar, Holm, Newcombe's paired interval, report hooks."""
+"""Paired significance (bench.analysis.paired, bench.render.paired): exact McNemar, Holm, Newcombe's paired interval, report hooks."""
 import json
 import math
 

@@ -40,3 +40,18 @@ def test_build_validates_parameter_names_and_types():
         build(ATTACKS, "pgd", {"steps": -1})
     pgd = build(ATTACKS, "pgd", {"steps": 7})
     assert pgd.steps == 7 and pgd.hparams["steps"] == 7 and pgd.hparams["random_start"] is True
+
+
+def test_a_variant_is_a_table_row_that_pickles_like_a_class():
+    """Registry.variant: the built-in variant is reachable as module.ClassName (plain pickle, a
+    process executor), carries its defaults, and refuses a default its base does not have."""
+    import pickle
+
+    import pytest
+
+    from bench.core.registry import DEFENSES, Registry
+    cls = DEFENSES.get("countergan-linear-bce")
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    assert cls.__qualname__ == "CounterGANLinearBCE" and cls.preset["gan_loss"] == "bce"
+    with pytest.raises(ValueError, match="unknown parameter.*colour"):
+        Registry("defense").variant("x", cls.__mro__[1], preset={"colour": 1}, doc="", class_name="X")

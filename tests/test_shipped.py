@@ -1,4 +1,4 @@
-"""The shipped weights zoo (bench/shipped.py): used only when identity and hash fit."""
+"""The shipped weights zoo (bench/core/shipped.py): used only when identity and hash fit."""
 import json
 from pathlib import Path
 

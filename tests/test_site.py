@@ -1,4 +1,4 @@
-"""The leaderboard page (bench.site): its numbers against the records, and a real browser.
+"""The leaderboard page (bench.render.site): its numbers against the records, and a real browser.
 
 The browser test drives Debian's headless ``chromium`` through ``chromium-driver`` with Selenium
 (nothing downloads a browser; ``make test`` installs both packages when it runs as root). It

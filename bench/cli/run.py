@@ -9,7 +9,7 @@ from bench.analysis.frame import frame
 from bench.api import Interrupted, run
 from bench.cli.parser import run_parser
 from bench.core.config import resolve
-from bench.render.report import markdown, write_report
+from bench.render.report import markdown
 from bench.render.wandb_log import log_run
 from bench.store.provenance import cli_command
 
@@ -20,13 +20,12 @@ def main(argv: list[str]) -> int:
     args.pop("debug")
     cfg = resolve(args, config)
     try:
-        records, summary = run(cfg, cli_command(argv))
+        records, summary, written = run(cfg, cli_command(argv), report=True)
     except Interrupted as stop:
         print(f"\ninterrupted: {stop}", file=sys.stderr)
         return 130
     print(markdown(frame(records)))
     print(summary)
-    written = write_report(cfg.results_dir)
     if cfg.wandb != "disabled":
         run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
                           [p for p in written if p.suffix == ".png"], Path(cfg.results_dir))

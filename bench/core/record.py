@@ -136,7 +136,8 @@ def load(raw: dict[str, Any]) -> Record:
     """A stored record as this code reads it: older layouts brought up to ``SCHEMA`` (the fields a
     schema-1 record lacks are derived, never guessed: its kind from its attack)."""
     rec = dict(raw)
-    if int(rec.get("schema", 1)) < 2:
+    version = rec.get("schema", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 2:
         rec.setdefault("kind", "worst" if rec.get("attack") == "worst" else "cell")
     if not isinstance(rec.get("checks"), list):
         rec["checks"] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from typing import Any, Callable, Iterator
 
 from bench.core.errors import BenchError
@@ -58,6 +59,8 @@ class Registry:
             raise ValueError(f"{self.kind} variant {name!r} sets unknown parameter(s) {', '.join(unknown)}")
         cls = type(class_name, (base,), {attr: {**getattr(base, attr, {}), **preset}, "__doc__": doc,
                                          "__module__": base.__module__, "__qualname__": class_name})
+        # Reachable as module.class_name, as a hand-written class would be (plain pickle finds it).
+        setattr(sys.modules[base.__module__], class_name, cls)
         return self.register(name)(cls)
 
     def names(self) -> list[str]:

@@ -432,6 +432,6 @@ def screenshot(index: Path, png: Path, width: int = 1400, height: int = 900) -> 
     return Path(png)
 
 
-if __name__ == "__main__":  # python -m bench.site INDEX.html OUT.png
+if __name__ == "__main__":  # python -m bench.render.site INDEX.html OUT.png
     import sys
     print(screenshot(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -216,14 +216,14 @@ class Runner:
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
-            rec = record.make(
-                "worst", record.worst_case((r["correct"] for r in recs), n), **base, cell_key=key,
-                identity=ident, defense=defense, defense_params=recs[0].get("defense_params"), attack="worst",
-                attack_params={"attacks": attacks}, attack_labels=labels, eps=eps, threat=threat, norm=norm,
-                device=recs[0].get("device"), device_type=recs[0].get("device_type"),
-                batch_size=recs[0].get("batch_size"), time=time.time(),
-                defense_ms_per_sample=recs[0].get("defense_ms_per_sample"),
-                checks=sorted({c for r in recs for c in r.get("checks", [])}))
+            fields = {**base, "cell_key": key, "identity": ident, "defense": defense,
+                      "defense_params": recs[0].get("defense_params"), "attack": "worst",
+                      "attack_params": {"attacks": attacks}, "attack_labels": labels,
+                      "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
+                      "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
+                      "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
+                      "checks": sorted({c for r in recs for c in r.get("checks", [])})}
+            rec = record.make("worst", record.worst_case((r["correct"] for r in recs), n), **fields)
             self.store(CellResult(rec, {}))
 
     def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,

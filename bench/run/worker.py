@@ -110,17 +110,21 @@ class Worker:
         dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
         da = self.defend(d, classifier, adv, adv_pred, "adv", timer)
         adv_ok, dc_ok, da_ok = adv_pred == test.y, dc.pred == test.y, da.pred == test.y
-        rec = record.make(
-            "cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
-            **prep.base, cell_key=cell.key, identity=cell.identity, defense=cell.defense,
-            defense_params=d.hparams, attack=group.attack, attack_params=group.params,
-            attack_labels=group.labels, norm=attack.norm, eps=group.eps, iterative=attack.iterative,
-            threat=group.threat, threat_effective=cell.threat_effective, eot_samples=cell.eot_samples,
-            batch_size=self.cfg.batch_size, classifier_ms_per_sample=prep.classifier_ms,
-            attack_ms_per_sample=attack_timer.ms_per_sample(), defense_ms_per_sample=timer.ms_per_sample(),
-            timing_batches=len(timer.timed), defense_randomized=d.randomized, **getattr(d, "fit_info", {}),
-            max_linf=(adv - test.x).abs().amax().item(), device=self.device_label,
-            device_type=self.device.type, **self.machine, time=time.time())
+        # One dict, merged in the order the fields were always merged (a plugin's fit facts may
+        # repeat a key: the later one wins, as it did), then handed to the one constructor.
+        fields = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
+                  "defense_params": d.hparams, "attack": group.attack, "attack_params": group.params,
+                  "attack_labels": group.labels, "norm": attack.norm, "eps": group.eps,
+                  "iterative": attack.iterative, "threat": group.threat, "threat_effective": cell.threat_effective,
+                  "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
+                  "classifier_ms_per_sample": prep.classifier_ms,
+                  "attack_ms_per_sample": attack_timer.ms_per_sample(),
+                  "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
+                  "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
+                  "max_linf": (adv - test.x).abs().amax().item(),
+                  "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
+        rec = record.make("cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
+                          **fields)
         probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
         rec["checks"] = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
         rec["checks"] += probes.label_leak(rec, clean_ok, dc_ok, da_ok)

@@ -67,8 +67,9 @@ def test_committed_reference_records_all_load():
 
 
 def test_record_make_is_the_only_writer_of_records():
-    """No module but bench.core.record builds a record: no dict literal elsewhere holds a cell key
-    or the ``correct`` bitmaps beside other fields (``bench verify`` compares a bare ``correct``)."""
+    """No module but bench.core.record builds a record: no dict literal elsewhere holds the
+    ``correct`` bitmaps beside other fields (callers hand their fields to ``record.make``, which
+    adds bitmaps and accuracies; ``bench verify`` compares a bare ``correct``)."""
     import ast
     from pathlib import Path
     root = Path(__file__).resolve().parents[1] / "bench"
@@ -78,6 +79,6 @@ def test_record_make_is_the_only_writer_of_records():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             keys = {k.value for k in getattr(node, "keys", []) if isinstance(k, ast.Constant)}
-            if isinstance(node, ast.Dict) and ("cell_key" in keys or ("correct" in keys and len(node.keys) > 1)):
+            if isinstance(node, ast.Dict) and "correct" in keys and len(node.keys) > 1:
                 bad.append(f"{path.relative_to(root.parent)}:{node.lineno}")
     assert not bad, bad

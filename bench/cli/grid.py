@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.cli import main as bench_main  # the dispatcher: it imports subcommands only when they run
 from bench.cli.parser import Parser
 from bench.core.config import load_grid
+from bench.core.errors import BenchError
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +26,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     path = Path(args.grid)
     path = path / "grid.toml" if path.is_dir() else path
+    if not path.is_file():
+        raise BenchError(f"no grid file {path}: give a folder holding grid.toml, or the file")
     steps = load_grid(path)
     for i, step in enumerate(steps, 1):
         line = "python -m bench " + shlex.join(step)

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.frame import frame
-from bench.core.config import Config, resolve
+from bench.core.config import TABLE_KEYS, Config, resolve
 from bench.core.record import Record
 from bench.render.report import write_report
 from bench.run.driver import Runner
@@ -64,8 +64,7 @@ def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None
     ``limit``, ``offline`` …) or a parameter table (``defense_params`` …).
     Example: ``bench.evaluate(defenses=["none", "countergan"], attack=["fgsm"], limit=100, offline=True)``
     """
-    tables = {k: settings.pop(k) for k in ("defense_params", "attack_params", "classifier_recipe",
-                                            "classifier_recipes") if k in settings}
+    tables = {k: settings.pop(k) for k in TABLE_KEYS if k in settings}
     command = ["bench.evaluate", json.dumps({**settings, **tables}, sort_keys=True, default=str)]
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         settings["results_dir"] = str(results_dir) if results_dir is not None else tmp

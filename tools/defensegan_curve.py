@@ -38,7 +38,6 @@ from bench.builtin.data import MNIST
 from bench.core import identity
 from bench.core.registry import DEFENSES, build
 from bench.core import record
-from bench.core.stats import wilson
 from bench.store.provenance import device_name, make_env
 from bench.store.runs import RunWriter
 from defenses.defensegan import DefenseGAN, sha256_file
@@ -91,13 +90,10 @@ class Probe:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         ms = (time.perf_counter() - t0) * 1000 / (2 * len(self.x))
-        rec = {"n": len(self.x), "defense_ms_per_sample": ms, "correct": {}}
-        for name, ok in (("clean", self.clean_ok), ("adv", self.adv_ok), *out.items()):
-            k = int(ok.sum())
-            rec[f"{name}_acc"] = k / len(ok)
-            rec[f"{name}_acc_ci_low"], rec[f"{name}_acc_ci_high"] = wilson(k, len(ok))
-            rec["correct"][name] = record.encode(ok)
-        return rec
+        outcomes = {"clean": self.clean_ok, "adv": self.adv_ok, **out}
+        # The runner's own codec and Wilson intervals (bench.core.record), so the log reads like a record.
+        return {"n": len(self.x), "defense_ms_per_sample": ms,
+                "correct": {name: record.encode(ok) for name, ok in outcomes.items()}, **record.accuracies(outcomes)}
 
 
 def train_curve(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 from bench.analysis import adequacy
 from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits
 from bench.core.errors import BenchError
-from bench.core.labels import fmt_eps
+from bench.core.labels import defense_label, fmt_eps
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.render import adequacy as adequacy_render, paired as paired_render, plots, site
 from bench.store.runs import iter_records, write_atomic
@@ -86,7 +86,7 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for (dataset, clf, threat), g in groups:
         g = g.assign(col=g["attack"] + " " + g["eps"].map(fmt_eps)
                      + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
-                     row=g["defense"] + g["variant"].map(lambda v: f" [{v}]" if v else ""))
+                     row=g.apply(defense_label, axis=1))
         # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
         # should two cells still meet, both rows get their cell key rather than one being dropped.
         clash = g.duplicated(["row", "col"], keep=False)

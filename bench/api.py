@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from torch import nn
 
 from bench.analysis.frame import frame
+from bench.builtin.userdata import UserDataset, from_tensors
 from bench.core.config import TABLE_KEYS, Config, resolve
+from bench.core.errors import BenchError
 from bench.core.record import Record
 from bench.render.report import write_report
 from bench.run.driver import Runner
 from bench.run.executors import make_executor
+from defenses.base import Defense
 
 
 class Interrupted(Exception):
@@ -36,13 +40,14 @@ class Interrupted(Exception):
         self.stored, self.where = stored, where
 
 
-def run(cfg: Config, command: list[str], report: bool = False) -> tuple[list[Record], str, list[Path]]:
+def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -> tuple[list[Record], str, list[Path]]:
     """Run a validated configuration; returns its records (computed and taken from the store), the
     one-line summary of what was computed and what was reused, and, with ``report``, the files of
     the regenerated report (written while the results folder is still locked, so no other run
-    appends while its tables are drawn)."""
+    appends while its tables are drawn). ``objects``: a model, datasets, defenses handed over as
+    objects (``Runner``'s keyword arguments)."""
     executor = make_executor(cfg.executor, cfg.ray_address) if cfg.executor != "local" else None
-    with Runner(cfg, command) as runner:
+    with Runner(cfg, command, **objects) as runner:
         try:
             records = runner.run(executor)
         except KeyboardInterrupt:
@@ -51,8 +56,47 @@ def run(cfg: Config, command: list[str], report: bool = False) -> tuple[list[Rec
         return records, runner.summary(), written
 
 
+def object_name(obj: Any) -> str:
+    """How a handed-over object is named in records: its registered name, else its class path."""
+    return getattr(obj, "registered_name", None) or f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _objects(settings: dict[str, Any], data: Any) -> dict[str, Any]:
+    """Move the objects among ``settings`` (a model, Defense objects) and ``data`` into Runner's
+    keyword arguments, leaving the names they run under in ``settings``."""
+    objects: dict[str, Any] = {}
+    model = settings.get("classifier")
+    if isinstance(model, nn.Module):
+        settings["classifier"] = object_name(model)
+        objects["classifier"] = model
+    elif model is not None and not isinstance(model, str):
+        raise BenchError(f"classifier must be a registered name, 'module:Class' or a torch.nn.Module, not "
+                         f"{type(model).__name__}")
+    defenses = settings.get("defenses")
+    if isinstance(defenses, (list, tuple)) and any(isinstance(d, nn.Module) for d in defenses):
+        given = {}
+        for d in defenses:
+            if isinstance(d, nn.Module):
+                if not isinstance(d, Defense):
+                    raise BenchError(f"defense objects must be defenses.base.Defense, not {type(d).__name__}")
+                given[object_name(d)] = d
+        settings["defenses"] = [d if isinstance(d, str) else object_name(d) for d in defenses]
+        objects["defenses"] = given
+    if data is not None:
+        if "dataset" in settings:
+            raise BenchError("give data or dataset, not both")
+        spec = data if isinstance(data, UserDataset) else None
+        if isinstance(data, str):
+            settings["dataset"] = [data]
+        else:
+            spec = spec or from_tensors(data)
+            settings["dataset"] = [spec.name]
+            objects["datasets"] = {spec.name: spec}
+    return objects
+
+
 def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None = None, report: bool = False,
-             verbose: bool = False, **settings: Any) -> list[Record]:
+             verbose: bool = False, data: Any = None, **settings: Any) -> list[Record]:
     """Evaluate a grid and return its records (``bench.core.record.Record`` dicts: accuracies with
     Wilson 95% intervals, per-sample bitmaps, identity, provenance).
 
@@ -60,16 +104,22 @@ def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None
     results_dir = None (None: a temporary folder, nothing kept; a path: stored exactly as the CLI
     stores, and cells already stored there are reused), report = False (also regenerate the
     folder's tables and plots, as the CLI does), verbose = False (print the summary line),
-    **settings: any ``[run]`` key (``defenses``, ``attack``, ``eps``, ``threat``, ``dataset``,
-    ``limit``, ``offline`` …) or a parameter table (``defense_params`` …).
-    Example: ``bench.evaluate(defenses=["none", "countergan"], attack=["fgsm"], limit=100, offline=True)``
+    data = None (a dataset name such as ``"folder:PATH"``; ``(x, y)`` or ``(x_train, y_train, x_test,
+    y_test)`` tensors, images N×C×H×W in [0,1]; or a torch Dataset of (image, label); instead of
+    ``dataset``), **settings: any ``[run]`` key (``defenses``, ``attack``, ``eps``, ``threat``,
+    ``dataset``, ``limit``, ``offline`` …) or a parameter table (``defense_params`` …).
+    ``classifier`` may also be a ``torch.nn.Module`` (used as it is; named by its class path,
+    identified by its weights hash) and ``defenses`` may hold ``Defense`` objects. Tensors are
+    identified by their content's fingerprint.
+    Example: ``bench.evaluate(classifier=net, data=(x, y), defenses=["none", "bitdepth"], eps=[0.1])``
     """
     tables = {k: settings.pop(k) for k in TABLE_KEYS if k in settings}
+    objects = _objects(settings, data)
     command = ["bench.evaluate", json.dumps({**settings, **tables}, sort_keys=True, default=str)]
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         settings["results_dir"] = str(results_dir) if results_dir is not None else tmp
         cfg = resolve(settings, str(config) if config is not None else None, tables)
-        records, summary, _ = run(cfg, command, report=report and results_dir is not None)
+        records, summary, _ = run(cfg, command, report=report and results_dir is not None, **objects)
         if verbose:
             print(summary)
     return records

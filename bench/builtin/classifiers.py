@@ -129,9 +129,48 @@ def recipe_identity(recipe: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in recipe.items() if recipe.get("rec_L", 0) > 0 or not k.startswith("rec_")}
 
 
-def make_classifier(name: str, spec: DatasetPlugin) -> Normalized:
+def is_builtin(name: str) -> bool:
+    """A registered architecture (built for the data, trainable here), not a user's ``module:Class``."""
+    return issubclass(CLASSIFIERS.get(name), Normalized)
+
+
+def make_classifier(name: str, spec: DatasetPlugin) -> nn.Module:
+    """A registered architecture built for the data's shape, classes and statistics, or a user's
+    ``module:Class`` built with no arguments (its normalisation is its own business, inside it)."""
     cls = CLASSIFIERS.get(name)
-    return cls(spec.shape, spec.num_classes, spec.mean, spec.std)
+    if issubclass(cls, Normalized):
+        return cls(spec.shape, spec.num_classes, spec.mean, spec.std)
+    try:
+        model = cls()
+    except Exception as exc:  # the user's constructor: any failure is their input, said in one line
+        raise BenchError(f"classifier {name}: cannot build it without arguments ({type(exc).__name__}: {exc})") from None
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"classifier {name} is not a torch.nn.Module (got {type(model).__name__})")
+    return model
+
+
+def check_fits(name: str, model: nn.Module, spec: DatasetPlugin, test: Any, device: torch.device) -> None:
+    """The model takes the data's images and has one output per class, or one clear error."""
+    shape = "×".join(str(d) for d in spec.shape)
+    x = test.x[:2].to(device)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # a user's forward on the wrong shape fails in many ways
+        raise BenchError(f"classifier {name} does not take this data's {shape} images in [0,1] "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+        raise BenchError(f"classifier {name} must return logits N×classes for {shape} images, "
+                         f"got {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    k = out.shape[1]
+    if getattr(spec, "classes_known", True):
+        if k != spec.num_classes:
+            raise BenchError(f"classifier {name} has {k} outputs but the data has {spec.num_classes} classes")
+    elif k < spec.num_classes:
+        raise BenchError(f"classifier {name} has {k} outputs but the data has labels up to {spec.num_classes - 1} "
+                         f"(at least {spec.num_classes} classes)")
+    else:
+        spec.num_classes = k  # unnamed classes: the model says how many there are (attacks use it)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,

@@ -18,12 +18,15 @@ def run_parser() -> Parser:
     a("--attack", help="comma list: fgsm, pgd, bim, cw, deepfool, autoattack, torchattacks:Name")
     a("--eps", help="comma list of L∞ budgets in (0,1]; fractions like 8/255 allowed "
                     "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
-    a("--dataset", help="comma list: mnist, fashion-mnist, cifar10 (default mnist)")
+    a("--dataset", help="comma list: mnist, fashion-mnist, cifar10, folder:PATH (one sub-folder per class; "
+                        "train/ and test/ or test only), npz:PATH (x_test, y_test[, x_train, y_train]) (default mnist)")
     a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
     a("--eot-samples", type=_int, help="draws of a randomized defense averaged per gradient in bpda-eot (default 8)")
     a("--attack-labels", help="craft attacks with the true labels (default, as AutoAttack) or the "
                               "classifier's predictions (predicted: no label leaking)")
     a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")
+    a("--image-size", type=_int, help="folder: datasets: resize every image to N×N (default: as stored; "
+                                      "images of several sizes are an error without it)")
     a("--batch-size", type=_int, help="batch size (default 256)")
     a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
     a("--seed", type=_int, help="random seed (default 0)")
@@ -31,7 +34,8 @@ def run_parser() -> Parser:
     a("--config", help="TOML config (default: ./bench.toml when present)")
     a("--data-root", help="dataset folder (default data)")
     a("--cache-dir", help="trained classifiers/defenses cache (default ~/.cache/defense-bench)")
-    a("--classifier", help="classifier architecture (default per dataset)")
+    a("--classifier", help="a registered architecture (default per dataset) or your own module:Class "
+                           "(built without arguments, with --classifier-weights)")
     a("--classifier-weights", help="a state dict for --classifier to evaluate instead of training one")
     a("--warmup", type=_int, help="timed batches excluded as warm-up (default 1)")
     a("--offline", action=argparse.BooleanOptionalAction, default=None,

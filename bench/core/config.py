@@ -29,7 +29,7 @@ GRID_TABLE = "grid"  # a grid file's steps (bench.cli.grid); not part of a confi
 BOOL_KEYS = ("offline", "rerun", "retrain")
 STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
             "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
-POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples")
+POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
 
 
@@ -41,6 +41,7 @@ class Config:
     eps: list[float] | None = None          # None: the dataset's default
     threat: list[str] = field(default_factory=lambda: ["gray"])
     limit: int | None = None                # None: the whole test split
+    image_size: int | None = None           # folder: datasets: resize every image to N×N (None: as stored)
     batch_size: int = 256
     device: str = "auto"
     seed: int = 0
@@ -213,6 +214,8 @@ def validate(cfg: Config) -> None:
     if cfg.limit is not None:
         _positive_int("limit", cfg.limit)
     _positive_int("batch_size", cfg.batch_size)
+    if cfg.image_size is not None:
+        _positive_int("image_size", cfg.image_size)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise BenchError(f"invalid seed {cfg.seed!r}: must be a non-negative integer")
     if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:

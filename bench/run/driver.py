@@ -6,6 +6,7 @@ how many it took from the store, and from which stored runs.
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import torch
 
 from bench.analysis import checks
-from bench.builtin.classifiers import Recipe, get_classifier, resolve_recipe
+from bench.builtin import userdata
+from bench.builtin.classifiers import Recipe, check_fits, get_classifier, is_builtin, resolve_recipe
 from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
 from bench.core import identity, record, shipped
 from bench.core.checkpoint import load_state, save_state, state_hash
@@ -21,7 +23,7 @@ from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import CLASSIFIERS, DATASETS
 from bench.run.executors import LocalExecutor
-from bench.run.plan import Group, fit_ident, make_attack, make_defense, plan
+from bench.run.plan import Group, fit_ident, make_attack, make_defense, object_params, plan
 from bench.run.timing import BatchTimer
 from bench.run.worker import CellResult, Prepared, Worker
 from bench.store.provenance import make_env
@@ -30,14 +32,21 @@ from defenses.base import Defense
 
 
 class Runner:
-    def __init__(self, cfg: Config, command: list[str]) -> None:
+    def __init__(self, cfg: Config, command: list[str], *, classifier: torch.nn.Module | None = None,
+                 datasets: dict[str, DatasetPlugin] | None = None, defenses: dict[str, Defense] | None = None) -> None:
         """``cfg``: a validated configuration (``bench.core.config.resolve``); ``command``: how the
-        run was asked for, as its env.json records it (a command line, or a library call)."""
+        run was asked for, as its env.json records it (a command line, or a library call).
+        Objects a library caller hands over (``bench.evaluate``): ``classifier``, a model used as
+        it is (``cfg.classifier`` names it); ``datasets`` and ``defenses``, by the names
+        ``cfg.dataset`` and ``cfg.defenses`` list them under."""
         self.cfg, self.command = cfg, command
+        self.classifier_object = classifier
+        self.dataset_objects, self.defense_objects = dict(datasets or {}), dict(defenses or {})
         self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
         self.device = self.worker.device
-        self.specs = [DATASETS.get(n)() for n in cfg.dataset]
-        if cfg.classifier:
+        self.specs = [self.dataset_objects.get(n) or userdata.resolve(n, cfg.image_size) or DATASETS.get(n)()
+                      for n in cfg.dataset]
+        if cfg.classifier and classifier is None:
             CLASSIFIERS.get(cfg.classifier)
         # Every parameter table is validated, in the grid or not: a typo is an error today,
         # not when the table is first used.
@@ -46,8 +55,9 @@ class Runner:
         for name, params in cfg.defense_params.items():
             make_defense(name, params)
         for n in cfg.defenses:
-            make_defense(n, cfg.defense_params.get(n))
-        for name in {cfg.classifier, *cfg.classifier_recipes} - {None}:
+            if n not in self.defense_objects:
+                make_defense(n, cfg.defense_params.get(n))
+        for name in {cfg.classifier if classifier is None else None, *cfg.classifier_recipes} - {None}:
             resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
         if cfg.classifier_weights and not Path(cfg.classifier_weights).is_file():
             raise BenchError(f"classifier weights {cfg.classifier_weights} do not exist")
@@ -95,6 +105,8 @@ class Runner:
         data: Data = spec.load(Path(cfg.data_root), cfg.offline)
         print(f"[data] {data.name}: train {len(data.train)} from {data.train.source}; "
               f"test {len(data.test)} from {data.test.source}")
+        if cfg.eps is None and hasattr(spec, "describe_eps"):  # your data: the default is stated, never silent
+            print(f"[data] {data.name}: no eps given; using {spec.describe_eps()}")
         n = min(cfg.limit or len(data.test), len(data.test))
         test = Split(data.test.x[:n], data.test.y[:n], data.test.source)
         clf_name = cfg.classifier or spec.default_classifier
@@ -133,9 +145,26 @@ class Runner:
         cfg = self.cfg
         name = cfg.classifier or spec.default_classifier
         weights = Path(cfg.classifier_weights) if cfg.classifier_weights else None
-        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-        return get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
-                              reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
+        if self.classifier_object is not None:
+            # A copy: the run freezes and moves its classifier; the caller's model stays as it was.
+            model = copy.deepcopy(self.classifier_object).to(self.device).eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            model, info = model, {"classifier_source": "object", "classifier_recipe": None, "classifier_key": None,
+                                  "classifier_hash": state_hash(model)}
+        else:
+            if weights is None and not is_builtin(name):
+                raise BenchError(f"classifier {name} is not a registered architecture: give its trained weights "
+                                 "with --classifier-weights (defense-bench trains only its registered ones)")
+            if weights is None and len(data.train) == 0:
+                raise BenchError(f"dataset {data.name} has no train split to train classifier {name} on: give "
+                                 "--classifier-weights, or a train split (train/ and test/ folders, x_train/y_train)")
+            recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+            model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir),
+                                         weights, reconstructor=lambda: self.reconstructor(recipe, spec, data),
+                                         retrain=cfg.retrain)
+        check_fits(name, model, spec, data.test, self.device)
+        return model, info
 
     def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
         """The Rec setting's training transform: ``defensegan`` (the shipped generator when it fits,
@@ -150,6 +179,14 @@ class Runner:
         return d, ident
 
     def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
+        if name in self.defense_objects:  # handed over by a library caller: a copy, set up if it is not yet
+            d = copy.deepcopy(self.defense_objects[name])
+            if getattr(d, "spec", None) is None:
+                torch.manual_seed(self.cfg.seed)
+                d.setup(spec)
+            if not hasattr(d, "hparams"):  # built by hand, not by the registry: its arguments as it holds them
+                d.hparams = object_params(d)
+            return d
         d = make_defense(name, self.cfg.defense_params.get(name))
         # Seeded before its networks exist, so its initial weights do not depend on what else
         # the grid built first (the same flags give the same checkpoint).
@@ -247,6 +284,9 @@ class Runner:
             load_state(d, path, what=f"cached {name} checkpoint")
             d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
         else:
+            if len(data.train) == 0:
+                raise BenchError(f"defense {name} trains on the data, and dataset {data.name} has no train split "
+                                 "(give train/ and test/ folders, or x_train/y_train)")
             print(f"[defense] training {name} on {len(data.train)} {data.name} images"
                   + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
             t0 = time.perf_counter()

@@ -13,7 +13,8 @@ from attacks.base import AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
 from bench.core.errors import BenchError
-from bench.core.registry import ATTACKS, DEFENSES, build
+from bench.core.checkpoint import state_hash
+from bench.core.registry import ATTACKS, DEFENSES, build, hyperparameters
 from defenses.base import Defense
 
 
@@ -39,6 +40,17 @@ def make_defense(name: str, params: dict[str, Any] | None) -> Defense:
     if not isinstance(defense, Defense):
         raise BenchError(f"defense {name!r} is not a defenses.base.Defense subclass")
     return defense
+
+
+def object_params(d: Defense) -> dict[str, Any]:
+    """The hyperparameters of a defense object built by hand: its class's keyword arguments, read
+    back from the attributes it keeps them in, plus a hash of its tensors (weights, buffers) so two
+    objects that differ anywhere are two cells."""
+    out = {k: getattr(d, k) for k in hyperparameters(type(d)) if hasattr(d, k)
+           and isinstance(getattr(d, k), (bool, int, float, str, type(None)))}
+    if any(True for _ in d.state_dict()):
+        out["state"] = state_hash(d)
+    return out
 
 
 def fit_ident(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> dict[str, Any] | None:

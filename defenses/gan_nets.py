@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,15 +35,16 @@ class LinearGenerator(nn.Module):
 class ConvSeedGenerator(nn.Module):
     """counterGAN's conv G: seed (B, in_dim) as 1×1 → ConvT k1 → 64 → ConvT k2 → C, BN after each.
 
-    For 32×32 the kernels are the published 16 and 17; other sizes use H/2 and H/2 + 1.
+    For 32×32 the kernels are the published 16 and 17; other sizes use H/2 and H/2 + 1 (W/2 and
+    W/2 + 1 across: any H×W).
     """
 
     def __init__(self, in_dim: int, shape: tuple[int, int, int]) -> None:
         super().__init__()
-        c, h, _ = shape
-        k1 = h // 2
+        c, h, w = shape
+        k1 = (h // 2, w // 2)
         self.net = nn.Sequential(nn.ConvTranspose2d(in_dim, 64, k1), nn.BatchNorm2d(64), nn.ReLU(),
-                                 nn.ConvTranspose2d(64, c, h - k1 + 1), nn.BatchNorm2d(c))
+                                 nn.ConvTranspose2d(64, c, (h - k1[0] + 1, w - k1[1] + 1)), nn.BatchNorm2d(c))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.flatten(1)[:, :, None, None])
@@ -52,7 +54,8 @@ class ConvImageGenerator(nn.Module):
     """An image-to-noise encoder–decoder (our fix: G sees the whole attacked image).
 
     conv 3×3 (width) → conv 4×4/2 (2·width) → conv 3×3 → convT 4×4/2 (width), skip from the
-    first layer, → conv 3×3 to C. Works for any even H, W.
+    first layer, → conv 3×3 to C. Any H, W: an odd side's upsampled map is one pixel short and is
+    padded by replication (even sides, MNIST's and CIFAR's, never are).
     """
 
     def __init__(self, shape: tuple[int, int, int], width: int = 32) -> None:
@@ -70,7 +73,11 @@ class ConvImageGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.inp(x)
-        return self.out(torch.cat([a, self.up(self.down(a))], 1))
+        u = self.up(self.down(a))
+        dh, dw = a.shape[-2] - u.shape[-2], a.shape[-1] - u.shape[-1]
+        if dh or dw:
+            u = F.pad(u, (0, dw, 0, dh), mode="replicate")
+        return self.out(torch.cat([a, u], 1))
 
 
 class LinearDiscriminator(nn.Module):
@@ -121,24 +128,26 @@ class ConvDiscriminator(nn.Module):
 class DefenseGANGenerator(nn.Module):
     """DefenseGAN's generator. 28×28: Linear(z → 4·4·256) ReLU → deconv 5×5 → 128 (crop to 7×7)
     ReLU → deconv → 64 ReLU → deconv → C, sigmoid; no batch norm (as the reference).
-    Other sizes (DCGAN style, 32×32): 4 → 8 → 16 → 32 with the same layers, no crop.
+    32×32 (DCGAN style): 4 → 8 → 16 → 32 with the same layers, no crop. Any other H×W: from
+    ⌈H/8⌉×⌈W/8⌉ up three times, the output cropped to H×W.
     """
 
     def __init__(self, shape: tuple[int, int, int], z_dim: int = 128, width: int = 64) -> None:
         super().__init__()
-        c, h, _ = shape
-        self.crop = 7 if h == 28 else None
+        c, h, w = shape
+        self.crop = 7 if (h, w) == (28, 28) else None
+        self.start = (4, 4) if (h, w) in ((28, 28), (32, 32)) else (math.ceil(h / 8), math.ceil(w / 8))
         up = lambda i, o: nn.ConvTranspose2d(i, o, 5, stride=2, padding=2, output_padding=1)
-        self.fc = nn.Sequential(nn.Linear(z_dim, 4 * 4 * 4 * width), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(z_dim, self.start[0] * self.start[1] * 4 * width), nn.ReLU())
         self.up1 = nn.Sequential(up(4 * width, 2 * width), nn.ReLU())
         self.up2 = nn.Sequential(up(2 * width, width), nn.ReLU(), up(width, c), nn.Sigmoid())
         self.width, self.shape = width, tuple(shape)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.up1(self.fc(z).view(-1, 4 * self.width, 4, 4))
+        h = self.up1(self.fc(z).view(-1, 4 * self.width, *self.start))
         if self.crop:
             h = h[:, :, :self.crop, :self.crop]
-        return self.up2(h)
+        return self.up2(h)[:, :, :self.shape[1], :self.shape[2]]
 
 
 class DefenseGANCritic(nn.Module):

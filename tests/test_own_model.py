@@ -113,16 +113,19 @@ def test_a_model_object_on_tensors_returns_records_and_a_report(user_model, tmp_
 
 
 def test_npz_data_uint8_nhwc_with_a_trainable_defense_at_32x32(tmp_path, cache_dir, capsys):
-    """The conv counterGAN trains on a user's 3×32×32 train split and defends its test split."""
+    """counterGAN and DefenseGAN train on a user's 3×32×32 train split and defend its test split."""
     g = np.random.default_rng(0)
     path = tmp_path / "mine.npz"
     np.savez(path, x_train=g.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_train=g.integers(0, 4, 64),
              x_test=g.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), y_test=g.integers(0, 4, 16))
     (tmp_path / "cg.toml").write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\n"
-                                      "batch_size = 32\n[defenses.countergan]\niterations = 3\nbatch_size = 16\n")
+                                      "batch_size = 32\n[defenses.countergan]\niterations = 3\nbatch_size = 16\n"
+                                      '[defenses.dg]\nplugin = "defensegan"\npretrained = ""\niterations = 3\n'
+                                      "L = 3\nR = 2\nwidth = 8\nbatch_size = 16\n")
     recs = bench.evaluate(config=tmp_path / "cg.toml", cache_dir=str(cache_dir), dataset=[f"npz:{path}"],
-                          defenses=["none", "countergan"], attack=["fgsm"])
-    assert {r["defense"] for r in recs} == {"none", "countergan"}
+                          defenses=["none", "countergan", "dg"], attack=["fgsm"])
+    assert {r["defense"] for r in recs} == {"none", "countergan", "dg"}
+    assert next(r for r in recs if r["defense"] == "dg")["defense_source"].startswith("trained:")
     cg = next(r for r in recs if r["defense"] == "countergan")
     assert cg["eps"] == pytest.approx(8 / 255) and cg["defense_source"].startswith("trained:")
     assert cg["classifier"] == "cifar-small" and cg["n"] == 16
@@ -239,3 +242,21 @@ def test_defense_objects_run_under_their_class_path_with_their_arguments(tiny_to
     with pytest.raises(BenchError, match="must be defenses.base.Defense"):
         bench.evaluate(config=tiny_toml, cache_dir=str(cache_dir), classifier=net, data=(x, y),
                        defenses=[torch.nn.Identity()])
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 20, 24), (1, 27, 27), (3, 64, 48)])
+@pytest.mark.parametrize("name", ["countergan", "countergan-conv-bce", "countergan-linear-bce", "defensegan"])
+def test_generators_build_for_any_image_size(name, shape):
+    """Every trainable defense maps a batch of the data's size to the same size, in [0,1]."""
+    from bench.builtin.userdata import UserDataset
+    from bench.builtin.data import Split
+    from bench.core.registry import DEFENSES, build
+    x = torch.rand(4, *shape)
+    spec = UserDataset("tensors:t", None, Split(x, torch.arange(4) % 2, "t"))
+    d = build(DEFENSES, name, {**DEFENSES.get(name).test_params, **({"L": 2, "R": 1} if name == "defensegan" else {})})
+    torch.manual_seed(0)
+    d.setup(spec)
+    d.eval()
+    with torch.no_grad():
+        out = d(x)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1

@@ -57,8 +57,10 @@ def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -
 
 
 def object_name(obj: Any) -> str:
-    """How a handed-over object is named in records: its registered name, else its class path."""
-    return getattr(obj, "registered_name", None) or f"{type(obj).__module__}.{type(obj).__qualname__}"
+    """How a handed-over object is named in records: the name the registry built it under, else
+    its class as the command line names an external plugin (``module:Class``), so the same
+    class with the same weights is the same cell whichever way it was given."""
+    return obj.__dict__.get("registered_name") or f"{type(obj).__module__}:{type(obj).__qualname__}"
 
 
 def _objects(settings: dict[str, Any], data: Any) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None
     y_test)`` tensors, images N×C×H×W in [0,1]; or a torch Dataset of (image, label); instead of
     ``dataset``), **settings: any ``[run]`` key (``defenses``, ``attack``, ``eps``, ``threat``,
     ``dataset``, ``limit``, ``offline`` …) or a parameter table (``defense_params`` …).
-    ``classifier`` may also be a ``torch.nn.Module`` (used as it is; named by its class path,
+    ``classifier`` may also be a ``torch.nn.Module`` (used as it is; named ``module:Class``,
     identified by its weights hash) and ``defenses`` may hold ``Defense`` objects. Tensors are
     identified by their content's fingerprint.
     Example: ``bench.evaluate(classifier=net, data=(x, y), defenses=["none", "bitdepth"], eps=[0.1])``

@@ -100,7 +100,7 @@ def test_a_model_object_on_tensors_returns_records_and_a_report(user_model, tmp_
     assert len(recs) == 2
     for r in recs:
         assert 0 <= r["clean_acc_ci_low"] <= r["clean_acc"] <= r["clean_acc_ci_high"] <= 1
-        assert r["dataset"].startswith("tensors:") and r["classifier"] == "tmpmod.Net"
+        assert r["dataset"].startswith("tensors:") and r["classifier"] == "tmpmod:Net"
     assert (out / "results.md").is_file() and main(["report", "--results-dir", str(out), "--no-plots"]) == 0
     # The same tensors and weights give the same cells (identity = content + weights, not the object).
     again = bench.evaluate(config=tiny_toml, cache_dir=str(cache_dir), classifier=net, data=(x.clone(), y.clone()),
@@ -236,7 +236,7 @@ def test_defense_objects_run_under_their_class_path_with_their_arguments(tiny_to
                                    defenses=["none", d], attack=["fgsm"], eps=[0.1])
     soft, hard = run(GaussianBlur(sigma=0.5)), run(GaussianBlur(sigma=2.0))
     pick = lambda recs: next(r for r in recs if r["defense"] != "none")
-    assert pick(soft)["defense"] == "examples.gaussian_blur.GaussianBlur"
+    assert pick(soft)["defense"] == "examples.gaussian_blur:GaussianBlur"
     assert pick(soft)["defense_params"]["sigma"] == 0.5 and pick(hard)["defense_params"]["sigma"] == 2.0
     assert pick(soft)["cell_key"] != pick(hard)["cell_key"]
     with pytest.raises(BenchError, match="must be defenses.base.Defense"):

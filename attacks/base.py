@@ -22,6 +22,9 @@ class AttackPlugin:
     # True when ``build_eot`` gives a form that averages the loss gradient over draws of a
     # randomized model (Athalye et al.'s EOT); bpda-eot on a randomized defense needs it.
     supports_eot = False
+    # True for an attack that never reads a gradient (Square): masked gradients cannot mislead it,
+    # so it doing clearly better than the gradient attacks flags the cell (analysis.checks).
+    gradient_free = False
 
     def build(self, model: nn.Module, eps: float | None, spec: Any) -> Any:
         raise NotImplementedError

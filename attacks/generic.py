@@ -10,6 +10,9 @@ from attacks.base import AttackPlugin
 from bench.core.errors import BenchError
 
 
+GRADIENT_FREE = ("Square", "OnePixel", "Pixle")  # torchattacks classes that query outputs only
+
+
 class TorchattacksAttack(AttackPlugin):
     """Wraps ``torchattacks.<ClassName>``; parameters come from ``[attacks."torchattacks:Name"]``.
 
@@ -35,6 +38,7 @@ class TorchattacksAttack(AttackPlugin):
         self.cls, self.params = cls, params
         self.uses_eps = "eps" in sig
         self.norm = "L2" if "L2" in class_name else "Linf"
+        self.gradient_free = class_name in GRADIENT_FREE
         self.registered_name = f"torchattacks:{class_name}"
         self.hparams = params
 

@@ -49,3 +49,40 @@ class Jitter(Defense):
         self.__dict__.update(state)
         self.gen = torch.Generator()
         self.gen.set_state(gen)
+
+
+class _Flip(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class GradientFlip(Defense):
+    """A planted gradient-masking defense: the identity forward, its gradient negated backward, so
+    every gradient attack climbs the wrong way while a gradient-free one is not fooled.
+    Example: --defenses trust_plugins:GradientFlip"""
+
+    def forward(self, x):
+        return _Flip.apply(x)
+
+
+class CoinBlank(Defense):
+    """A toy randomised defense: each image is kept or blanked (all zeros) by a seeded coin.
+    Example: --defenses trust_plugins:CoinBlank"""
+
+    randomized = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gen = torch.Generator().manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        self.gen.manual_seed(seed)
+
+    def forward(self, x):
+        keep = (torch.rand(len(x), generator=self.gen) < 0.5).to(x.device)
+        return torch.where(keep[:, None, None, None], x, torch.zeros_like(x))

@@ -28,7 +28,7 @@ def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
 
     The driver runs it as each cell is stored (so the run's log says it); an executor may deliver
     the iterative cell before its FGSM twin, so the report runs it again over all stored records
-    (``with_fgsm_checks``) — a warning never depends on the order cells finished in."""
+    (``with_record_checks``) — a warning never depends on the order cells finished in."""
     # FGSM and worst-case rows are not iterative; `!= True` also skips a frame's NaN (no such field)
     if rec.get("iterative") != True or _number(rec.get("eps")) is None:  # noqa: E712
         return
@@ -46,14 +46,41 @@ def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
                                      "a sign of a broken evaluation (masked gradients?)")
 
 
-def with_fgsm_checks(records: list[dict[str, Any]]) -> list[list[str]]:
-    """Every record's checks, with ``versus_fgsm`` redone for iterative cells against all the other
-    records (a stored verdict of an older rule, or one made before the FGSM twin was stored, is
-    replaced); other rows keep what they stored."""
+MASKED = "may be misled by masked gradients"
+
+
+def _metric(rec: dict[str, Any]) -> str:
+    return "adv_acc" if rec.get("threat") == "gray" else "defended_adv_acc"
+
+
+def versus_gradient_free(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
+    """AutoAttack's flag: a gradient attack that a gradient-free one (Square) beats on the same cell
+    beyond both 95% intervals was misled — the defense's gradients are masked or shattered, and
+    the gradient attack's number is no robustness claim. Checked on the gradient attack's record."""
+    if rec.get("iterative") != True or rec.get("gradient_free") == True or _number(rec.get("eps")) is None:  # noqa: E712
+        return
+    metric, key = _metric(rec), twin_key(rec)
+    low = _number(rec.get(f"{metric}_ci_low"))
+    for r in stored:
+        if r.get("gradient_free") == True and r is not rec and twin_key(r) == key:  # noqa: E712
+            high, value = _number(r.get(f"{metric}_ci_high")), _number(r.get(metric))
+            if low is not None and high is not None and high < low:
+                rec["checks"].append(f"{rec['attack']} {MASKED}: the gradient-free {r['attack']} reaches "
+                                     f"{value:.3f} < {_number(rec.get(metric)):.3f} at the same eps, beyond the "
+                                     "95% intervals")
+
+
+def with_record_checks(records: list[dict[str, Any]]) -> list[list[str]]:
+    """Every record's checks, with the checks that compare cells (``versus_fgsm``,
+    ``versus_gradient_free``) redone against all the other records (a stored verdict of an older
+    rule, or one made before its twin was stored, is replaced); other rows keep what they stored."""
     fgsm: dict[str, list[dict[str, Any]]] = {}
+    free: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("attack") == "fgsm":
             fgsm.setdefault(twin_key(r), []).append(r)
+        if r.get("gradient_free") == True:  # noqa: E712
+            free.setdefault(twin_key(r), []).append(r)
     out = []
     for rec in records:
         stored = rec.get("checks") if isinstance(rec.get("checks"), list) else []
@@ -62,5 +89,6 @@ def with_fgsm_checks(records: list[dict[str, Any]]) -> list[list[str]]:
             continue
         probe = {**rec, "checks": []}
         versus_fgsm(probe, fgsm.get(twin_key(rec), []))
-        out.append([c for c in stored if WEAKER not in c] + probe["checks"])
+        versus_gradient_free(probe, free.get(twin_key(rec), []))
+        out.append([c for c in stored if WEAKER not in c and MASKED not in c] + probe["checks"])
     return out

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.analysis.checks import with_fgsm_checks
+from bench.analysis.checks import with_record_checks
 from bench.core.identity import aspect_of, digest, flatten, of_record
 from bench.core.labels import short
 
@@ -74,7 +74,7 @@ def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | Non
     df = df.sort_values("time", kind="stable", na_position="first")
     df = df.drop_duplicates(subset=["cell_key"], keep="last").reset_index(drop=True)
     if "iterative" in df.columns:  # over every stored cell, before filters hide an FGSM twin
-        df["checks"] = with_fgsm_checks(df.to_dict("records"))
+        df["checks"] = with_record_checks(df.to_dict("records"))
     for col, allowed in (filters or {}).items():
         if allowed:
             df = df[df[col].isin(allowed)].reset_index(drop=True)

@@ -22,6 +22,9 @@ def run_parser() -> Parser:
                         "train/ and test/ or test only), npz:PATH (x_test, y_test[, x_train, y_train]) (default mnist)")
     a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
     a("--eot-samples", type=_int, help="draws of a randomized defense averaged per gradient in bpda-eot (default 8)")
+    a("--resubmit", type=_int, help="classify each adversarial (and clean) image N times through a randomised "
+                                    "defense: robust only if right every time (default 1); the mean over draws "
+                                    "and the majority vote are stored too")
     a("--attack-labels", help="craft attacks with the true labels (default, as AutoAttack) or the "
                               "classifier's predictions (predicted: no label leaking)")
     a("--limit", type=_int, help="test images to evaluate (default: the whole test split)")

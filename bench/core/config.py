@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.core.errors import BenchError
-from bench.core.threats import THREATS
+from bench.core.threats import THREATS, is_transfer
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 WANDB_MODES = ("disabled", "offline", "online")  # Weights & Biases logging (bench.render.wandb_log)
@@ -29,7 +29,7 @@ GRID_TABLE = "grid"  # a grid file's steps (bench.cli.grid); not part of a confi
 BOOL_KEYS = ("offline", "rerun", "retrain")
 STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
             "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
-POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size")
+POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
 
 
@@ -55,6 +55,7 @@ class Config:
     retrain: bool = False                   # train classifiers and defenses anew (not shipped, not cached)
     warmup: int = 1
     eot_samples: int = 8
+    resubmit: int = 1                       # classify each input N times through a randomised defense
     attack_labels: str = "true"             # craft with the true labels, or the classifier's predictions
     executor: str = "local"
     ray_address: str | None = None
@@ -225,11 +226,12 @@ def validate(cfg: Config) -> None:
     if cfg.executor not in EXECUTORS:
         raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
     _positive_int("eot_samples", cfg.eot_samples)
+    _positive_int("resubmit", cfg.resubmit)
     if cfg.attack_labels not in ("true", "predicted"):
         raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
     for t in cfg.threat:
-        if t not in THREATS:
-            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}")
+        if t not in THREATS and not is_transfer(t):
+            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}, transfer:<classifier>")
     resolve_device(cfg.device)
 
 

@@ -53,19 +53,21 @@ def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_h
                   defense_weights: str | None,
                   attack: str, attack_params: dict[str, Any], eps: float | None, norm: str,
                   attack_labels: str, threat: str, eot_samples: int | None, seed: int,
-                  batch_size: int, device_type: str) -> dict[str, Any]:
+                  batch_size: int, device_type: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that can change one of a cell's numbers. ``data`` holds the dataset name,
     both split sources and the fingerprint; ``defense_fit`` is the fit key of a trained
     defense (None otherwise); ``eot_samples`` is the number of draws really used (None when
     the threat does not draw); ``defense_weights`` the hash of the weights it really used (two
-    trainings under one fit key on different machines can differ)."""
+    trainings under one fit key on different machines can differ). ``extra``: fields only some
+    cells have (``resubmit`` > 1, a transfer threat's ``surrogate_hash``), absent otherwise, so
+    the keys of cells without them stay as they were."""
     return {"kind": "cell", "v": IDENTITY_VERSION, "data": data, "n": n,
             "classifier": classifier, "classifier_hash": classifier_hash,
             "defense": defense, "defense_params": defense_params, "defense_fit": defense_fit,
             "defense_weights": defense_weights,
             "attack": attack, "attack_params": attack_params, "eps": eps, "norm": norm,
             "attack_labels": attack_labels, "threat": threat, "eot_samples": eot_samples,
-            "seed": seed, "batch_size": batch_size, "device_type": device_type}
+            "seed": seed, "batch_size": batch_size, "device_type": device_type, **(extra or {})}
 
 
 def canonical(value: Any) -> str:
@@ -99,7 +101,7 @@ def flatten(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # with ``aspect_of``; nobody else lists identity fields.
 ASPECTS: dict[str, tuple[str, ...]] = {
     "meta": ("kind", "v"),
-    "defense": ("defense", "defense_params", "defense_fit", "defense_weights", "eot_samples"),
+    "defense": ("defense", "defense_params", "defense_fit", "defense_weights", "eot_samples", "resubmit"),
     "attack": ("attack", "attack_params"),
     "attack_setting": ("attack", "attack_params", "eps", "norm"),
     "budget": ("attack_params.steps", "attack_params.alpha", "attack_params.restarts", "eot_samples"),

@@ -80,6 +80,16 @@ class Record(TypedDict, total=False):
     blas: str
     time: float
     samples: str                  # path of a few images (.npz) for the report's grid
+    gradient_free: bool           # the attack reads no gradient (Square): the masking check's witness
+    # resubmission (``--resubmit N`` on a randomised defense): defended_* are then the worst over
+    # N draws (right on every draw); these hold the mean over draws, the majority vote, draw 1
+    resubmit: int
+    defended_adv_acc_expected: float
+    defended_adv_acc_majority: float
+    defended_adv_acc_first_draw: float
+    defended_clean_acc_expected: float
+    defended_clean_acc_majority: float
+    resubmit_correct: dict[str, str]  # "<outcome>_majority" / "<outcome>_first_draw" → hex bitmap
 
 
 # Fields every record of a kind carries: ``make`` refuses to build one without them.
@@ -117,6 +127,29 @@ def accuracies(outcomes: dict[str, Any]) -> dict[str, float]:
         k, n = int(ok.sum()), len(ok)
         out[f"{name}_acc"] = k / n
         out[f"{name}_acc_ci_low"], out[f"{name}_acc_ci_high"] = wilson(k, n)
+    return out
+
+
+def resubmission(draws: dict[str, list[Any]]) -> dict[str, Any]:
+    """Per-sample outcomes of N draws of a randomised defense (``outcome → [N boolean arrays]``):
+    ``worst`` (right on every draw: the robust outcome, as a pair for defended_clean and
+    defended_adv), and for each outcome the expected accuracy (mean over draws), the majority
+    vote's accuracy with its Wilson interval and bitmap, the first draw's accuracy."""
+    out: dict[str, Any] = {"resubmit_correct": {}}
+    worst = []
+    for name, oks in draws.items():
+        stack = np.stack([np.asarray(o.cpu() if isinstance(o, torch.Tensor) else o, bool) for o in oks])
+        n_draws, n = stack.shape
+        majority = stack.sum(0) * 2 > n_draws
+        k = int(majority.sum())
+        out[f"{name}_acc_expected"] = float(stack.mean())
+        out[f"{name}_acc_majority"] = k / n
+        out[f"{name}_acc_majority_ci_low"], out[f"{name}_acc_majority_ci_high"] = wilson(k, n)
+        out[f"{name}_acc_first_draw"] = float(stack[0].mean())
+        out["resubmit_correct"][f"{name}_majority"] = encode(majority)
+        out["resubmit_correct"][f"{name}_first_draw"] = encode(stack[0])
+        worst.append(torch.from_numpy(stack.all(0)))
+    out["worst"] = tuple(worst)
     return out
 
 

@@ -29,6 +29,9 @@ class Registry:
         # a named module (explicit discovery, no scanning), so a lookup never depends on what
         # the caller happened to import first.
         self._builtins = builtins
+        # name → (member names, description): a suite runs its members as cells of their own and
+        # is combined per sample into one row named after it (AutoAttack's ``aa``).
+        self.suites: dict[str, tuple[tuple[str, ...], str]] = {}
 
     def _load(self) -> None:
         if self._builtins is not None:
@@ -63,6 +66,21 @@ class Registry:
         setattr(sys.modules[base.__module__], class_name, cls)
         return self.register(name)(cls)
 
+    def suite(self, name: str, members: tuple[str, ...], doc: str) -> None:
+        """Register ``name`` as a suite of registered ``members`` (refused when taken)."""
+        if name in self._table or name in self.suites:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        unknown = [m for m in members if m not in self._table]
+        if unknown:
+            raise ValueError(f"{self.kind} suite {name!r} names unregistered member(s) {', '.join(unknown)}")
+        self.suites[name] = (tuple(members), doc)
+
+    def expand(self, names: list[str]) -> list[str]:
+        """``names`` with every suite replaced by its members (order kept, duplicates dropped)."""
+        self._load()
+        out = [m for n in names for m in (self.suites[n][0] if n in self.suites else (n,))]
+        return list(dict.fromkeys(out))
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._table)
@@ -82,9 +100,13 @@ class Registry:
             return self._table[name]
         if ":" in name:
             return self._external(name)
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        if name in self.suites:
+            raise BenchError(f"{self.kind} {name!r} is a suite of {', '.join(self.suites[name][0])}: "
+                             "it is expanded into them, not built")
+        known = sorted([*self.names(), *self.suites])
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise BenchError(f"unknown {self.kind} {name!r}; {hint}available: {', '.join(self.names())}"
+        raise BenchError(f"unknown {self.kind} {name!r}; {hint}available: {', '.join(known)}"
                          f" (or an external plugin as module:ClassName)")
 
     def _external(self, spec: str) -> type:

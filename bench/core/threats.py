@@ -17,15 +17,29 @@ import torch
 from torch import nn
 
 THREATS = ("gray", "white", "bpda", "bpda-eot")
+TRANSFER = "transfer:"  # transfer:<classifier>: crafted on that (bare) surrogate, scored on the defended target
 # Stored rows may also carry "all": the per-sample worst over every threat model of a grid.
 THREAT_NAMES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-eot": "BPDA + EOT",
                 "all": "all threat models (per-sample worst)"}
 THREAT_ORDER = (*THREATS, "all")
 
 
+def is_transfer(threat: str) -> bool:
+    return threat.startswith(TRANSFER) and len(threat) > len(TRANSFER)
+
+
+def surrogate_of(threat: str) -> str:
+    return threat[len(TRANSFER):]
+
+
+def threat_name(threat: str) -> str:
+    """A threat model as tables name it."""
+    return f"transfer from {surrogate_of(threat)}" if is_transfer(threat) else THREAT_NAMES.get(threat, threat)
+
+
 def table_title(dataset: str, classifier: str, threat: str) -> str:
     """The title of one paper-view table; report, adequacy notes and paired tests share it."""
-    return f"{dataset} · {classifier} · {THREAT_NAMES.get(threat, threat)}"
+    return f"{dataset} · {classifier} · {threat_name(threat)}"
 
 
 class WhiteBox(nn.Module):
@@ -53,11 +67,14 @@ class BPDA(nn.Module):
         return self.classifier(x + (d - x).detach())
 
 
-def attack_model(threat: str, classifier: nn.Module, defense: nn.Module) -> nn.Module:
+def attack_model(threat: str, classifier: nn.Module, defense: nn.Module, surrogate: nn.Module | None = None
+                 ) -> nn.Module:
     """The module the attack sees, in eval mode: torchattacks restores the mode it found after
     each attack, and a wrapper left in train mode would switch the classifier's dropout on."""
     if threat == "gray":
         return classifier.eval()
+    if is_transfer(threat):
+        return surrogate.eval()
     if threat == "white":
         return WhiteBox(classifier, defense).eval()
     return BPDA(classifier, defense).eval()

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.core.errors import BenchError
-from bench.core.threats import THREAT_NAMES
+from bench.core.threats import THREAT_NAMES, threat_name
 from bench.render.report import markers
 from bench.store.runs import write_atomic
 
@@ -41,7 +41,7 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
         out.setdefault((ds, clf, eps), []).append({
             "defense": defense, "n": int(r["n"]), "clean (defended)": f"{r['defended_clean_acc']:.3f}",
             "worst case": _ci(r), "_sort": r["defended_adv_acc"],
-            "strongest single attack": (f"{strongest['attack']} · {THREAT_NAMES.get(strongest['threat'], strongest['threat'])}"
+            "strongest single attack": (f"{strongest['attack']} · {threat_name(strongest['threat'])}"
                                         f" ({strongest['defended_adv_acc']:.3f})") if strongest is not None else "—",
             "over": f"{len({p['attack'] for p in parts})} attacks × {len(threats)} threat models "
                     f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})"})

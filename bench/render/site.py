@@ -211,7 +211,8 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
                 worst = None
                 if present:
                     if len({v.n for v in present}) == 1:
-                        worst = combine(cells[cells["threat"].isin(THREATS)], "worst over threat models")
+                        # every threat model of the grid, transfer ones too (they have no column of their own)
+                        worst = combine(cells[cells["threat"] != "all"], "worst over threat models")
                     else:
                         low = min(present, key=lambda v: v.acc)
                         worst = Value(low.acc, low.lo, low.hi, low.n,

@@ -21,7 +21,8 @@ from bench.core import identity, record, shipped
 from bench.core.checkpoint import load_state, save_state, state_hash
 from bench.core.config import Config
 from bench.core.errors import BenchError
-from bench.core.registry import CLASSIFIERS, DATASETS
+from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
+from bench.core.threats import is_transfer, surrogate_of
 from bench.run.executors import LocalExecutor
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, object_params, plan
 from bench.run.timing import BatchTimer
@@ -125,8 +126,9 @@ class Runner:
                 "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
                 "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
                 "run_id": self.writer.run_id, **clf_info}
+        surrogates = {t: self.surrogate_for(surrogate_of(t), spec, data) for t in cfg.threat if is_transfer(t)}
         groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
-                      built, fit_keys, self.device.type)
+                      built, fit_keys, self.device.type, {t: h for t, (_, h) in surrogates.items()})
         pending = []
         for g in groups:
             todo = []
@@ -139,7 +141,24 @@ class Runner:
                 pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo))
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.worker.predict(classifier, test.x, timer)
-        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample()), pending
+        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample(),
+                        {t: m for t, (m, _) in surrogates.items()}), pending
+
+    def surrogate_for(self, name: str, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, str]:
+        """A transfer threat's surrogate: a registered classifier on the same data, from the zoo, the
+        cache or trained with its recipe, as the target would be; (model, weights hash)."""
+        if not is_builtin(name):
+            raise BenchError(f"transfer:{name}: the surrogate must be a registered classifier "
+                             f"(available: {', '.join(CLASSIFIERS.names())})")
+        if len(data.train) == 0:
+            raise BenchError(f"transfer:{name}: dataset {data.name} has no train split to train the surrogate on")
+        cfg = self.cfg
+        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir),
+                                     reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
+        check_fits(name, model, spec, data.test, self.device)
+        print(f"[threat] transfer:{name}: surrogate weights {info['classifier_hash']} ({info['classifier_source']})")
+        return model, info["classifier_hash"]
 
     def classifier_for(self, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, dict[str, Any]]:
         cfg = self.cfg
@@ -214,6 +233,7 @@ class Runner:
         if rec["cell_key"] in self.stored_keys:
             return  # a retried task delivered a cell twice
         checks.versus_fgsm(rec, self.records)
+        checks.versus_gradient_free(rec, self.records)
         if result.samples:
             rec["samples"] = self.writer.save_samples(rec["cell_key"], result.samples)
         self.writer.append(rec)
@@ -230,16 +250,24 @@ class Runner:
         one norm within each threat model, and (threat ``all``) over every attack *and* every threat
         model of the grid: an attacker who knows the defense may also choose to ignore it (gray-box
         transfer) or to replace its gradient (BPDA), so a defense whose own gradients mislead is
-        judged by whichever attacker does best on each image."""
+        judged by whichever attacker does best on each image. A suite of the grid (``aa``) also gets
+        its own row per threat model, named after it, once every member's cell is there."""
         groups: dict[tuple, list[dict]] = {}
+        suites = {s: ATTACKS.suites[s][0] for s in self.cfg.attack if s in ATTACKS.suites}
         for r in self.records:
-            if r.get("dataset") == base["dataset"] and r.get("attack") != "worst" and r.get("correct"):
-                groups.setdefault((r["defense"], r["threat"], r["eps"], r.get("norm"), r.get("attack_labels")),
-                                  []).append(r)
-                groups.setdefault((r["defense"], "all", r["eps"], r.get("norm"), r.get("attack_labels")),
-                                  []).append(r)
-        for (defense, threat, eps, norm, labels), recs in sorted(groups.items(), key=str):
-            if len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
+            if r.get("dataset") == base["dataset"] and r.get("kind") != "worst" and r.get("attack") != "worst" \
+                    and r.get("correct"):
+                cell = (r["defense"], r["eps"], r.get("norm"), r.get("attack_labels"))
+                groups.setdefault(("worst", r["threat"], *cell), []).append(r)
+                groups.setdefault(("worst", "all", *cell), []).append(r)
+                for s, members in suites.items():
+                    if r["attack"] in members:
+                        groups.setdefault((s, r["threat"], *cell), []).append(r)
+        for (label, threat, defense, eps, norm, labels), recs in sorted(groups.items(), key=str):
+            if label != "worst":
+                if {r["attack"] for r in recs} != set(suites[label]):
+                    continue  # a member's cell is missing (another norm, an interrupted run)
+            elif len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
                     threat == "all" and len({r["threat"] for r in recs}) < 2):
                 continue
             recs = sorted(recs, key=lambda r: (r["attack"], r["threat"]))
@@ -247,14 +275,14 @@ class Runner:
             cells = {"cells": sorted(r["cell_key"] for r in recs)}
             # Over threats, what was covered labels the column when rows differ (a per-threat worst
             # row's identity stays as it was, so stored ones keep their keys).
-            ident = {**recs[0]["identity"], "attack": "worst", "threat": threat,
+            ident = {**recs[0]["identity"], "attack": label, "threat": threat,
                      "attack_params": {"attacks": attacks, **cells} if threat == "all" else cells}
             key = identity.key(ident)
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
             fields = {**base, "cell_key": key, "identity": ident, "defense": defense,
-                      "defense_params": recs[0].get("defense_params"), "attack": "worst",
+                      "defense_params": recs[0].get("defense_params"), "attack": label,
                       "attack_params": {"attacks": attacks}, "attack_labels": labels,
                       "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
                       "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),

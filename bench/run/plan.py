@@ -13,6 +13,7 @@ from attacks.base import AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
 from bench.core.errors import BenchError
+from bench.core.threats import is_transfer
 from bench.core.checkpoint import state_hash
 from bench.core.registry import ATTACKS, DEFENSES, build, hyperparameters
 from defenses.base import Defense
@@ -99,6 +100,7 @@ class Cell:
     defense: str
     eot_samples: int | None
     threat_effective: str
+    resubmit: int = 1
 
 
 @dataclass
@@ -121,11 +123,13 @@ def eps_values(cfg_eps: list[float] | None, spec: Any, attack: AttackPlugin) -> 
 
 def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, classifier_hash: str,
          attacks: dict[str, AttackPlugin], defenses: dict[str, Defense], fit_keys: dict[str, str | None],
-         device_type: str) -> list[Group]:
+         device_type: str, surrogates: dict[str, str] | None = None) -> list[Group]:
+    """``surrogates``: transfer threat → the weights hash of the classifier it crafts on."""
     """Every group of the grid with every cell (stored or not). Single-step attacks come first,
-    so iterative ones can be checked against them."""
+    so iterative ones can be checked against them, and gradient-free ones (Square) first among the
+    iterative, so a gradient attack's record can carry the masking check (the report redoes both)."""
     groups = []
-    for attack_name in sorted(attacks, key=lambda k: attacks[k].iterative):
+    for attack_name in sorted(attacks, key=lambda k: (attacks[k].iterative, not attacks[k].gradient_free)):
         attack = attacks[attack_name]
         for eps in eps_values(cfg.eps, spec, attack):
             params = attack.effective_params(eps, spec)
@@ -133,6 +137,10 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                 group = Group(attack_name, eps, threat, cfg.attack_labels, params)
                 for dname, d in defenses.items():
                     draws = eot_draws(threat, d, cfg.eot_samples)
+                    resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
+                    extra = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
+                    if is_transfer(threat):
+                        extra["surrogate_hash"] = surrogates[threat]
                     if draws and draws > 1 and not attack.supports_eot:
                         raise BenchError(f"attack {attack_name!r} has no gradient-averaging (EOT) form for "
                                          f"the randomized defense {dname!r} under bpda-eot; use fgsm, pgd or bim")
@@ -142,7 +150,8 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                         defense_weights=weights_hash(dname, d),
                         attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
                         attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
-                        batch_size=cfg.batch_size, device_type=device_type)
-                    group.cells.append(Cell(identity.key(ident), ident, dname, draws, effective_threat(threat, d)))
+                        batch_size=cfg.batch_size, device_type=device_type, extra=extra)
+                    group.cells.append(Cell(identity.key(ident), ident, dname, draws, effective_threat(threat, d),
+                                            resubmit))
                 groups.append(group)
     return groups

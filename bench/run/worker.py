@@ -6,7 +6,7 @@ A worker holds no store, so it can run in any process (the Ray executor ships it
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
@@ -18,7 +18,8 @@ from bench.core import record
 from bench.core.config import Config, resolve_device
 from bench.core.identity import digest
 from bench.core.progress import progress
-from bench.core.threats import attack_model
+from bench.core.registry import ATTACKS
+from bench.core.threats import attack_model, is_transfer
 from bench.run import probes
 from bench.run.plan import Cell, Group, make_attack
 from bench.run.timing import BatchTimer
@@ -39,6 +40,7 @@ class Prepared:
     base: dict[str, Any]          # fields every record of this dataset carries
     clean_pred: torch.Tensor
     classifier_ms: float | None
+    surrogates: dict[str, nn.Module] = field(default_factory=dict)  # transfer threat → the model crafted on
 
 
 @dataclass
@@ -62,7 +64,8 @@ class Worker:
         self.device = resolve_device(cfg.device)
         self.device_label = device_name(self.device)
         self.machine = machine(self.device)
-        self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in cfg.attack}
+        # A suite (``aa``) is its members, each a cell of its own.
+        self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in ATTACKS.expand(cfg.attack)}
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
 
     def batches(self, n: int) -> list[tuple[int, int]]:
@@ -91,8 +94,9 @@ class Worker:
         shared = None
         for cell in group.cells:
             d = prep.defenses[cell.defense].to(self.device).eval()
-            model = attack_model(cell.threat_effective, classifier, d)
-            if cell.threat_effective == "gray":  # crafted on the bare classifier: shared by every defense
+            model = attack_model(cell.threat_effective, classifier, d, prep.surrogates.get(group.threat))
+            if cell.threat_effective == "gray" or is_transfer(group.threat):
+                # crafted on a bare classifier (the target's, or the surrogate's): shared by every defense
                 if shared is None:
                     adv, attack_timer = self.craft(model, attack, prep, group, labels)
                     shared = (adv, attack_timer, self.predict(classifier, adv))
@@ -110,12 +114,24 @@ class Worker:
         dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
         da = self.defend(d, classifier, adv, adv_pred, "adv", timer)
         adv_ok, dc_ok, da_ok = adv_pred == test.y, dc.pred == test.y, da.pred == test.y
+        resubmitted = {}
+        if cell.resubmit > 1:
+            # The attacker may submit each adversarial example N times to a randomised defense and
+            # wins if any draw fails: robust = right on every draw (the bitmap and accuracy stored
+            # as defended_*); the mean over draws and the majority vote are stored beside it.
+            draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
+            for k in range(1, cell.resubmit):
+                draws["defended_clean"].append(self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k).pred
+                                               == test.y)
+                draws["defended_adv"].append(self.defend(d, classifier, adv, adv_pred, "adv", None, k).pred == test.y)
+            resubmitted = record.resubmission(draws)
+            dc_ok, da_ok = resubmitted.pop("worst")
         # One dict, merged in the order the fields were always merged (a plugin's fit facts may
         # repeat a key: the later one wins, as it did), then handed to the one constructor.
         fields = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
                   "defense_params": d.hparams, "attack": group.attack, "attack_params": group.params,
                   "attack_labels": group.labels, "norm": attack.norm, "eps": group.eps,
-                  "iterative": attack.iterative, "threat": group.threat, "threat_effective": cell.threat_effective,
+                  "iterative": attack.iterative, "gradient_free": attack.gradient_free, "threat": group.threat, "threat_effective": cell.threat_effective,
                   "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
                   "classifier_ms_per_sample": prep.classifier_ms,
                   "attack_ms_per_sample": attack_timer.ms_per_sample(),
@@ -123,6 +139,7 @@ class Worker:
                   "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
                   "max_linf": (adv - test.x).abs().amax().item(),
                   "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
+        fields.update(resubmitted, resubmit=cell.resubmit)
         rec = record.make("cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
                           **fields)
         probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
@@ -156,7 +173,7 @@ class Worker:
         return torch.cat(out), timer
 
     def defend(self, d: Defense, classifier: nn.Module, xs: torch.Tensor, undefended: torch.Tensor,
-               tag: str, timer: BatchTimer) -> Defended:
+               tag: str, timer: BatchTimer | None, draw: int = 0) -> Defended:
         out, shown, wrote = [], None, False
         for a, b in self.batches(len(xs)):
             xb = xs[a:b].to(self.device)
@@ -164,9 +181,10 @@ class Worker:
             # set or the adversarial examples shared with every other defense.
             given = xb.clone()
             if d.randomized:
-                d.seed(self.seed_for("defense", tag, a))
+                # Draw 0 is the one every record has always used; resubmissions draw afresh.
+                d.seed(self.seed_for("defense", tag, a) if draw == 0 else self.seed_for("defense", tag, a, draw))
             with torch.no_grad():
-                xd = timer(lambda: d(given), b - a)
+                xd = timer(lambda: d(given), b - a) if timer is not None else d(given)
                 wrote = wrote or not torch.equal(given, xb)
                 out.append(undefended[a:b] if d.identity else classifier(xd).argmax(1).cpu())
             if shown is None:

@@ -1,0 +1,117 @@
+"""A standard-strength attacker: AutoAttack's components as cells and their per-sample row, the
+gradient-masking check, resubmission of randomised defenses, transfer attacks from a surrogate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli import main
+from bench.core import record
+from bench.core.errors import BenchError
+from bench.core.identity import digest
+from bench.run.plan import make_attack
+from conftest import read_records
+
+SMALL_AA = ('[attacks.aa-apgd-ce]\nsteps = 5\n[attacks.aa-apgd-t]\nsteps = 3\n[attacks.aa-fab-t]\nsteps = 3\n'
+            '[attacks.aa-square]\nn_queries = 30\n')
+
+
+def _config(tmp_path, extra: str = "") -> str:
+    path = tmp_path / "attacker.toml"
+    path.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n" + extra)
+    return str(path)
+
+
+def _args(run_args, tmp_path, extra, *flags):
+    args = run_args(*flags)
+    args[args.index("--config") + 1] = _config(tmp_path, extra)
+    return args
+
+
+def test_aa_stores_one_cell_per_component_and_a_per_sample_row(run_args, tmp_path):
+    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,bitdepth", "--attack", "aa", "--eps", "0.3",
+                      "--threat", "white", "--limit", "16")) == 0
+    recs = read_records(run_args.results)
+    for defense in ("none", "bitdepth"):
+        mine = [r for r in recs if r["defense"] == defense]
+        parts = {r["attack"]: r for r in mine if r["kind"] == "cell"}
+        assert set(parts) == {"aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"}
+        assert parts["aa-apgd-ce"]["attack_params"]["steps"] == 5 and parts["aa-square"]["gradient_free"]
+        (aa,) = [r for r in mine if r["attack"] == "aa"]
+        both = np.logical_and.reduce([record.decode(p["correct"]["defended_adv"], 16) for p in parts.values()])
+        assert record.decode(aa["correct"]["defended_adv"], 16).tolist() == both.tolist()
+        assert aa["kind"] == "worst" and sorted(aa["attack_params"]["attacks"]) == sorted(parts)
+        assert aa["defended_adv_acc"] <= min(p["defended_adv_acc"] for p in parts.values())
+        assert [r for r in mine if r["attack"] == "worst"]  # the grid's own worst row, over the same cells
+
+
+def test_a_suite_is_expanded_not_built():
+    with pytest.raises(BenchError, match="suite of aa-apgd-ce"):
+        make_attack("aa", None)
+    with pytest.raises(BenchError, match="did you mean aa-square"):
+        make_attack("aa-squar", None)
+
+
+def test_the_planted_masking_defense_is_flagged_by_the_gradient_free_attack(run_args, tmp_path):
+    extra = '[attacks.pgd]\nsteps = 10\n[attacks."torchattacks:Square"]\nn_queries = 300\nseed = 0\n'
+    assert main(_args(run_args, tmp_path, extra, "--defenses", "none,trust_plugins:GradientFlip", "--attack",
+                      "pgd,torchattacks:Square", "--eps", "0.3", "--threat", "white", "--limit", "48")) == 0
+    recs = {(r["defense"], r["attack"]): r for r in read_records(run_args.results)}
+    flipped = recs[("trust_plugins:GradientFlip", "pgd")]
+    assert any("may be misled by masked gradients" in c for c in flipped["checks"]), flipped["checks"]
+    assert not any("masked gradients" in c for c in recs[("none", "pgd")]["checks"])
+    md = (run_args.results / "results.md").read_text()
+    assert "may be misled by masked gradients" in md  # the report redoes it from the records
+
+
+def test_resubmission_matches_a_hand_computation(run_args, tmp_path, mnist_setup):
+    _, data, clf = mnist_setup
+    n, draws = 48, 5
+    assert main(_args(run_args, tmp_path, "", "--defenses", "none,trust_plugins:CoinBlank", "--attack", "fgsm",
+                      "--eps", "0.2", "--limit", str(n), "--resubmit", str(draws))) == 0
+    recs = {r["defense"]: r for r in read_records(run_args.results) if r["kind"] == "cell"}
+    rec = recs["trust_plugins:CoinBlank"]
+    x, y = data.test.x[:n], data.test.y[:n]
+    oks = []
+    for k in range(draws):
+        preds = []
+        for a in range(0, n, 32):  # the runner's batches and its seeds for draw k
+            parts = ["defense", "clean", a] + ([k] if k else [])
+            gen = torch.Generator().manual_seed(int(digest([0, *parts], 8), 16))
+            xb = x[a:a + 32]
+            keep = torch.rand(len(xb), generator=gen) < 0.5
+            with torch.no_grad():
+                preds.append(clf(torch.where(keep[:, None, None, None], xb, torch.zeros_like(xb))).argmax(1))
+        oks.append((torch.cat(preds) == y).numpy())
+    oks = np.stack(oks)
+    assert rec["resubmit"] == draws and recs["none"]["resubmit"] == 1  # a deterministic defense answers once
+    assert rec["defended_clean_acc"] == pytest.approx(oks.all(0).mean())
+    assert rec["defended_clean_acc_expected"] == pytest.approx(oks.mean())
+    assert rec["defended_clean_acc_majority"] == pytest.approx((oks.sum(0) * 2 > draws).mean())
+    assert rec["defended_clean_acc_first_draw"] == pytest.approx(oks[0].mean())
+    assert rec["defended_adv_acc"] < rec["defended_adv_acc_expected"]  # worst over draws is below the mean
+    assert rec["identity"]["resubmit"] == draws and "resubmit" not in recs["none"]["identity"]
+
+
+def test_a_transfer_cell_differs_from_gray_box_and_names_its_surrogate(run_args, tmp_path):
+    extra = "[classifiers.mnist-cnn-pgdat]\nepochs = 1\nadv_steps = 1\nadv_ramp_epochs = 0.0\nbatch_size = 128\n"
+    assert main(_args(run_args, tmp_path, extra, "--defenses", "none", "--attack", "fgsm", "--eps", "0.3",
+                      "--threat", "gray,transfer:mnist-cnn-pgdat", "--limit", "32")) == 0
+    recs = read_records(run_args.results)
+    gray = next(r for r in recs if r["threat"] == "gray" and r["kind"] == "cell")
+    transfer = next(r for r in recs if r["threat"] == "transfer:mnist-cnn-pgdat")
+    assert transfer["cell_key"] != gray["cell_key"] and transfer["identity"]["surrogate_hash"] != gray["classifier_hash"]
+    assert transfer["correct"]["adv"] != gray["correct"]["adv"]  # other adversarial examples
+    (worst,) = [r for r in recs if r["attack"] == "worst" and r["threat"] == "all"]
+    assert "fgsm@transfer:mnist-cnn-pgdat" in worst["attack_params"]["attacks"]
+    assert "transfer from mnist-cnn-pgdat" in (run_args.results / "results.md").read_text()
+
+
+def test_bad_threat_and_resubmit_are_one_line(run_args, capsys):
+    assert main(run_args("--threat", "transfer:")) == 2
+    assert "transfer:<classifier>" in capsys.readouterr().err
+    assert main(run_args("--threat", "transfer:nonexistent-net")) == 2
+    assert "nonexistent-net" in capsys.readouterr().err
+    assert main(run_args("--resubmit", "0")) == 2
+    assert "resubmit" in capsys.readouterr().err

@@ -48,11 +48,17 @@ bench: $(STAMP)
 # (the records it replaces stay in git history). `make verify` recomputes a sample.
 REF := results/reference
 GRIDS := default label-leak threat-matrix defensegan adaptive
-.PHONY: reference verify headline $(GRIDS)
-reference: $(GRIDS) headline
+.PHONY: reference verify headline site $(GRIDS)
+reference: $(GRIDS) headline site
 
 $(GRIDS): $(STAMP) fashion-data
 	$(PY) -m bench grid $(REF)/$@
+
+# Every reference grid on one leaderboard page (docs/site/index.html), rows best first by their
+# worst case over threat models; its links and plots point into each grid's folder.
+comma := ,
+site: $(STAMP)
+	$(PY) -m bench report --results-dir docs --site-from $(subst $() ,$(comma),$(addprefix $(REF)/,$(GRIDS)))
 
 # README's headline: each defense's worst case over every attack and threat model at eps 0.3.
 headline: $(STAMP)

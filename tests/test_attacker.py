@@ -92,6 +92,7 @@ def test_resubmission_matches_a_hand_computation(run_args, tmp_path, mnist_setup
     assert rec["defended_clean_acc_first_draw"] == pytest.approx(oks[0].mean())
     assert rec["defended_adv_acc"] < rec["defended_adv_acc_expected"]  # worst over draws is below the mean
     assert rec["identity"]["resubmit"] == draws and "resubmit" not in recs["none"]["identity"]
+    assert f"(worst of {draws} draws)" in (run_args.results / "results.md").read_text()  # the table marks it
 
 
 def test_a_transfer_cell_differs_from_gray_box_and_names_its_surrogate(run_args, tmp_path):

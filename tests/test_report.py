@@ -220,3 +220,16 @@ def test_one_table_column_never_mixes_settings_across_defenses():
         all("attack_labels=" in v for v in df["variant"])
     (_, table), = paper_view(df)
     assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2
+
+
+def test_plots_draw_no_one_point_curves_and_keep_one_colour_per_defense(tmp_path):
+    import pandas as pd
+
+    from bench.render import plots
+    rows = [dict(dataset="mnist", classifier="c", threat="gray", attack="fgsm", eps=e, defense=d, variant="",
+                 defended_adv_acc=0.5, defense_ms_per_sample=1.0, device="cpu") for d in ("a", "b") for e in (0.3,)]
+    assert plots.accuracy_vs_eps(pd.DataFrame(rows), tmp_path) == []  # one eps: no curve to draw
+    rows += [{**r, "eps": 0.1} for r in rows]
+    assert len(plots.accuracy_vs_eps(pd.DataFrame(rows), tmp_path)) == 1
+    assert plots.colours(["b", "a"]) == plots.colours(["a", "b", "a"])  # by name, not by order met
+    assert len(set(plots.colours(["a", "b", "c"]).values())) == 3

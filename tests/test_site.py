@@ -129,7 +129,9 @@ def test_page_numbers_equal_the_records_without_a_browser(tmp_path):
     assert heads[:8] == ["defense", "n", "clean (defended)", *THREATS, "worst"]
     assert heads[8].startswith("ms/sample") and "CPU" in heads[8] and GPU in heads[9]
     rows = {r["attrs"]["data-defense"]: r["cells"] for r in board["rows"]}
-    assert list(rows) == ["a", "b", "none"]
+    # best first by the worst case over threat models (issue 22: the order a reader picking a defense wants)
+    assert list(rows) == sorted(expected, key=lambda d: (expected[d][6] is None, -(expected[d][6] or 0), d))
+    assert "set by " in rows["a"][7]["attrs"]["title"]  # the worst value names the attack that set it
     for name, want in expected.items():
         check_row([c["attrs"].get("data-value", "") for c in rows[name][1:10]], want, name)
         for c, w in zip(rows[name][2:8], want[1:7]):  # shown to 3 decimals, with the Wilson interval
@@ -192,7 +194,8 @@ def test_page_in_headless_chromium(tmp_path):
         def values(row):
             return [td.get_attribute("data-value") or "" for td in row.find_elements(By.CSS_SELECTOR, "td")][:9]
 
-        assert [r.get_attribute("data-defense") for r in rows()] == ["a", "b", "none"]
+        by_worst = sorted(expected, key=lambda d: (expected[d][6] is None, -(expected[d][6] or 0), d))
+        assert [r.get_attribute("data-defense") for r in rows()] == by_worst  # best worst case first
         for r in rows():
             name = r.get_attribute("data-defense")
             check_row(values(r), expected[name], name)
@@ -200,7 +203,8 @@ def test_page_in_headless_chromium(tmp_path):
             assert shown.text.splitlines()[0] == f"{expected[name][2]:.3f}"
             badges = r.find_elements(By.CSS_SELECTOR, ".badge")
             assert bool(badges) == (name == "b")
-        link = rows()[0].find_element(By.CSS_SELECTOR, "td.links a")
+        link = next(r for r in rows() if r.get_attribute("data-defense") == "a").find_element(
+            By.CSS_SELECTOR, "td.links a")
         assert link.get_attribute("href").endswith("/runs/r1/records.jsonl")
 
         gray = table.find_elements(By.CSS_SELECTOR, "thead th")[3]
@@ -208,7 +212,7 @@ def test_page_in_headless_chromium(tmp_path):
         by_gray = sorted(expected, key=lambda d: expected[d][2])
         gray.click()
         order = [r.get_attribute("data-defense") for r in rows()]
-        assert order != ["a", "b", "none"] and order == by_gray[::-1]  # highest first
+        assert order == by_gray[::-1]  # highest first
         assert gray.get_attribute("aria-sort") == "descending"
         gray.click()
         assert [r.get_attribute("data-defense") for r in rows()] == by_gray
@@ -231,3 +235,26 @@ def test_missing_browser_skips_locally_and_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="under CI the browser test must run"):
         _browser_or_skip()
+
+
+def test_one_page_over_several_results_dirs_links_each_run_into_its_own(tmp_path):
+    records, _ = fixture_records()
+    a, b = tmp_path / "grid-a", tmp_path / "grid-b"
+    write(a, records)
+    (a / "plots").mkdir()
+    (a / "plots" / "acc_vs_eps_x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    write(b, [{**r, "run_id": "r9", "dataset": "fashion-mnist", "cell_key": f"{r.get('cell_key')}-b",
+               "identity": {**(r.get("identity") or {}), "data": {"dataset": "fashion-mnist"}}}
+              for r in records if r.get("run_id") == "r1"])
+    out = tmp_path / "all"
+    out.mkdir()
+    assert main(["report", "--results-dir", str(out), "--site-from", f"{a},{b}"]) == 0
+    index = out / "site" / "index.html"
+    page = index.read_text()
+    assert "mnist · " in page and "fashion-mnist · " in page  # both grids' tables on one page
+    links = re.findall(r'href="([^"]+)"', page)
+    assert any("grid-b/runs/r9/" in link for link in links) and any("grid-a/runs/r1/" in link for link in links)
+    for link in links + re.findall(r'<img src="([^"]+)"', page):
+        assert (index.parent / link).resolve().is_file(), link
+    assert not (out / "results.md").exists()  # a page, not a report
+    assert main(["report", "--results-dir", str(out), "--site-from", str(tmp_path / "nope")]) == 2

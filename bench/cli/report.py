@@ -10,6 +10,7 @@ from bench.core.errors import BenchError
 from bench.render import headline as hl
 from bench.render.paired import compare as paired_compare
 from bench.render.report import FORMATS, write_report
+from bench.render.site import write_combined_site
 from bench.store.runs import iter_records
 
 
@@ -28,6 +29,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--readme-block", default="results",
                    help="which block: the text between <!-- NAME:start --> and <!-- NAME:end --> (default results)")
     p.add_argument("--html", action="store_true", help="also write the leaderboard page <results-dir>/site/index.html")
+    p.add_argument("--site-from", metavar="DIR[,DIR]",
+                   help="write one leaderboard page over these results dirs into <results-dir>/site/index.html "
+                        "(every reference grid on one page) instead of a report")
     p.add_argument("--headline", metavar="DIR[,DIR]",
                    help="fill the README's headline block from these results dirs (each defense's worst case over "
                         "every attack and threat model) instead of a paper-view block; needs --readme")
@@ -45,6 +49,14 @@ def main(argv: list[str]) -> int:
     filters = {"dataset": args.dataset, "defense": args.defenses, "attack": args.attack, "threat": args.threat}
     filters = {k: split_list(v) for k, v in filters.items() if v}
     runs = select_runs(Path(args.results_dir), split_list(args.run) if args.run else None, args.latest)
+    if args.site_from:
+        dirs = split_list(args.site_from)
+        missing = [d for d in dirs if not Path(d).is_dir()]
+        if missing:
+            raise BenchError(f"results dir {missing[0]} does not exist")
+        written = write_combined_site([Path(d) for d in dirs], Path(args.results_dir))
+        print(f"wrote {written[0]}")
+        return 0
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
     if args.headline:

@@ -10,7 +10,7 @@ import pandas as pd
 from bench.analysis.adequacy import Axis, Curve, curves
 from bench.core.labels import defense_label, fmt_eps
 from bench.core.threats import table_title
-from bench.render.plots import plt, save
+from bench.render.plots import colours, legend_outside, plt, save
 
 
 def markdown(df: pd.DataFrame, found: list[Curve] | None = None) -> str:
@@ -59,7 +59,8 @@ def _budgets(a: Axis) -> list[int]:
     return out
 
 
-def write_plots(df: pd.DataFrame, out: Path, found: list[Curve] | None = None) -> list[Path]:
+def write_plots(df: pd.DataFrame, out: Path, found: list[Curve] | None = None,
+                colour: dict[str, tuple] | None = None) -> list[Path]:
     """Accuracy vs attack budget (gradient evaluations per image, log x), one figure per
     (dataset, classifier, threat, attack, eps, n), one line per defense and swept axis."""
     found = curves(df) if found is None else found
@@ -71,8 +72,9 @@ def write_plots(df: pd.DataFrame, out: Path, found: list[Curve] | None = None) -
     styles = {"steps": "o-", "restarts": "s--", "eot": "^:"}
     for (dataset, clf, threat, attack, eps, n), cs in sorted(figs.items(), key=str):
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        for i, c in enumerate(sorted(cs, key=lambda c: str(c.row["defense"]))):
-            color = f"C{i % 10}"
+        colour = colour or colours(df["defense"])
+        for c in sorted(cs, key=lambda c: str(c.row["defense"])):
+            color = colour[str(c.row["defense"])]
             for a in c.axes:
                 budget = _budgets(a)
                 acc = [p[1] for p in a.points]
@@ -90,6 +92,6 @@ def write_plots(df: pd.DataFrame, out: Path, found: list[Curve] | None = None) -
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"attack adequacy — {dataset}, {clf}, {attack} eps={eps}, {threat}-box, n={n}", fontsize=8)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        legend_outside(ax)
         paths.append(save(fig, out / f"adequacy_{dataset}_{clf}_{threat}_{attack}_{eps}_n{n}.png"))
     return paths

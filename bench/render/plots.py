@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.core.labels import defense_label  # noqa: E402
-from bench.core.threats import THREAT_NAMES  # noqa: E402
+from bench.core.threats import threat_name  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:
@@ -27,26 +27,48 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+PALETTE = [matplotlib.colormaps["tab20"](i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
+
+
+def colours(names) -> dict[str, tuple]:
+    """One colour per defense, the same in every plot of a report (defenses sorted by name; past
+    20 the palette repeats, so plots also tell lines apart by marker or label)."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted({str(n) for n in names}))}
+
+
+def legend_outside(ax, **kw) -> None:
+    """The legend right of the axes, never over the data (savefig's tight box keeps it)."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+
+
 def _label(df: pd.DataFrame) -> pd.Series:
     """A defense's name plus what tells its variants apart (``analysis.frame.with_variants``)."""
     return df.apply(defense_label, axis=1) if len(df) else df["defense"].astype(str)
 
 
-def accuracy_vs_eps(df: pd.DataFrame, out: Path) -> list[Path]:
-    """One figure per (dataset, classifier, threat), one line per defense (variant) per attack."""
+def accuracy_vs_eps(df: pd.DataFrame, out: Path, colour: dict[str, tuple] | None = None) -> list[Path]:
+    """One figure per (dataset, classifier, threat), one line per defense (variant) per attack:
+    colour = defense, line style = attack. Only where a line has two eps or more: a one-point
+    "curve" carries nothing the tables do not."""
     paths = []
     data = df[df["eps"].notna()].assign(label=_label)
+    colour = colour or colours(df["defense"])
     for (dataset, clf, threat), g in data.groupby(["dataset", "classifier", "threat"], sort=True):
+        lines = list(g.groupby(["label", "attack"], sort=True))
+        if all(h["eps"].nunique() < 2 for _, h in lines):
+            continue
+        styles = {a: s for a, s in zip(sorted(g["attack"].unique()), ("-", "--", ":", "-.") * 8)}
         fig, ax = plt.subplots(figsize=(6, 4))
-        for (defense, attack), h in g.groupby(["label", "attack"], sort=True):
+        for (label, attack), h in lines:
             h = h.sort_values("eps")
-            ax.plot(h["eps"], h["defended_adv_acc"], marker="o", label=f"{defense} / {attack}")
+            ax.plot(h["eps"], h["defended_adv_acc"], styles[attack], marker="o", color=colour[str(h["defense"].iloc[0])],
+                    label=f"{label} / {attack}")
         ax.set_xlabel("eps (L∞)")
         ax.set_ylabel("defended accuracy under attack")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{dataset}, {clf}, {THREAT_NAMES.get(threat, threat)}")
+        ax.set_title(f"{dataset}, {clf}, {threat_name(threat)}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        legend_outside(ax)
         paths.append(save(fig, out / f"acc_vs_eps_{dataset}_{clf}_{threat}.png"))
     return paths
 
@@ -62,19 +84,20 @@ def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
-def accuracy_vs_latency(df: pd.DataFrame, out: Path) -> list[Path]:
+def accuracy_vs_latency(df: pd.DataFrame, out: Path, colour: dict[str, tuple] | None = None) -> list[Path]:
     """Accuracy under attack against defense ms/sample (log x), per (dataset, classifier, threat,
     attack, eps, device): timings from different devices never share a plot."""
     paths = []
     data = df[df["defense_ms_per_sample"].notna()].assign(label=_label)
     data["device"] = data["device"].fillna("unknown device")
     keys = ["dataset", "classifier", "threat", "attack", "eps", "device"]
+    colour = colour or colours(df["defense"])
     for (dataset, clf, threat, attack, eps, device), g in data.groupby(keys, sort=True, dropna=False):
         g = g.reset_index(drop=True)
         cost = np.maximum(g["defense_ms_per_sample"].to_numpy(float), 1e-6)  # identity costs ~0
         acc = g["defended_adv_acc"].to_numpy(float)
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter(cost, acc, zorder=3)
+        ax.scatter(cost, acc, zorder=3, c=[colour[str(d)] for d in g["defense"]])
         for c, a, name in zip(cost, acc, g["label"]):
             ax.annotate(name, (c, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = pareto_front(cost, acc)
@@ -85,9 +108,9 @@ def accuracy_vs_latency(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("defended accuracy under attack")
         ax.set_ylim(-0.02, 1.02)
         eps_txt = "—" if pd.isna(eps) else f"{eps:.4g}"
-        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {THREAT_NAMES.get(threat, threat)} ({device})", fontsize=8)
+        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {threat_name(threat)} ({device})", fontsize=8)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        legend_outside(ax)
         dev = re.sub(r"[^A-Za-z0-9]+", "-", str(device)).strip("-")[:40]
         paths.append(save(fig, out / f"pareto_{dataset}_{clf}_{threat}_{attack}_{eps_txt}_{dev}.png"))
     return paths
@@ -122,7 +145,7 @@ def image_grid(samples: dict[str, np.ndarray], title: str, path: Path, k: int = 
     return save(fig, path)
 
 
-def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
+def accuracy_vs_iterations(df: pd.DataFrame, out: Path, colour: dict[str, tuple] | None = None) -> list[Path]:
     """Defended accuracy against generator training iterations (records with ``generator_iterations``,
     e.g. from ``python -m tools.defensegan_curve``): one figure per (dataset, classifier,
     threat, attack, eps), one colour per defense, solid = under attack, dashed = clean, shaded =
@@ -139,6 +162,7 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
     if "device_type" in data.columns and data["device_type"].nunique() > 1:
         data["label"] += " (" + data["device_type"].astype(str) + ")"
     paths = []
+    colour = colour or colours(df["defense"])
     keys = ["dataset", "classifier", "threat", "attack", "eps"]
     for (dataset, clf, threat, attack, eps), g in data.groupby(keys, sort=True, dropna=False):
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -146,21 +170,23 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path) -> list[Path]:
             # a resumed run may have probed an iteration twice: keep the latest record
             h = h.sort_values("time").drop_duplicates("generator_iterations", keep="last")
             h = h.sort_values("generator_iterations")
-            colour = f"C{i % 10}"
+            # one defense's variants (another lr, another device) share its colour: markers tell them apart
+            c = colour[str(h["defense"].iloc[0])]
+            marker = "os^vD"[i % 5]
             for col, style, what in (("defended_adv_acc", "-", f"{attack}"), ("defended_clean_acc", "--", "clean")):
-                ax.plot(h["generator_iterations"], h[col], style, marker="o", ms=3, color=colour,
+                ax.plot(h["generator_iterations"], h[col], style, marker=marker, ms=3, color=c,
                         label=f"{label}, {what}")
                 if f"{col}_ci_low" in h.columns:
                     ax.fill_between(h["generator_iterations"], h[f"{col}_ci_low"], h[f"{col}_ci_high"],
-                                    color=colour, alpha=0.12, linewidth=0)
+                                    color=c, alpha=0.12, linewidth=0)
         if "adv_acc" in g.columns:
             ax.axhline(g["adv_acc"].mean(), color="grey", lw=0.8, ls=":", label="undefended, attacked")
         ax.set_xlabel("generator training iterations")
         ax.set_ylabel("defended accuracy")
         ax.set_ylim(-0.02, 1.02)
         eps_txt = "—" if pd.isna(eps) else f"{eps:.4g}"
-        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {THREAT_NAMES.get(threat, threat)}: accuracy vs training", fontsize=9)
+        ax.set_title(f"{dataset}, {clf}, {attack} eps={eps_txt}, {threat_name(threat)}: accuracy vs training", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        legend_outside(ax)
         paths.append(save(fig, out / f"acc_vs_iterations_{dataset}_{clf}_{threat}_{attack}_{eps_txt}.png"))
     return paths

@@ -21,7 +21,7 @@ import pandas as pd
 from bench.analysis import adequacy
 from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits
 from bench.core.errors import BenchError
-from bench.core.labels import defense_label, fmt_eps
+from bench.core.labels import defense_label, fmt_eps, missing
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.render import adequacy as adequacy_render, paired as paired_render, plots, site
 from bench.store.runs import iter_records, write_atomic
@@ -69,6 +69,11 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
              "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
     for acc, name in names.items():
         shown[name] = _with_ci(df, acc)
+    if "resubmit" in df.columns:  # a randomised defense scored on N draws: its defended numbers are the worst
+        many = df["resubmit"].map(lambda v: not missing(v) and v > 1)
+        for name in ("defended clean", "defended attacked"):
+            shown.loc[many, name] = shown.loc[many, name] + df.loc[many, "resubmit"].map(
+                lambda v: f" (worst of {int(v)} draws)")
     shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     shown["device"] = df["device"]
     if "checks" in df.columns:
@@ -148,7 +153,7 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
         written.append(results_dir / "results.tex")
     if plots and not df.empty:
         written += write_plots(df, results_dir)
-        written += adequacy_render.write_plots(df, results_dir / "plots", curves)
+        written += adequacy_render.write_plots(df, results_dir / "plots", curves)  # the same colours: by name
     if html:
         written += site.write_site(df, results_dir, curves)
     if readme is not None:
@@ -198,7 +203,9 @@ def update_readme(readme: Path, results_dir: Path, df: pd.DataFrame, block: str 
 
 def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
     out = results_dir / "plots"
-    paths = plots.accuracy_vs_eps(df, out) + plots.accuracy_vs_latency(df, out) + plots.accuracy_vs_iterations(df, out)
+    colour = plots.colours(df["defense"])  # one colour per defense in every plot of this report
+    paths = (plots.accuracy_vs_eps(df, out, colour) + plots.accuracy_vs_latency(df, out, colour)
+             + plots.accuracy_vs_iterations(df, out, colour))
     if "samples" in df.columns:
         for _, row in df[df["samples"].notna()].iterrows():
             path = results_dir / row["samples"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +38,14 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.adequacy import annotate, curves as find, match_key
+from bench.analysis.frame import frame, run_commits
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
 from bench.core.record import decode
 from bench.core.stats import wilson
-from bench.core.threats import THREATS, THREAT_NAMES
-from bench.store.runs import write_atomic
+from bench.core.threats import THREATS, THREAT_NAMES, threat_name
+from bench.store.runs import iter_records, write_atomic
 
 
 @dataclass
@@ -124,9 +126,10 @@ def _cell_line(r: pd.Series) -> str:
     params = r.get("attack_params")
     if not variant and isinstance(params, dict) and "steps" in params:
         variant = f"steps={params['steps']}" + (f", restarts={params['restarts']}" if "restarts" in params else "")
-    eot = r.get("eot_samples")
+    eot, resubmit = r.get("eot_samples"), r.get("resubmit")
     return (f"{r['threat']} · {r['attack']}" + (f" [{variant}]" if variant else "")
             + (f" · EOT {int(eot)}" if not missing(eot) and eot and eot > 1 else "")
+            + (f" · worst of {int(resubmit)} draws" if not missing(resubmit) and resubmit and resubmit > 1 else "")
             + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}")
 
 
@@ -139,11 +142,16 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
     top = cells[cells["n"] == n]
     maps = [m for m in (_bitmap(r) for _, r in top.iterrows()) if m is not None]
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
+    # The single cell that does the most damage: the attack that sets this value, named on hover.
+    single = [r for _, r in top.iterrows() if r.get("kind") != "worst" and r.get("attack") != "worst"]
+    strongest = min(single, key=lambda r: r["defended_adv_acc"]) if single else None
+    set_by = (f"; set by {strongest['attack']} · {threat_name(strongest['threat'])} "
+              f"({strongest['defended_adv_acc']:.3f} alone)" if strongest is not None and len(top) > 1 else "")
     if len(maps) == len(top):
         ok = np.logical_and.reduce(maps)  # the per-sample worst case (bench.record.worst_case, one outcome)
         k = int(ok.sum())
         lo, hi = wilson(k, n)
-        how = (f"{what}: robust = survives all {len(top)} cell(s) with n={n}, image by image"
+        how = (f"{what}: robust = survives all {len(top)} cell(s) with n={n}, image by image{set_by}"
                if len(top) > 1 else f"{what}: the one cell with n={n}")
         value = Value(k / n, lo, hi, n, how)
     else:
@@ -226,6 +234,9 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
                     randomized=bool(cells["defense_randomized"].fillna(False).astype(bool).any()),
                     n=sorted({int(v) for v in cells["n"].dropna()}), clean=clean, threats=threats, worst=worst,
                     ms=ms, runs=sorted({str(r) for r in cells["run_id"].dropna()})))
+            # Best first by the worst case over threat models (rows without one last): the order a
+            # reader picking a defense wants; a header click re-sorts.
+            table.rows.sort(key=lambda r: (r.worst is None, -(r.worst.acc if r.worst is not None else 0), r.label))
             tables.append(table)
     return tables
 
@@ -297,7 +308,7 @@ def _value_td(v: Value | None, absent: str = "not evaluated") -> str:
     return (f'<td{cls} data-value="{v.acc!r}" title="{_e(v.tip())}">{v.acc:.3f}{flag}{ci}</td>')
 
 
-def _row_html(row: Row, devices: list[str], rel: str) -> str:
+def _row_html(row: Row, devices: list[str], rel: str | dict[str, str]) -> str:
     badge = ('<span class="badge" title="randomised defense: two calls on one input differ (attacked with '
              'EOT under bpda-eot)">R</span>') if row.randomized else ""
     variant = f'<span class="variant">{_e(row.variant)}</span>' if row.variant else ""
@@ -310,8 +321,9 @@ def _row_html(row: Row, devices: list[str], rel: str) -> str:
         ms = row.ms.get(d)
         cells.append('<td class="na" data-value="">—</td>' if ms is None else
                      f'<td data-value="{ms!r}" title="median defense forward time per image on {_e(d)}">{ms:.3g}</td>')
-    links = "".join(f'<span class="run" title="run {_e(r)}"><a href="{rel}/runs/{_e(r)}/records.jsonl">records</a>'
-                    f'<a href="{rel}/runs/{_e(r)}/config.json">config</a><small>{_e(r[-6:])}</small></span>'
+    base = (lambda r: rel.get(r, "..")) if isinstance(rel, dict) else (lambda r: rel)  # per run on a combined page
+    links = "".join(f'<span class="run" title="run {_e(r)}"><a href="{base(r)}/runs/{_e(r)}/records.jsonl">records</a>'
+                    f'<a href="{base(r)}/runs/{_e(r)}/config.json">config</a><small>{_e(r[-6:])}</small></span>'
                     for r in row.runs)
     if len(row.runs) > 3:  # a sweep's many runs: folded (a native <details>, no JS needed)
         links = f"<details><summary>{len(row.runs)} runs</summary>{links}</details>"
@@ -319,7 +331,7 @@ def _row_html(row: Row, devices: list[str], rel: str) -> str:
     return f'<tr data-defense="{_e(row.label)}">' + "".join(cells) + "</tr>"
 
 
-def _table_html(t: Table, rel: str) -> str:
+def _table_html(t: Table, rel: str | dict[str, str]) -> str:
     head = ['<th scope="col" data-sort="text">defense</th>',
             '<th scope="col" data-sort="num" title="images per cell">n</th>',
             '<th scope="col" data-sort="num" title="accuracy of defense + classifier on clean images">'
@@ -336,7 +348,7 @@ def _table_html(t: Table, rel: str) -> str:
             + "".join(head) + f"</tr></thead>\n<tbody>\n{body}\n</tbody></table></section>")
 
 
-def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: str = "..") -> str:
+def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: str | dict[str, str] = "..") -> str:
     tables = leaderboard(df)
     n_records = len(df)
     runs = sorted({str(r) for r in df["run_id"].dropna()}) if "run_id" in df.columns else []
@@ -367,7 +379,7 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
         parts += ['<h2 id="adequacy">Attack adequacy</h2>', "<ul>" + "".join(items) + "</ul>"]
     if plots:
         parts.append('<h2 id="plots">Plots</h2>')
-        parts += [f'<figure><img src="plots/{_e(p)}" alt="{_e(p)}" loading="lazy"><figcaption>{_e(p)}'
+        parts += [f'<figure><img src="{_e(p)}" alt="{_e(Path(p).name)}" loading="lazy"><figcaption>{_e(Path(p).name)}'
                   "</figcaption></figure>" for p in plots]
     parts += [f"<script>{JS}</script>", "</body></html>", ""]
     return "\n".join(parts)
@@ -388,8 +400,27 @@ def write_site(df: pd.DataFrame, results_dir: Path, curves: list | None = None) 
     if curves is None:
         curves = find(df)
     index = site / "index.html"
-    write_atomic(index, render(df, names, curves))
+    write_atomic(index, render(df, [f"plots/{n}" for n in names], curves))
     return [index] + [plots_dir / n for n in names]
+
+
+def write_combined_site(dirs: list[Path], out: Path) -> list[Path]:
+    """One page over several results folders (every reference grid): ``<out>/site/index.html``,
+    each run's links and each plot pointing into its own folder (nothing copied)."""
+    site = Path(out) / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    records, commits, rel, names = [], {}, {}, []
+    for d in map(Path, dirs):
+        mine = list(iter_records(d))
+        records += mine
+        commits.update(run_commits(d))
+        prefix = Path(os.path.relpath(d.resolve(), site.resolve())).as_posix()
+        rel.update({str(r["run_id"]): prefix for r in mine if r.get("run_id")})
+        names += [f"{prefix}/plots/{png.name}" for png in sorted((d / "plots").glob("*.png"))]
+    df = frame(records, None, commits)
+    index = site / "index.html"
+    write_atomic(index, render(df, names, find(df), rel))
+    return [index]
 
 
 # --- a real browser --------------------------------------------------------------------------------

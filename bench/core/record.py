@@ -86,9 +86,14 @@ class Record(TypedDict, total=False):
     resubmit: int
     defended_adv_acc_expected: float
     defended_adv_acc_majority: float
+    defended_adv_acc_majority_ci_low: float
+    defended_adv_acc_majority_ci_high: float
     defended_adv_acc_first_draw: float
     defended_clean_acc_expected: float
     defended_clean_acc_majority: float
+    defended_clean_acc_majority_ci_low: float
+    defended_clean_acc_majority_ci_high: float
+    defended_clean_acc_first_draw: float
     resubmit_correct: dict[str, str]  # "<outcome>_majority" / "<outcome>_first_draw" → hex bitmap
 
 

@@ -152,13 +152,20 @@ class Runner:
                              f"(available: {', '.join(CLASSIFIERS.names())})")
         if len(data.train) == 0:
             raise BenchError(f"transfer:{name}: dataset {data.name} has no train split to train the surrogate on")
-        cfg = self.cfg
-        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-        model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir),
-                                     reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
-        check_fits(name, model, spec, data.test, self.device)
+        model, info = self.named_classifier(name, spec, data, None)
         print(f"[threat] transfer:{name}: surrogate weights {info['classifier_hash']} ({info['classifier_source']})")
         return model, info["classifier_hash"]
+
+    def named_classifier(self, name: str, spec: DatasetPlugin, data: Data, weights: Path | None
+                              ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A classifier by name with its recipe (the zoo, the cache, training, or ``weights``), checked
+        against the data: the target's and a transfer surrogate's alike."""
+        cfg = self.cfg
+        recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
+        model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
+                                     reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
+        check_fits(name, model, spec, data.test, self.device)
+        return model, info
 
     def classifier_for(self, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, dict[str, Any]]:
         cfg = self.cfg
@@ -169,21 +176,17 @@ class Runner:
             model = copy.deepcopy(self.classifier_object).to(self.device).eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            model, info = model, {"classifier_source": "object", "classifier_recipe": None, "classifier_key": None,
-                                  "classifier_hash": state_hash(model)}
-        else:
-            if weights is None and not is_builtin(name):
-                raise BenchError(f"classifier {name} is not a registered architecture: give its trained weights "
-                                 "with --classifier-weights (defense-bench trains only its registered ones)")
-            if weights is None and len(data.train) == 0:
-                raise BenchError(f"dataset {data.name} has no train split to train classifier {name} on: give "
-                                 "--classifier-weights, or a train split (train/ and test/ folders, x_train/y_train)")
-            recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-            model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir),
-                                         weights, reconstructor=lambda: self.reconstructor(recipe, spec, data),
-                                         retrain=cfg.retrain)
-        check_fits(name, model, spec, data.test, self.device)
-        return model, info
+            info = {"classifier_source": "object", "classifier_recipe": None, "classifier_key": None,
+                    "classifier_hash": state_hash(model)}
+            check_fits(name, model, spec, data.test, self.device)
+            return model, info
+        if weights is None and not is_builtin(name):
+            raise BenchError(f"classifier {name} is not a registered architecture: give its trained weights "
+                             "with --classifier-weights (defense-bench trains only its registered ones)")
+        if weights is None and len(data.train) == 0:
+            raise BenchError(f"dataset {data.name} has no train split to train classifier {name} on: give "
+                             "--classifier-weights, or a train split (train/ and test/ folders, x_train/y_train)")
+        return self.named_classifier(name, spec, data, weights)
 
     def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
         """The Rec setting's training transform: ``defensegan`` (the shipped generator when it fits,

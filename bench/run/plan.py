@@ -13,9 +13,9 @@ from attacks.base import AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
 from bench.core.errors import BenchError
-from bench.core.threats import is_transfer
 from bench.core.checkpoint import state_hash
 from bench.core.registry import ATTACKS, DEFENSES, build, hyperparameters
+from bench.core.threats import is_transfer
 from defenses.base import Defense
 
 
@@ -124,10 +124,10 @@ def eps_values(cfg_eps: list[float] | None, spec: Any, attack: AttackPlugin) -> 
 def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, classifier_hash: str,
          attacks: dict[str, AttackPlugin], defenses: dict[str, Defense], fit_keys: dict[str, str | None],
          device_type: str, surrogates: dict[str, str] | None = None) -> list[Group]:
-    """``surrogates``: transfer threat → the weights hash of the classifier it crafts on."""
     """Every group of the grid with every cell (stored or not). Single-step attacks come first,
     so iterative ones can be checked against them, and gradient-free ones (Square) first among the
-    iterative, so a gradient attack's record can carry the masking check (the report redoes both)."""
+    iterative, so a gradient attack's record can carry the masking check (the report redoes both).
+    ``surrogates``: transfer threat → the weights hash of the classifier it crafts on."""
     groups = []
     for attack_name in sorted(attacks, key=lambda k: (attacks[k].iterative, not attacks[k].gradient_free)):
         attack = attacks[attack_name]

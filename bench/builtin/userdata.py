@@ -156,6 +156,9 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
         files = sorted(f for f in c.rglob("*") if f.is_file() and not f.name.startswith("."))
         if not files:
             raise BenchError(f"class folder {c} is empty")
+        for f in files:
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BenchError(f"not an image file: {f} (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})")
         out[c.name] = files
     return out
 
@@ -195,8 +198,6 @@ def from_folder(spec: str, image_size: int | None = None) -> UserDataset:
         xs, ys = [], []
         for label, c in enumerate(classes):
             for f in by_class[c]:
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    raise BenchError(f"not an image file: {f} (expected one of {', '.join(sorted(IMAGE_SUFFIXES))})")
                 xs.append(_read_image(f, mode, image_size))
                 ys.append(label)
         sizes = sorted({a.shape[1:] for a in xs})

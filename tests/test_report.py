@@ -233,3 +233,17 @@ def test_plots_draw_no_one_point_curves_and_keep_one_colour_per_defense(tmp_path
     assert len(plots.accuracy_vs_eps(pd.DataFrame(rows), tmp_path)) == 1
     assert plots.colours(["b", "a"]) == plots.colours(["a", "b", "a"])  # by name, not by order met
     assert len(set(plots.colours(["a", "b", "c"]).values())) == 3
+
+
+def test_a_report_removes_the_plots_it_no_longer_draws(run_args):
+    """Regression: regenerating a report kept figures an older rule had drawn (one-point curves),
+    so a stale plot sat beside the current ones and on the page."""
+    assert main(run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")) == 0
+    plots = run_args.results / "plots"
+    stale = plots / "acc_vs_eps_mnist_mnist-cnn_gray.png"  # one eps: today's rule draws no curve
+    stale.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n")
+    (plots / "samples").mkdir(exist_ok=True)
+    (plots / "samples" / "gone.png").write_bytes(b"\\x89PNG\\r\\n\\x1a\\n")
+    assert main(["report", "--results-dir", str(run_args.results)]) == 0
+    assert not stale.exists() and not (plots / "samples" / "gone.png").exists()
+    assert list(plots.glob("pareto_*.png"))  # what it draws is still there

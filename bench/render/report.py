@@ -152,8 +152,15 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
         write_atomic(results_dir / "results.tex", "\n".join(blocks))
         written.append(results_dir / "results.tex")
     if plots and not df.empty:
-        written += write_plots(df, results_dir)
-        written += adequacy_render.write_plots(df, results_dir / "plots", curves)  # the same colours: by name
+        drawn = write_plots(df, results_dir)
+        drawn += adequacy_render.write_plots(df, results_dir / "plots", curves)  # the same colours: by name
+        # plots/ is this report's output: a figure it no longer draws (another rule, records gone)
+        # must not stay beside the current ones, nor be copied onto the page.
+        keep = {p.resolve() for p in drawn}
+        for old in (results_dir / "plots").rglob("*.png"):
+            if old.resolve() not in keep:
+                old.unlink()
+        written += drawn
     if html:
         written += site.write_site(df, results_dir, curves)
     if readme is not None:

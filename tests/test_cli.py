@@ -126,3 +126,5 @@ def test_list_shows_every_plugin(capsys):
     for reg in (DATASETS, CLASSIFIERS, DEFENSES, ATTACKS):
         for name in reg.names():
             assert name in out
+    for name, (members, _) in ATTACKS.suites.items():  # suites and their members too
+        assert f"  {name} " in out and ", ".join(members) in out

@@ -20,4 +20,9 @@ def main(argv: list[str]) -> int:
                 recipe = ", ".join(f"{k}={v!r}" for k, v in asdict(resolve_recipe(name, {}, {})).items())
                 print(f"  {'':28s} recipe: {recipe}")
     print("  torchattacks:<ClassName>     any torchattacks attack, e.g. torchattacks:MIFGSM")
+    print("attack suites (each member a cell, plus one per-sample row named after the suite):")
+    for name, (members, doc) in sorted(ATTACKS.suites.items()):
+        print(f"  {name:28s} {doc}\n  {'':28s} members: {', '.join(members)}")
+    print("threat models: gray, white, bpda, bpda-eot, transfer:<classifier>")
+    print("datasets of your own: folder:PATH, npz:PATH")
     return 0

@@ -109,9 +109,22 @@ def test_a_transfer_cell_differs_from_gray_box_and_names_its_surrogate(run_args,
     assert "transfer from mnist-cnn-pgdat" in (run_args.results / "results.md").read_text()
 
 
+def test_transfer_from_the_target_architecture_trained_from_another_seed(run_args):
+    assert main(run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3",
+                         "--threat", "gray,transfer:mnist-cnn@seed=1", "--limit", "32")) == 0
+    recs = read_records(run_args.results)
+    gray = next(r for r in recs if r["threat"] == "gray" and r["kind"] == "cell")
+    transfer = next(r for r in recs if r["threat"] == "transfer:mnist-cnn@seed=1")
+    assert transfer["identity"]["surrogate_hash"] != gray["classifier_hash"] != ""  # another training
+    assert transfer["correct"]["adv"] != gray["correct"]["adv"]
+    assert "transfer from mnist-cnn (seed 1)" in (run_args.results / "results.md").read_text()
+
+
 def test_bad_threat_and_resubmit_are_one_line(run_args, capsys):
     assert main(run_args("--threat", "transfer:")) == 2
     assert "transfer:<classifier>" in capsys.readouterr().err
+    assert main(run_args("--threat", "transfer:mnist-cnn@seed=x")) == 2
+    assert "unknown threat" in capsys.readouterr().err
     assert main(run_args("--threat", "transfer:nonexistent-net")) == 2
     assert "nonexistent-net" in capsys.readouterr().err
     assert main(run_args("--resubmit", "0")) == 2

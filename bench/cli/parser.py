@@ -20,7 +20,7 @@ def run_parser() -> Parser:
                     "(default per dataset: 0.3 MNIST/F-MNIST, 8/255 CIFAR-10)")
     a("--dataset", help="comma list: mnist, fashion-mnist, cifar10, folder:PATH (one sub-folder per class; "
                         "train/ and test/ or test only), npz:PATH (x_test, y_test[, x_train, y_train]) (default mnist)")
-    a("--threat", help="comma list: gray (default), white, bpda, bpda-eot")
+    a("--threat", help="comma list: gray (default), white, bpda, bpda-eot, transfer:<classifier>[@seed=N]")
     a("--eot-samples", type=_int, help="draws of a randomized defense averaged per gradient in bpda-eot (default 8)")
     a("--resubmit", type=_int, help="classify each adversarial (and clean) image N times through a randomised "
                                     "defense: robust only if right every time (default 1); the mean over draws "

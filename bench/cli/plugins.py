@@ -23,6 +23,6 @@ def main(argv: list[str]) -> int:
     print("attack suites (each member a cell, plus one per-sample row named after the suite):")
     for name, (members, doc) in sorted(ATTACKS.suites.items()):
         print(f"  {name:28s} {doc}\n  {'':28s} members: {', '.join(members)}")
-    print("threat models: gray, white, bpda, bpda-eot, transfer:<classifier>")
+    print("threat models: gray, white, bpda, bpda-eot, transfer:<classifier>[@seed=N]")
     print("datasets of your own: folder:PATH, npz:PATH")
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.core.errors import BenchError
-from bench.core.threats import THREATS, is_transfer
+from bench.core.threats import THREATS, valid_transfer
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 WANDB_MODES = ("disabled", "offline", "online")  # Weights & Biases logging (bench.render.wandb_log)
@@ -230,8 +230,8 @@ def validate(cfg: Config) -> None:
     if cfg.attack_labels not in ("true", "predicted"):
         raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
     for t in cfg.threat:
-        if t not in THREATS and not is_transfer(t):
-            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}, transfer:<classifier>")
+        if t not in THREATS and not valid_transfer(t):
+            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}, transfer:<classifier>[@seed=N]")
     resolve_device(cfg.device)
 
 

@@ -28,13 +28,24 @@ def is_transfer(threat: str) -> bool:
     return threat.startswith(TRANSFER) and len(threat) > len(TRANSFER)
 
 
-def surrogate_of(threat: str) -> str:
-    return threat[len(TRANSFER):]
+def surrogate_of(threat: str) -> tuple[str, int | None]:
+    """(classifier, seed) of ``transfer:<classifier>[@seed=N]``: another architecture, or the target's
+    own trained from another seed (seed None: the run's)."""
+    name, _, seed = threat[len(TRANSFER):].partition("@seed=")
+    return name, (int(seed) if seed.isdigit() else None)
+
+
+def valid_transfer(threat: str) -> bool:
+    name, sep, seed = threat[len(TRANSFER):].partition("@seed=")
+    return is_transfer(threat) and bool(name) and (not sep or seed.isdigit())
 
 
 def threat_name(threat: str) -> str:
     """A threat model as tables name it."""
-    return f"transfer from {surrogate_of(threat)}" if is_transfer(threat) else THREAT_NAMES.get(threat, threat)
+    if is_transfer(threat):
+        name, seed = surrogate_of(threat)
+        return f"transfer from {name}" + (f" (seed {seed})" if seed is not None else "")
+    return THREAT_NAMES.get(threat, threat)
 
 
 def table_title(dataset: str, classifier: str, threat: str) -> str:

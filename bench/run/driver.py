@@ -126,7 +126,7 @@ class Runner:
                 "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
                 "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
                 "run_id": self.writer.run_id, **clf_info}
-        surrogates = {t: self.surrogate_for(surrogate_of(t), spec, data) for t in cfg.threat if is_transfer(t)}
+        surrogates = {t: self.surrogate_for(*surrogate_of(t), spec, data) for t in cfg.threat if is_transfer(t)}
         groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
                       built, fit_keys, self.device.type, {t: h for t, (_, h) in surrogates.items()})
         pending = []
@@ -144,25 +144,28 @@ class Runner:
         return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample(),
                         {t: m for t, (m, _) in surrogates.items()}), pending
 
-    def surrogate_for(self, name: str, spec: DatasetPlugin, data: Data) -> tuple[torch.nn.Module, str]:
+    def surrogate_for(self, name: str, seed: int | None, spec: DatasetPlugin, data: Data
+                      ) -> tuple[torch.nn.Module, str]:
         """A transfer threat's surrogate: a registered classifier on the same data, from the zoo, the
-        cache or trained with its recipe, as the target would be; (model, weights hash)."""
+        cache or trained with its recipe (and ``seed``, the run's when None), as the target would
+        be; (model, weights hash)."""
         if not is_builtin(name):
             raise BenchError(f"transfer:{name}: the surrogate must be a registered classifier "
                              f"(available: {', '.join(CLASSIFIERS.names())})")
         if len(data.train) == 0:
             raise BenchError(f"transfer:{name}: dataset {data.name} has no train split to train the surrogate on")
-        model, info = self.named_classifier(name, spec, data, None)
-        print(f"[threat] transfer:{name}: surrogate weights {info['classifier_hash']} ({info['classifier_source']})")
+        model, info = self.named_classifier(name, spec, data, None, seed)
+        print(f"[threat] transfer:{name}" + (f"@seed={seed}" if seed is not None else "") + ": surrogate weights {info['classifier_hash']} ({info['classifier_source']})")
         return model, info["classifier_hash"]
 
-    def named_classifier(self, name: str, spec: DatasetPlugin, data: Data, weights: Path | None
-                              ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def named_classifier(self, name: str, spec: DatasetPlugin, data: Data, weights: Path | None,
+                         seed: int | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
         """A classifier by name with its recipe (the zoo, the cache, training, or ``weights``), checked
         against the data: the target's and a transfer surrogate's alike."""
         cfg = self.cfg
         recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-        model, info = get_classifier(name, spec, data, recipe, cfg.seed, self.device, Path(cfg.cache_dir), weights,
+        model, info = get_classifier(name, spec, data, recipe, cfg.seed if seed is None else seed, self.device,
+                                     Path(cfg.cache_dir), weights,
                                      reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
         check_fits(name, model, spec, data.test, self.device)
         return model, info

@@ -5,7 +5,9 @@ cell (so every check, curve and paired test sees it) and combined per sample int
 (an image is robust only if it survives every component); ``--attack aa-rand`` runs the version
 for randomised defenses, APGD-CE and APGD-DLR with 20 EOT draws per gradient. Each component
 gets the threat's model (white-box end to end, BPDA, BPDA+EOT, gray-box, transfer); under
-``bpda-eot`` a randomised defense's draws replace a component's own EOT count.
+``bpda-eot`` a randomised defense's draws replace APGD's EOT count and FAB-T attacks the mean of
+the draws' logits; Square, gradient-free, has one cell for white-box, BPDA and BPDA+EOT (the same
+outputs; ``bench.run.plan.query_threat``).
 
 Budgets are the paper's, not torchattacks' defaults (which run APGD and FAB for 10 iterations):
 100 iterations for APGD and FAB, one restart each, 5,000 queries for Square; APGD-T and FAB-T
@@ -67,6 +69,8 @@ class AutoAttackComponent(AttackPlugin):
         return torchattacks.Square(model, n_queries=self.n_queries, **common)
 
     def build_eot(self, model, eps, spec, draws):
+        if not self.supports_eot:  # FAB-T: on the mean of the draws' logits (AttackPlugin's form)
+            return super().build_eot(model, eps, spec, draws)
         return self.build(model, eps, spec, eot_iter=max(draws, self.eot_iter))
 
 

@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.core.threats import MeanOverDraws
+
 
 class AttackPlugin:
     """Base for attack plugins.
@@ -19,8 +21,9 @@ class AttackPlugin:
     uses_eps = True
     iterative = False
     norm = "Linf"
-    # True when ``build_eot`` gives a form that averages the loss gradient over draws of a
-    # randomized model (Athalye et al.'s EOT); bpda-eot on a randomized defense needs it.
+    # True when ``build_eot`` gives the attack's own form that averages the loss gradient over
+    # draws of a randomized model (Athalye et al.'s EOT); without one, bpda-eot on a randomized
+    # defense attacks the mean of the draws' logits.
     supports_eot = False
     # True for an attack that never reads a gradient (Square): masked gradients cannot mislead it,
     # so it doing clearly better than the gradient attacks flags the cell (analysis.checks).
@@ -34,8 +37,10 @@ class AttackPlugin:
         return dict(getattr(self, "hparams", {}))
 
     def build_eot(self, model: nn.Module, eps: float | None, spec: Any, draws: int) -> Any:
-        """The attack with each gradient averaged over ``draws`` forward passes of ``model``."""
-        raise NotImplementedError(f"{type(self).__name__} has no EOT form")
+        """The attack with each gradient averaged over ``draws`` forward passes of ``model``. An
+        attack without a form of its own (``supports_eot = False``) attacks the mean of ``draws``
+        draws' logits (``bench.core.threats.MeanOverDraws``)."""
+        return self.build(MeanOverDraws(model, draws), eps, spec)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
                 spec: Any) -> torch.Tensor:

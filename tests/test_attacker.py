@@ -129,3 +129,23 @@ def test_bad_threat_and_resubmit_are_one_line(run_args, capsys):
     assert "nonexistent-net" in capsys.readouterr().err
     assert main(run_args("--resubmit", "0")) == 2
     assert "resubmit" in capsys.readouterr().err
+
+
+def test_square_is_one_cell_for_white_bpda_and_bpda_eot_and_counts_in_each(run_args, tmp_path):
+    """Gradient-free: BPDA and BPDA+EOT give it the white-box model's outputs, so it is computed
+    once, and every threat's aa row still has all four components; FAB-T (no EOT form of its own)
+    attacks the mean of the draws' logits of the randomised defense under bpda-eot."""
+    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,gaussian", "--attack", "aa", "--eps", "0.3",
+                      "--threat", "white,bpda,bpda-eot", "--eot-samples", "2", "--limit", "16")) == 0
+    recs = read_records(run_args.results)
+    square = [r for r in recs if r["attack"] == "aa-square"]
+    assert sorted((r["defense"], r["threat"]) for r in square) == [("gaussian", "white"), ("none", "white")]
+    fab = {(r["defense"], r["threat"]): r for r in recs if r["attack"] == "aa-fab-t"}
+    assert fab[("gaussian", "bpda-eot")]["eot_samples"] == 2 and fab[("none", "bpda-eot")]["eot_samples"] == 1
+    for defense in ("none", "gaussian"):
+        for threat in ("white", "bpda", "bpda-eot"):
+            (aa,) = [r for r in recs if r["attack"] == "aa" and r["defense"] == defense and r["threat"] == threat]
+            parts = [r for r in recs if r["cell_key"] in aa["identity"]["attack_params"]["cells"]]
+            assert sorted(r["attack"] for r in parts) == ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"]
+            assert {r["threat"] for r in parts} == ({"white"} if threat == "white" else {threat, "white"})
+            assert aa["identity"].get("eot_samples") == (None if threat != "bpda-eot" else 2 if defense == "gaussian" else 1)

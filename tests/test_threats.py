@@ -194,3 +194,38 @@ def test_bpda_eot_averages_gradients_not_logits():
     logits = (clf(xr + c) + clf(xr - c)) / 2
     g, = torch.autograd.grad(nn.functional.cross_entropy(logits, y), xr)
     assert g.abs().max() == 0
+
+
+def test_an_attack_without_an_eot_form_attacks_the_mean_of_the_draws_logits():
+    from bench.core.threats import MeanOverDraws
+    from bench.run.plan import make_attack
+    model = BPDA(AbsLogit(), Alternating(0.2))
+    x = torch.full((1, 1, 1, 1), 0.5)
+    # Draws at 0.7 and 0.3: logits [1.5, 0] and [0.5, 0], mean [1.0, 0].
+    assert torch.allclose(MeanOverDraws(model, 2)(x), torch.tensor([[1.0, 0.0]]))
+    fab = make_attack("aa-fab-t", {"steps": 2})
+    built = fab.build_eot(model, 0.1, type("S", (), {"num_classes": 2})(), 4)
+    assert isinstance(built.model, MeanOverDraws) and built.model.draws == 4
+
+
+def test_one_draw_bpda_examples_are_crafted_once_and_equal_a_lone_computation(run_args, tmp_path, monkeypatch):
+    """BPDA, BPDA+EOT on a deterministic defense and white-box on a non-differentiable one (JPEG)
+    share their examples (one craft per defense); each cell equals the cell computed on its own."""
+    from bench.run.worker import Worker
+    calls = []
+    craft = Worker.craft
+    monkeypatch.setattr(Worker, "craft", lambda self, *a, **k: calls.append(a[3].threat) or craft(self, *a, **k))
+    assert main(run_args("--defenses", "median,jpeg", "--attack", "pgd", "--eps", "0.3", "--limit", "16",
+                         "--threat", "white,bpda,bpda-eot")) == 0
+    # median: white-box, then BPDA once for bpda and bpda-eot; JPEG: BPDA once, in the white group
+    assert sorted(calls) == ["bpda", "white", "white"]
+    together = {(r["defense"], r["threat"]): r for r in cells(run_args.results)}
+    assert len(together) == 6
+    alone = tmp_path / "alone"
+    args = run_args("--defenses", "median,jpeg", "--attack", "pgd", "--eps", "0.3", "--limit", "16",
+                    "--threat", "bpda-eot")
+    args[args.index("--results-dir") + 1] = str(alone)
+    assert main(args) == 0
+    for r in cells(alone):
+        twin = together[(r["defense"], "bpda-eot")]
+        assert r["cell_key"] == twin["cell_key"] and r["correct"] == twin["correct"]

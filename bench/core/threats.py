@@ -8,7 +8,8 @@
 * ``bpda-eot`` — BPDA, with each loss gradient averaged over ``eot_samples`` draws of the
   defense's randomness (the expectation over transformations of the *gradient*, as in
   Athalye et al.); the averaging is done by the attack's EOT form (``build_eot``), each
-  forward pass of the wrapper drawing afresh. A deterministic defense is drawn once.
+  forward pass of the wrapper drawing afresh; an attack without one of its own attacks the mean
+  of the draws' logits (``MeanOverDraws``). A deterministic defense is drawn once.
 The attacks themselves are torchattacks attacks run on these wrapper modules.
 """
 from __future__ import annotations
@@ -76,6 +77,20 @@ class BPDA(nn.Module):
         with torch.no_grad():
             d = self.defense(x.detach().clone())  # a copy: the defense may not write into x
         return self.classifier(x + (d - x).detach())
+
+
+class MeanOverDraws(nn.Module):
+    """The mean of ``draws`` forward passes of a randomized ``model``: EOT for an attack that has
+    no gradient-averaging form of its own (FAB, CW …). Its gradient is the mean of the draws'
+    gradients of the logits, so the attack descends the expected logits (Athalye et al.'s
+    expectation, taken over the model's output instead of over the attack's loss)."""
+
+    def __init__(self, model: nn.Module, draws: int) -> None:
+        super().__init__()
+        self.model, self.draws = model, draws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)
 
 
 def attack_model(threat: str, classifier: nn.Module, defense: nn.Module, surrogate: nn.Module | None = None

@@ -129,6 +129,10 @@ class Runner:
         surrogates = {t: self.surrogate_for(*surrogate_of(t), spec, data) for t in cfg.threat if is_transfer(t)}
         groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
                       built, fit_keys, self.device.type, {t: h for t, (_, h) in surrogates.items()})
+        free = sorted(a for a, x in self.worker.attacks.items() if x.gradient_free)
+        if free and {"bpda", "bpda-eot"} & set(cfg.threat):
+            print(f"[plan] {', '.join(free)}: gradient-free, so BPDA and BPDA+EOT give it the white-box model's "
+                  "outputs: its white-box cells count under those threats too (computed once)")
         pending = []
         for g in groups:
             todo = []
@@ -264,11 +268,16 @@ class Runner:
             if r.get("dataset") == base["dataset"] and r.get("kind") != "worst" and r.get("attack") != "worst" \
                     and r.get("correct"):
                 cell = (r["defense"], r["eps"], r.get("norm"), r.get("attack_labels"))
-                groups.setdefault(("worst", r["threat"], *cell), []).append(r)
+                # A gradient-free attack's white-box cell is its cell under BPDA and BPDA+EOT too
+                # (plan.query_threat): it counts in those threats' rows.
+                shared = [t for t in ("bpda", "bpda-eot") if t in self.cfg.threat] \
+                    if r.get("gradient_free") is True and r["threat"] == "white" else []
+                for threat in (r["threat"], *shared):
+                    groups.setdefault(("worst", threat, *cell), []).append(r)
+                    for s, members in suites.items():
+                        if r["attack"] in members:
+                            groups.setdefault((s, threat, *cell), []).append(r)
                 groups.setdefault(("worst", "all", *cell), []).append(r)
-                for s, members in suites.items():
-                    if r["attack"] in members:
-                        groups.setdefault((s, r["threat"], *cell), []).append(r)
         for (label, threat, defense, eps, norm, labels), recs in sorted(groups.items(), key=str):
             if label != "worst":
                 if {r["attack"] for r in recs} != set(suites[label]):
@@ -276,7 +285,8 @@ class Runner:
             elif len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
                     threat == "all" and len({r["threat"] for r in recs}) < 2):
                 continue
-            recs = sorted(recs, key=lambda r: (r["attack"], r["threat"]))
+            # The row's own threat's cells first: the row's identity starts from one of them.
+            recs = sorted(recs, key=lambda r: (threat != "all" and r["threat"] != threat, r["attack"], r["threat"]))
             attacks = [r["attack"] if threat != "all" else f"{r['attack']}@{r['threat']}" for r in recs]
             cells = {"cells": sorted(r["cell_key"] for r in recs)}
             # Over threats, what was covered labels the column when rows differ (a per-threat worst

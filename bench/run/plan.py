@@ -87,6 +87,14 @@ def eot_draws(threat: str, d: Defense, requested: int) -> int | None:
     return requested if d.randomized else 1
 
 
+def query_threat(threat: str, attack: AttackPlugin) -> str:
+    """The threat a cell is planned under. A gradient-free attack (Square) only reads the defended
+    model's outputs, and BPDA and BPDA+EOT differ from white-box only in the gradient they return:
+    under those its cells are the white-box ones, computed once (the worst rows of bpda and
+    bpda-eot count them)."""
+    return "white" if attack.gradient_free and threat in ("bpda", "bpda-eot") else threat
+
+
 def effective_threat(threat: str, d: Defense) -> str:
     """What the attack really differentiates through: a defense without useful gradients
     (``differentiable = False``, e.g. JPEG) is attacked white-box through BPDA."""
@@ -133,7 +141,7 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
         attack = attacks[attack_name]
         for eps in eps_values(cfg.eps, spec, attack):
             params = attack.effective_params(eps, spec)
-            for threat in cfg.threat:
+            for threat in dict.fromkeys(query_threat(t, attack) for t in cfg.threat):
                 group = Group(attack_name, eps, threat, cfg.attack_labels, params)
                 for dname, d in defenses.items():
                     draws = eot_draws(threat, d, cfg.eot_samples)
@@ -141,9 +149,6 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                     extra = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
                     if is_transfer(threat):
                         extra["surrogate_hash"] = surrogates[threat]
-                    if draws and draws > 1 and not attack.supports_eot:
-                        raise BenchError(f"attack {attack_name!r} has no gradient-averaging (EOT) form for "
-                                         f"the randomized defense {dname!r} under bpda-eot; use fgsm, pgd or bim")
                     ident = identity.cell_identity(
                         data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
                         defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),

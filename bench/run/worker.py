@@ -58,6 +58,12 @@ class Defended:
     wrote_input: bool          # the defense wrote into the tensor it was given
 
 
+def one_draw_bpda(cell: Cell, d: Defense) -> bool:
+    """The cell's attack sees BPDA with one draw of a deterministic defense."""
+    return not d.randomized and (cell.threat_effective == "bpda" or
+                                 (cell.threat_effective == "bpda-eot" and (cell.eot_samples or 1) == 1))
+
+
 class Worker:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -67,6 +73,8 @@ class Worker:
         # A suite (``aa``) is its members, each a cell of its own.
         self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in ATTACKS.expand(cfg.attack)}
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
+        # Single-draw BPDA examples of the latest (attack, eps, labels), by defense (one_draw_bpda).
+        self.bpda_once: tuple[tuple, dict[str, tuple]] = ((), {})
 
     def batches(self, n: int) -> list[tuple[int, int]]:
         return [(i, min(i + self.cfg.batch_size, n)) for i in range(0, n, self.cfg.batch_size)]
@@ -101,6 +109,18 @@ class Worker:
                     adv, attack_timer = self.craft(model, attack, prep, group, labels)
                     shared = (adv, attack_timer, self.predict(classifier, adv))
                 adv, attack_timer, adv_pred = shared
+            elif one_draw_bpda(cell, d):
+                # BPDA, BPDA+EOT on a deterministic defense (drawn once) and white-box on a
+                # non-differentiable one are one computation: same model, same seeds, so the
+                # same examples. Crafted once per defense; each cell is still scored and stored.
+                scope, done = self.bpda_once
+                if scope != (group.attack, group.eps, group.labels):
+                    scope, done = (group.attack, group.eps, group.labels), {}
+                    self.bpda_once = (scope, done)
+                if cell.defense not in done:
+                    adv, attack_timer = self.craft(model, attack, prep, group, labels, d, 1)
+                    done[cell.defense] = (adv, attack_timer, self.predict(classifier, adv))
+                adv, attack_timer, adv_pred = done[cell.defense]
             else:
                 adv, attack_timer = self.craft(model, attack, prep, group, labels, d, cell.eot_samples)
                 adv_pred = self.predict(classifier, adv)

@@ -63,7 +63,7 @@ site: $(STAMP)
 # README's headline: each defense's worst case over every attack and threat model (MNIST at eps 0.3,
 # Fashion-MNIST at 0.1, the grids' budgets).
 headline: $(STAMP)
-	$(PY) -m bench report --readme README.md --headline $(REF)/threat-matrix,$(REF)/threat-matrix-aa,$(REF)/adaptive,$(REF)/fashion-threat-matrix --headline-eps 0.1,0.3
+	$(PY) -m bench report --readme README.md --headline $(REF)/threat-matrix,$(REF)/threat-matrix-aa,$(REF)/adaptive,$(REF)/fashion-threat-matrix --headline-eps 0.3,fashion-mnist=0.1
 
 # Recompute the 3 cheapest cells of the default reference grid from their stored identity (CI runs
 # the same check in tests/test_reference.py); `make verify N=` more cells, `N=all` every one.

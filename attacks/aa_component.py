@@ -6,8 +6,9 @@ cell (so every check, curve and paired test sees it) and combined per sample int
 for randomised defenses, APGD-CE and APGD-DLR with 20 EOT draws per gradient. Each component
 gets the threat's model (white-box end to end, BPDA, BPDA+EOT, gray-box, transfer); under
 ``bpda-eot`` a randomised defense's draws replace APGD's EOT count and FAB-T attacks the mean of
-the draws' logits; Square, gradient-free, has one cell for white-box, BPDA and BPDA+EOT (the same
-outputs; ``bench.run.plan.query_threat``).
+the draws' logits; Square, gradient-free, has one cell for white-box, BPDA and BPDA+EOT (BPDA
+changes only the gradient; on a randomised defense it queries one draw at a time under all three:
+``bench.run.plan.query_threat``).
 
 Budgets are the paper's, not torchattacks' defaults (which run APGD and FAB for 10 iterations):
 100 iterations for APGD and FAB, one restart each, 5,000 queries for Square; APGD-T and FAB-T

@@ -149,3 +149,23 @@ def test_square_is_one_cell_for_white_bpda_and_bpda_eot_and_counts_in_each(run_a
             assert sorted(r["attack"] for r in parts) == ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"]
             assert {r["threat"] for r in parts} == ({"white"} if threat == "white" else {threat, "white"})
             assert aa["identity"].get("eot_samples") == (None if threat != "bpda-eot" else 2 if defense == "gaussian" else 1)
+
+
+def test_the_masking_check_finds_squares_white_box_cell_under_bpda():
+    """Square's one cell (white-box) is the witness for gradient attacks under BPDA and BPDA+EOT
+    too (plan.query_threat), not under gray-box (another model attacked)."""
+    from bench.analysis.checks import MASKED, versus_gradient_free
+
+    def rec(attack, threat, acc, lo, hi, eot=None):
+        ident = {"data": {"dataset": "d"}, "n": 64, "defense": "x", "attack": attack, "threat": threat,
+                 "eot_samples": eot, "eps": 0.3}
+        return {"identity": ident, "attack": attack, "threat": threat, "eps": 0.3, "iterative": True,
+                "gradient_free": attack == "aa-square", "defended_adv_acc": acc, "defended_adv_acc_ci_low": lo,
+                "defended_adv_acc_ci_high": hi, "adv_acc": acc, "adv_acc_ci_low": lo, "adv_acc_ci_high": hi,
+                "checks": []}
+    square = rec("aa-square", "white", 0.1, 0.05, 0.2)
+    for threat, eot, flagged in (("bpda", None, True), ("bpda-eot", 1, True), ("white", None, True),
+                                 ("gray", None, False)):
+        r = rec("pgd", threat, 0.8, 0.7, 0.9, eot)
+        versus_gradient_free(r, [square])
+        assert any(MASKED in c for c in r["checks"]) == flagged, (threat, r["checks"])

@@ -247,3 +247,11 @@ def test_a_report_removes_the_plots_it_no_longer_draws(run_args):
     assert main(["report", "--results-dir", str(run_args.results)]) == 0
     assert not stale.exists() and not (plots / "samples" / "gone.png").exists()
     assert list(plots.glob("pareto_*.png"))  # what it draws is still there
+
+
+def test_headline_eps_may_name_a_dataset():
+    from bench.cli.report import _eps_kept, headline_eps
+    eps = headline_eps(["0.3", "fashion-mnist=0.1", "cifar10=8/255"])
+    assert eps == {None: [0.3], "fashion-mnist": [0.1], "cifar10": [8 / 255]}
+    assert _eps_kept(eps, "mnist", 0.3) and not _eps_kept(eps, "mnist", 0.1)
+    assert _eps_kept(eps, "fashion-mnist", 0.1) and not _eps_kept(eps, "fashion-mnist", 0.3)

@@ -229,3 +229,34 @@ def test_one_draw_bpda_examples_are_crafted_once_and_equal_a_lone_computation(ru
     for r in cells(alone):
         twin = together[(r["defense"], "bpda-eot")]
         assert r["cell_key"] == twin["cell_key"] and r["correct"] == twin["correct"]
+
+
+def test_the_mean_over_draws_keeps_the_mode_it_wraps():
+    """torchattacks puts a model found in train mode back into train mode after an attack: a
+    wrapper born in train mode would switch the classifier's dropout on for the cell's scoring."""
+    from bench.core.threats import MeanOverDraws
+    clf = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(1, 2))
+    assert not MeanOverDraws(BPDA(clf, Alternating(0.2)).eval(), 2).training
+    assert MeanOverDraws(BPDA(clf, Alternating(0.2)).train(), 2).training
+
+
+def test_shared_bpda_examples_never_cross_datasets(run_args, tmp_path, monkeypatch):
+    """Two datasets with the same attack, eps and n: each crafts its own BPDA examples."""
+    from bench.run.worker import Worker
+    calls = []
+    craft = Worker.craft
+    monkeypatch.setattr(Worker, "craft", lambda self, *a, **k: calls.append(a[2].test.source) or craft(self, *a, **k))
+    g = np.random.default_rng(0)
+    path = tmp_path / "other.npz"
+    np.savez(path, x_train=g.random((64, 1, 28, 28)).astype(np.float32), y_train=np.arange(64) % 10,
+             x_test=g.random((16, 1, 28, 28)).astype(np.float32), y_test=np.arange(16) % 10)
+    assert main(run_args("--dataset", f"mnist,npz:{path}", "--defenses", "median", "--attack", "fgsm",
+                         "--eps", "0.2", "--limit", "16", "--threat", "bpda,bpda-eot")) == 0
+    assert len(calls) == 2 and len(set(calls)) == 2
+    adv = {}
+    for r in cells(run_args.results):
+        with np.load(run_args.results / r["samples"]) as z:
+            adv[(r["dataset"], r["threat"])] = z["adv"]
+    (mine,) = {d for d, _ in adv} - {"mnist"}
+    assert np.array_equal(adv[(mine, "bpda")], adv[(mine, "bpda-eot")])
+    assert not np.array_equal(adv[("mnist", "bpda")], adv[(mine, "bpda")])

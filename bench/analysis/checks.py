@@ -21,6 +21,18 @@ def twin_key(rec: dict[str, Any]) -> str:
     return identity.group_key(rec, vary=("attack",))
 
 
+QUERIED = ("white", "bpda", "bpda-eot")
+
+
+def free_twin_key(rec: dict[str, Any]) -> str:
+    """What a cell shares with its gradient-free twin: under white-box, BPDA and BPDA+EOT, the
+    gradient-free attack's one white-box cell (it reads only the defended model's outputs, which
+    those threats share: ``bench.run.plan.query_threat``); under the others, its twin_key."""
+    if rec.get("threat") in QUERIED:
+        return "queried:" + identity.group_key(rec, vary=("attack", "query"))
+    return twin_key(rec)
+
+
 def versus_fgsm(rec: dict[str, Any], stored: list[dict[str, Any]]) -> None:
     """Flag an iterative attack that does worse than FGSM on the same cell otherwise, on the model
     both attacked: under gray-box that is the bare classifier (the defended figure is a transfer,
@@ -59,10 +71,10 @@ def versus_gradient_free(rec: dict[str, Any], stored: list[dict[str, Any]]) -> N
     the gradient attack's number is no robustness claim. Checked on the gradient attack's record."""
     if rec.get("iterative") != True or rec.get("gradient_free") == True or _number(rec.get("eps")) is None:  # noqa: E712
         return
-    metric, key = _metric(rec), twin_key(rec)
+    metric, key = _metric(rec), free_twin_key(rec)
     low = _number(rec.get(f"{metric}_ci_low"))
     for r in stored:
-        if r.get("gradient_free") == True and r is not rec and twin_key(r) == key:  # noqa: E712
+        if r.get("gradient_free") == True and r is not rec and free_twin_key(r) == key:  # noqa: E712
             high, value = _number(r.get(f"{metric}_ci_high")), _number(r.get(metric))
             if low is not None and high is not None and high < low:
                 rec["checks"].append(f"{rec['attack']} {MASKED}: the gradient-free {r['attack']} reaches "
@@ -80,7 +92,7 @@ def with_record_checks(records: list[dict[str, Any]]) -> list[list[str]]:
         if r.get("attack") == "fgsm":
             fgsm.setdefault(twin_key(r), []).append(r)
         if r.get("gradient_free") == True:  # noqa: E712
-            free.setdefault(twin_key(r), []).append(r)
+            free.setdefault(free_twin_key(r), []).append(r)
     out = []
     for rec in records:
         stored = rec.get("checks") if isinstance(rec.get("checks"), list) else []
@@ -89,6 +101,6 @@ def with_record_checks(records: list[dict[str, Any]]) -> list[list[str]]:
             continue
         probe = {**rec, "checks": []}
         versus_fgsm(probe, fgsm.get(twin_key(rec), []))
-        versus_gradient_free(probe, free.get(twin_key(rec), []))
+        versus_gradient_free(probe, free.get(free_twin_key(rec), []))
         out.append([c for c in stored if WEAKER not in c and MASKED not in c] + probe["checks"])
     return out

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from bench.analysis.frame import frame, run_commits
 from bench.cli.parser import Parser
@@ -35,7 +38,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--headline", metavar="DIR[,DIR]",
                    help="fill the README's headline block from these results dirs (each defense's worst case over "
                         "every attack and threat model) instead of a paper-view block; needs --readme")
-    p.add_argument("--headline-eps", help="only these eps in the headline (comma list; default all)")
+    p.add_argument("--headline-eps", help="only these eps in the headline (comma list, an item DATASET=EPS for one "
+                   "dataset: 0.3,fashion-mnist=0.1; default all)")
     p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
                                                     "McNemar p, difference with CI) and write nothing")
     p.add_argument("--debug", action="store_true")
@@ -60,7 +64,7 @@ def main(argv: list[str]) -> int:
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
     if args.headline:
-        eps = [parse_eps(e) for e in split_list(args.headline_eps)] if args.headline_eps else None
+        eps = headline_eps(split_list(args.headline_eps)) if args.headline_eps else None
         return headline(split_list(args.headline), args.readme, filters, eps)
     written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme,
                            readme_block=args.readme_block,
@@ -83,7 +87,22 @@ def compare(results_dir: str, names: str, filters: dict[str, list[str]], runs: l
     return 0
 
 
-def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]], eps: list[float] | None) -> int:
+def headline_eps(items: list[str]) -> dict[str | None, list[float]]:
+    """``0.3,fashion-mnist=0.1`` → {None: [0.3], "fashion-mnist": [0.1]} (None: every other dataset)."""
+    out: dict[str | None, list[float]] = {}
+    for item in items:
+        dataset, sep, value = item.rpartition("=")
+        out.setdefault(dataset if sep else None, []).append(parse_eps(value))
+    return out
+
+
+def _eps_kept(eps: dict[str | None, list[float]], dataset: str, e: Any) -> bool:
+    wanted = eps.get(dataset, eps.get(None))
+    return wanted is not None and e == e and e is not None and any(abs(e - x) < 1e-9 for x in wanted)
+
+
+def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]],
+             eps: dict[str | None, list[float]] | None) -> int:
     if not readme:
         raise BenchError("--headline fills a README block: give --readme FILE")
     missing = [d for d in dirs if not Path(d).is_dir()]
@@ -93,8 +112,8 @@ def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]],
     commits = {k: v for d in dirs for k, v in run_commits(Path(d)).items()}
     df = frame(records, filters, commits)
     if eps is not None and not df.empty:
-        df = df[df["eps"].map(lambda e: any(abs(e - x) < 1e-9 for x in eps) if e == e and e is not None else False)
-                | (df["attack"] != "worst")]
+        kept = [_eps_kept(eps, d, e) for d, e in zip(df["dataset"], df["eps"])]
+        df = df[pd.Series(kept, index=df.index) | (df["attack"] != "worst")]
     print(f"wrote {hl.update(Path(readme), dirs, df)}")
     return 0
 

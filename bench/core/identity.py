@@ -108,6 +108,9 @@ ASPECTS: dict[str, tuple[str, ...]] = {
     "n": ("n",),
     "classifier": ("classifier", "classifier_hash"),
     "data": ("data",),
+    # What the attack queried through: a gradient-free attack's white-box cell is also its BPDA and
+    # BPDA+EOT cell (bench.run.plan.query_threat).
+    "query": ("threat", "eot_samples"),
     # What tells two leaderboard rows of one defense apart (not its EOT draws: a row's threat
     # columns have their own).
     "row": ("defense_params", "defense_fit", "defense_weights", "classifier_hash", "data"),

@@ -88,6 +88,9 @@ class MeanOverDraws(nn.Module):
     def __init__(self, model: nn.Module, draws: int) -> None:
         super().__init__()
         self.model, self.draws = model, draws
+        # The mode it wraps: torchattacks puts a model it found in train mode back into train
+        # mode after each attack, which would switch the classifier's dropout on.
+        self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.model(x) for _ in range(self.draws)]).mean(0)

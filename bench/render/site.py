@@ -134,13 +134,15 @@ def _cell_line(r: pd.Series) -> str:
 
 
 def combine(cells: pd.DataFrame, what: str) -> Value | None:
-    """Worst case over ``cells`` (one row's cells): per image over the cells with the largest n."""
+    """Worst case over ``cells`` (one row's cells): per image over every cell, on the images all of
+    them scored. A cell of n images scored the first n of its test split (one split per row), so
+    cells of different n (AutoAttack on fewer images than PGD) meet on the first min-n images."""
     cells = cells[cells["defended_adv_acc"].notna() & cells["n"].notna()]
     if cells.empty:
         return None
-    n = int(cells["n"].max())
-    top = cells[cells["n"] == n]
-    maps = [m for m in (_bitmap(r) for _, r in top.iterrows()) if m is not None]
+    n = int(cells["n"].min())
+    top = cells
+    maps = [m[:n] for m in (_bitmap(r) for _, r in top.iterrows()) if m is not None]
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     # The single cell that does the most damage: the attack that sets this value, named on hover.
     single = [r for _, r in top.iterrows() if r.get("kind") != "worst" and r.get("attack") != "worst"]
@@ -151,7 +153,9 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
         ok = np.logical_and.reduce(maps)  # the per-sample worst case (bench.record.worst_case, one outcome)
         k = int(ok.sum())
         lo, hi = wilson(k, n)
-        how = (f"{what}: robust = survives all {len(top)} cell(s) with n={n}, image by image{set_by}"
+        sizes = sorted({int(v) for v in top["n"]})
+        on = f"the first {n} images" + (f" (cells of n = {', '.join(map(str, sizes))})" if len(sizes) > 1 else "")
+        how = (f"{what}: robust = survives all {len(top)} cell(s) on {on}, image by image{set_by}"
                if len(top) > 1 else f"{what}: the one cell with n={n}")
         value = Value(k / n, lo, hi, n, how)
     else:
@@ -159,7 +163,7 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
         lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
         value = Value(float(r["defended_adv_acc"]), float("nan") if missing(lo) else lo,
                       float("nan") if missing(hi) else hi, n,
-                      f"{what}: the lowest of {len(top)} cell(s) with n={n} (no per-sample outcomes stored)")
+                      f"{what}: the lowest of {len(top)} cell(s) (no per-sample outcomes stored)")
     value.detail += "\n" + "\n".join(lines)
     value.flag = _flag(top)
     return value
@@ -218,14 +222,9 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
                 present = [v for v in threats.values() if v is not None]
                 worst = None
                 if present:
-                    if len({v.n for v in present}) == 1:
-                        # every threat model of the grid, transfer ones too (they have no column of their own)
-                        worst = combine(cells[cells["threat"] != "all"], "worst over threat models")
-                    else:
-                        low = min(present, key=lambda v: v.acc)
-                        worst = Value(low.acc, low.lo, low.hi, low.n,
-                                      "worst over threat models: the lowest threat column (their n differ)\n"
-                                      + low.detail, low.flag)
+                    # every threat model of the grid, transfer ones too (they have no column of their own),
+                    # image by image on the images every cell scored
+                    worst = combine(cells[cells["threat"] != "all"], "worst over threat models")
                 timed = cells[(cells["attack"] != "worst") & cells["defense_ms_per_sample"].notna()]
                 ms = {str(d): (float(timed.loc[timed["device"] == d, "defense_ms_per_sample"].median())
                                if (timed["device"] == d).any() else None) for d in devices}

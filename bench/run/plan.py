@@ -91,7 +91,9 @@ def query_threat(threat: str, attack: AttackPlugin) -> str:
     """The threat a cell is planned under. A gradient-free attack (Square) only reads the defended
     model's outputs, and BPDA and BPDA+EOT differ from white-box only in the gradient they return:
     under those its cells are the white-box ones, computed once (the worst rows of bpda and
-    bpda-eot count them)."""
+    bpda-eot count them). On a randomised defense that cell queries one draw at a time: an
+    expectation over the EOT draws would multiply Square's 5,000 queries by them (AutoAttack's
+    rand version leaves Square out)."""
     return "white" if attack.gradient_free and threat in ("bpda", "bpda-eot") else threat
 
 

@@ -46,8 +46,8 @@ def evaluate(cache: dict, cell: Any, defense: torch.nn.Module, model: torch.nn.M
     if varies and not defense.randomized:
         out.append("outputs differ between calls but the defense does not declare randomized = True")
     # Only where the threat itself ignores the randomness: gray-box attacks never see the
-    # defense, and bpda-eot averages over it.
-    if (varies or defense.randomized) and threat in ("white", "bpda"):
+    # defense, and bpda-eot averages over it (a gradient-free attack has no gradient to average).
+    if (varies or defense.randomized) and threat in ("white", "bpda") and rec.get("gradient_free") is not True:
         out.append(f"randomized defense under {threat}, which does not average over its randomness "
                    "(use bpda-eot)")
     if cell.threat_effective != cell.identity["threat"]:

@@ -5,6 +5,7 @@ A worker holds no store, so it can run in any process (the Ray executor ships it
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -73,7 +74,8 @@ class Worker:
         # A suite (``aa``) is its members, each a cell of its own.
         self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in ATTACKS.expand(cfg.attack)}
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
-        # Single-draw BPDA examples of the latest (attack, eps, labels), by defense (one_draw_bpda).
+        # Single-draw BPDA examples of the latest (attack, eps, labels), by the rest of their cell's
+        # identity (one_draw_bpda).
         self.bpda_once: tuple[tuple, dict[str, tuple]] = ((), {})
 
     def batches(self, n: int) -> list[tuple[int, int]]:
@@ -117,10 +119,13 @@ class Worker:
                 if scope != (group.attack, group.eps, group.labels):
                     scope, done = (group.attack, group.eps, group.labels), {}
                     self.bpda_once = (scope, done)
-                if cell.defense not in done:
+                # Everything but the threat: data, n, classifier, defense and its weights, attack.
+                same = json.dumps({k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")},
+                                  sort_keys=True, default=str)
+                if same not in done:
                     adv, attack_timer = self.craft(model, attack, prep, group, labels, d, 1)
-                    done[cell.defense] = (adv, attack_timer, self.predict(classifier, adv))
-                adv, attack_timer, adv_pred = done[cell.defense]
+                    done[same] = (adv, attack_timer, self.predict(classifier, adv))
+                adv, attack_timer, adv_pred = done[same]
             else:
                 adv, attack_timer = self.craft(model, attack, prep, group, labels, d, cell.eot_samples)
                 adv_pred = self.predict(classifier, adv)

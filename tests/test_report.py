@@ -166,6 +166,26 @@ def test_headline_names_each_defenses_worst_case_and_the_attack_that_set_it(run_
     assert main(["report", "--headline", str(run_args.results)]) == 2  # needs --readme
 
 
+def test_headline_combines_runs_of_different_n_image_by_image(run_args, tmp_path):
+    """AutoAttack on fewer images than PGD: the headline's worst case is per image over both runs'
+    worst rows on the images both scored, with the bigger run's own value beside it."""
+    import numpy as np
+    from bench.cli import main
+    from bench.core import record
+    base = ("--defenses", "bitdepth", "--eps", "0.3", "--threat", "gray,white")
+    assert main(run_args(*base, "--attack", "fgsm,pgd", "--limit", "16")) == 0
+    assert main(run_args(*base, "--attack", "fgsm,bim", "--limit", "8")) == 0
+    readme = tmp_path / "R.md"
+    readme.write_text("<!-- headline:start -->\n<!-- headline:end -->\n")
+    assert main(["report", "--readme", str(readme), "--headline", str(run_args.results)]) == 0
+    rows = {r["n"]: r for r in read_records(run_args.results) if r["threat"] == "all"}
+    both = np.logical_and(record.decode(rows[16]["correct"]["defended_adv"], 16)[:8],
+                          record.decode(rows[8]["correct"]["defended_adv"], 8))
+    (line,) = [ln for ln in readme.read_text().splitlines() if ln.startswith("| bitdepth ")]
+    assert f"| 8   | " in line and f"{both.mean():.3f} [" in line and "3 attacks × 2 threat models" in line
+    assert f"{rows[16]['defended_adv_acc']:.3f} [" in line and "(n=16, 2 attacks" in line
+
+
 # --- moved from the former tests/test_trust.py ---------------------------------------
 
 def test_report_never_replaces_a_row_with_another_cell(run_args):

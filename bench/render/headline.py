@@ -3,26 +3,62 @@
 Built from the stored ``worst`` rows of threat ``all`` (the driver's per-sample worst over every
 attack × threat model of a run), one row per (dataset, classifier, defense, eps), best first,
 naming the single attack that did the most damage on its own. Where several runs each hold a
-worst-over-all row for one defense (different attack sets), the lowest is shown, with the
-attacks it covers: a per-sample worst across runs is not computed.
+worst-over-all row for one defense (different attack sets, different n: AutoAttack on fewer
+images than PGD), they are combined image by image on the images all of them scored (a run of n
+images scored the first n of the test split), and the row with the most images is shown beside
+it when that is more: more images under fewer attacks.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.core.errors import BenchError
+from bench.core.record import decode
+from bench.core.stats import wilson
 from bench.core.threats import THREAT_NAMES, threat_name
 from bench.render.report import markers
 from bench.store.runs import write_atomic
 
 
-def _ci(r: Any) -> str:
-    lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
-    return f"{r['defended_adv_acc']:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else \
-        f"{r['defended_adv_acc']:.3f}"
+def _ci(acc: float, lo: Any, hi: Any) -> str:
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else f"{acc:.3f}"
+
+
+def _bits(r: Any, n: int) -> np.ndarray | None:
+    c = r.get("correct")
+    if not isinstance(c, dict) or not isinstance(c.get("defended_adv"), str):
+        return None
+    try:
+        return decode(c["defended_adv"], int(r["n"]))[:n]
+    except ValueError:
+        return None
+
+
+def _over(parts: list[Any]) -> str:
+    threats = sorted({p["threat"] for p in parts}, key=lambda t: list(THREAT_NAMES).index(t)
+                     if t in THREAT_NAMES else 99)
+    return (f"{len({p['attack'] for p in parts})} attacks × {len(threats)} threat models "
+            f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})")
+
+
+def _parts(g: pd.DataFrame, by_key: dict[str, Any]) -> list[Any]:
+    """The cells behind worst rows ``g``."""
+    return [by_key[k] for _, r in g.iterrows() for k in r["identity"]["attack_params"].get("cells", []) if k in by_key]
+
+
+def _combined(g: pd.DataFrame, n: int) -> tuple[float, Any, Any]:
+    """Worst rows ``g`` combined image by image on the first ``n`` images (accuracy, Wilson CI); the
+    lowest row of that n when a row has no per-sample outcomes stored."""
+    maps = [_bits(r, n) for _, r in g.iterrows()]
+    if all(m is not None for m in maps):
+        k = int(np.logical_and.reduce(maps).sum())
+        return (k / n, *wilson(k, n))
+    r = g[g["n"] == n].loc[lambda h: h["defended_adv_acc"].idxmin()]
+    return float(r["defended_adv_acc"]), r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
 
 
 def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
@@ -33,20 +69,25 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     worst = df[(df["attack"] == "worst") & (df["threat"] == "all")]
     out: dict[tuple, list[dict[str, Any]]] = {}
     for (ds, clf, defense, eps), g in worst.groupby(["dataset", "classifier", "defense", "eps"], sort=True):
-        r = g.loc[g["defended_adv_acc"].idxmin()]
-        parts = [by_key[k] for k in r["identity"]["attack_params"].get("cells", []) if k in by_key]
-        strongest = min(parts, key=lambda p: p["defended_adv_acc"]) if parts else None
-        threats = sorted({p["threat"] for p in parts}, key=lambda t: list(THREAT_NAMES).index(t)
-                         if t in THREAT_NAMES else 99)
-        out.setdefault((ds, clf, eps), []).append({
-            "defense": defense, "n": int(r["n"]), "clean (defended)": f"{r['defended_clean_acc']:.3f}",
-            "worst case": _ci(r), "_sort": r["defended_adv_acc"],
-            "strongest single attack": (f"{strongest['attack']} · {threat_name(strongest['threat'])}"
-                                        f" ({strongest['defended_adv_acc']:.3f})") if strongest is not None else "—",
-            "over": f"{len({p['attack'] for p in parts})} attacks × {len(threats)} threat models "
-                    f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})"})
+        g = g.sort_values("n", kind="stable")
+        n, most = int(g["n"].min()), int(g["n"].max())
+        parts = _parts(g, by_key)
+        acc, lo, hi = _combined(g, n)
+        small = g.iloc[0]
+        # The strongest single attack on the images the worst case is computed on.
+        strongest = min((p for p in parts if int(p["n"]) == n), key=lambda p: p["defended_adv_acc"], default=None)
+        row = {"defense": defense, "n": n, "clean (defended)": f"{small['defended_clean_acc']:.3f}",
+               "worst case": _ci(acc, lo, hi), "_sort": acc,
+               "strongest single attack": (f"{strongest['attack']} · {threat_name(strongest['threat'])}"
+                                           f" ({strongest['defended_adv_acc']:.3f})") if strongest is not None else "—",
+               "over": _over(parts)}
+        if most > n:
+            big = g[g["n"] == most]
+            b_acc, b_lo, b_hi = _combined(big, most)
+            row["on more images"] = f"{_ci(b_acc, b_lo, b_hi)} (n={most}, {_over(_parts(big, by_key))})"
+        out.setdefault((ds, clf, eps), []).append(row)
     return {k: pd.DataFrame(v).sort_values(["_sort", "defense"], ascending=[False, True]).drop(columns="_sort")
-            for k, v in out.items()}
+            .fillna("—") for k, v in out.items()}
 
 
 def update(readme: Path, dirs: list[str], df: pd.DataFrame, block: str = "headline") -> Path:

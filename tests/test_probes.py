@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from bench.cli import main
-from conftest import cells
+from conftest import cells, read_records
 
 
 def test_label_leak_check():
@@ -35,3 +35,18 @@ def test_predicted_labels_are_used_to_craft(run_args):
     (r,) = cells(run_args.results)
     assert r["attack_labels"] == "predicted" and r["identity"]["attack_labels"] == "predicted"
     assert main(run_args("--attack-labels", "both")) == 2
+
+
+def test_no_randomness_warning_for_a_gradient_free_attack_on_a_randomised_defense(run_args, tmp_path):
+    """EOT averages gradients: a gradient-free attack has none, so white-box Square on `gaussian`
+    is not told to use bpda-eot (PGD still is)."""
+    cfg = tmp_path / "sq.toml"
+    cfg.write_text('[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n'
+                   '[attacks."torchattacks:Square"]\nn_queries = 20\nseed = 0\n[attacks.pgd]\nsteps = 3\n')
+    args = run_args("--defenses", "gaussian", "--attack", "pgd,torchattacks:Square", "--eps", "0.3",
+                    "--threat", "white", "--limit", "16")
+    args[args.index("--config") + 1] = str(cfg)
+    assert main(args) == 0
+    recs = {r["attack"]: r for r in read_records(run_args.results) if r["kind"] == "cell"}
+    assert any("randomized defense under white" in c for c in recs["pgd"]["checks"])
+    assert not any("randomized defense under white" in c for c in recs["torchattacks:Square"]["checks"])

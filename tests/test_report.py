@@ -275,3 +275,21 @@ def test_headline_eps_may_name_a_dataset():
     assert eps == {None: [0.3], "fashion-mnist": [0.1], "cifar10": [8 / 255]}
     assert _eps_kept(eps, "mnist", 0.3) and not _eps_kept(eps, "mnist", 0.1)
     assert _eps_kept(eps, "fashion-mnist", 0.1) and not _eps_kept(eps, "fashion-mnist", 0.3)
+
+
+def test_headline_never_combines_rows_of_different_data():
+    import pandas as pd
+    from bench.core import record
+    from bench.render.headline import rows
+
+    def worst(fp, n, bits):
+        ident = {"data": {"fingerprint": fp}, "classifier_hash": "c", "defense": "x",
+                 "attack_params": {"cells": []}}
+        return {"attack": "worst", "threat": "all", "dataset": "d", "classifier": "m", "defense": "x", "eps": 0.3,
+                "n": n, "identity": ident, "cell_key": fp + str(n), "norm": "Linf", "attack_labels": "true",
+                "correct": {"defended_adv": record.encode(bits)}, "defended_clean_acc": 1.0,
+                "defended_adv_acc": sum(bits) / n}
+    df = pd.DataFrame([worst("a", 4, [1, 1, 0, 0]), worst("b", 2, [0, 1]), worst("a", 2, [1, 0])])
+    (t,) = rows(df).values()
+    assert sorted(t["n"]) == [2, 2]  # data a: 4 and 2 images combined on 2; data b alone
+    assert sorted(t["worst case"].str[:5]) == ["0.500", "0.500"]

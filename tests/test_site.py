@@ -258,3 +258,20 @@ def test_one_page_over_several_results_dirs_links_each_run_into_its_own(tmp_path
         assert (index.parent / link).resolve().is_file(), link
     assert not (out / "results.md").exists()  # a page, not a report
     assert main(["report", "--results-dir", str(out), "--site-from", str(tmp_path / "nope")]) == 2
+
+
+def test_cells_of_different_n_meet_image_by_image_on_the_first_images():
+    """AutoAttack on 8 images beside PGD on 16: the value is the AND on the first 8, and the attack
+    named is one measured on those 8 images."""
+    import numpy as np
+    import pandas as pd
+    from bench.core import record
+    from bench.render.site import combine
+    pgd = np.array([1] * 12 + [0] * 4, bool)
+    aa = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
+    cells = pd.DataFrame([
+        {"threat": "white", "attack": a, "n": len(m), "defended_adv_acc": m.mean(), "kind": "cell",
+         "correct": {"defended_adv": record.encode(m)}} for a, m in (("pgd", pgd), ("aa-square", aa))])
+    v = combine(cells, "white-box")
+    assert v.n == 8 and v.acc == (pgd[:8] & aa).mean() == 0.75
+    assert "first 8 images" in v.detail and "set by aa-square" in v.detail

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from bench.core import identity
+from bench.core.threats import SAME_OUTPUTS_AS_WHITE
 
 
 WEAKER = "is weaker than FGSM"
@@ -21,14 +22,11 @@ def twin_key(rec: dict[str, Any]) -> str:
     return identity.group_key(rec, vary=("attack",))
 
 
-QUERIED = ("white", "bpda", "bpda-eot")
-
-
 def free_twin_key(rec: dict[str, Any]) -> str:
     """What a cell shares with its gradient-free twin: under white-box, BPDA and BPDA+EOT, the
     gradient-free attack's one white-box cell (it reads only the defended model's outputs, which
     those threats share: ``bench.run.plan.query_threat``); under the others, its twin_key."""
-    if rec.get("threat") in QUERIED:
+    if rec.get("threat") == "white" or rec.get("threat") in SAME_OUTPUTS_AS_WHITE:
         return "queried:" + identity.group_key(rec, vary=("attack", "query"))
     return twin_key(rec)
 

@@ -120,6 +120,20 @@ def decode(hexstr: str, n: int) -> np.ndarray:
     return out
 
 
+def first_images(rec: Any, n: int, outcome: str = "defended_adv") -> np.ndarray | None:
+    """A record's per-sample outcome on the first ``n`` of its images (a run of N images scored the
+    first N of its test split, so records of different N meet on the first min-N); None when the
+    record stores no bitmap for it."""
+    c = rec.get("correct")
+    size = rec.get("n")
+    if not isinstance(c, dict) or not isinstance(c.get(outcome), str) or size is None or size != size:
+        return None
+    try:
+        return decode(c[outcome], int(size))[:n]
+    except ValueError:
+        return None
+
+
 def decode_tensor(hexstr: str, n: int) -> torch.Tensor:
     return torch.from_numpy(decode(hexstr, n))
 

@@ -25,6 +25,11 @@ THREAT_NAMES = {"gray": "gray-box", "white": "white-box", "bpda": "BPDA", "bpda-
 THREAT_ORDER = (*THREATS, "all")
 
 
+# Threats that differ from white-box only in the gradient an attack gets: a gradient-free attack
+# (Square) sees the same defended outputs under them, so its white-box cell is its cell there too.
+SAME_OUTPUTS_AS_WHITE = ("bpda", "bpda-eot")
+
+
 def is_transfer(threat: str) -> bool:
     return threat.startswith(TRANSFER) and len(threat) > len(TRANSFER)
 

@@ -10,6 +10,7 @@ it when that is more: more images under fewer attacks.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from bench.core.errors import BenchError
-from bench.core.record import decode
+from bench.core.identity import ASPECTS, of_record
+from bench.core.record import first_images
 from bench.core.stats import wilson
 from bench.core.threats import THREAT_NAMES, threat_name
 from bench.render.report import markers
@@ -26,16 +28,6 @@ from bench.store.runs import write_atomic
 
 def _ci(acc: float, lo: Any, hi: Any) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else f"{acc:.3f}"
-
-
-def _bits(r: Any, n: int) -> np.ndarray | None:
-    c = r.get("correct")
-    if not isinstance(c, dict) or not isinstance(c.get("defended_adv"), str):
-        return None
-    try:
-        return decode(c["defended_adv"], int(r["n"]))[:n]
-    except ValueError:
-        return None
 
 
 def _over(parts: list[Any]) -> str:
@@ -53,7 +45,7 @@ def _parts(g: pd.DataFrame, by_key: dict[str, Any]) -> list[Any]:
 def _combined(g: pd.DataFrame, n: int) -> tuple[float, Any, Any]:
     """Worst rows ``g`` combined image by image on the first ``n`` images (accuracy, Wilson CI); the
     lowest row of that n when a row has no per-sample outcomes stored."""
-    maps = [_bits(r, n) for _, r in g.iterrows()]
+    maps = [first_images(r, n) for _, r in g.iterrows()]
     if all(m is not None for m in maps):
         k = int(np.logical_and.reduce(maps).sum())
         return (k / n, *wilson(k, n))
@@ -68,7 +60,12 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     by_key = {r["cell_key"]: r for _, r in df.iterrows()}
     worst = df[(df["attack"] == "worst") & (df["threat"] == "all")]
     out: dict[tuple, list[dict[str, Any]]] = {}
-    for (ds, clf, defense, eps), g in worst.groupby(["dataset", "classifier", "defense", "eps"], sort=True):
+    # Rows are combined only where they are one leaderboard row: the same test data, classifier
+    # weights, defense settings and weights (ASPECTS["row"]), norm and attack labels.
+    same = worst.apply(lambda r: json.dumps([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"),
+                                             r.get("attack_labels")], sort_keys=True, default=str), axis=1)
+    worst = worst.assign(_same=same)
+    for (ds, clf, defense, eps, _), g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
         g = g.sort_values("n", kind="stable")
         n, most = int(g["n"].min()), int(g["n"].max())
         parts = _parts(g, by_key)

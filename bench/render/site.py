@@ -12,10 +12,10 @@ rows of one defense apart). Columns:
 * **gray, white, bpda, bpda-eot**: defended accuracy under the *strongest attack stored* for that
   threat model — per image, a sample counts as robust only if it survives every attack (and
   every parameter variant of it, e.g. each budget of an adequacy sweep) stored for that row and
-  threat, computed from the per-sample bitmaps of the cells with the most images (n); the cells
-  it covers, each with its own accuracy and Wilson interval, are in the cell's tooltip;
-* **worst**: the same across every threat model of the row (per image when all threats have the
-  same n, else the minimum of the threat columns);
+  threat, computed from the per-sample bitmaps on the images every one of those cells scored (a
+  cell of n images scored the first n, so AutoAttack's 64 meet PGD's 500 on the first 64); the
+  cells it covers, each with its own accuracy and Wilson interval, are in the cell's tooltip;
+* **worst**: the same across every threat model of the row, image by image;
 * **clean (defended)**, **n**, **ms/sample** per device (CPU and GPU side by side when both
   were measured: the median over the row's cells of the defense's forward time), and links to
   the row's raw records and config (``../runs/<id>/``).
@@ -42,7 +42,7 @@ from bench.analysis.frame import frame, run_commits
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
-from bench.core.record import decode
+from bench.core.record import first_images
 from bench.core.stats import wilson
 from bench.core.threats import THREATS, THREAT_NAMES, threat_name
 from bench.store.runs import iter_records, write_atomic
@@ -109,16 +109,6 @@ def row_variants(g: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _bitmap(r: pd.Series) -> np.ndarray | None:
-    c = r.get("correct")
-    if isinstance(c, dict) and isinstance(c.get("defended_adv"), str) and not missing(r.get("n")):
-        try:
-            return decode(c["defended_adv"], int(r["n"]))
-        except ValueError:
-            return None
-    return None
-
-
 def _cell_line(r: pd.Series) -> str:
     lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
     ci = "" if missing(lo) or missing(hi) else f" [{lo:.3f}, {hi:.3f}]"
@@ -142,10 +132,12 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
         return None
     n = int(cells["n"].min())
     top = cells
-    maps = [m[:n] for m in (_bitmap(r) for _, r in top.iterrows()) if m is not None]
+    maps = [m for m in (first_images(r, n) for _, r in top.iterrows()) if m is not None]
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     # The single cell that does the most damage: the attack that sets this value, named on hover.
-    single = [r for _, r in top.iterrows() if r.get("kind") != "worst" and r.get("attack") != "worst"]
+    # (on the images the value is computed on: cells of that n)
+    single = [r for _, r in top.iterrows() if r.get("kind") != "worst" and r.get("attack") != "worst"
+              and int(r["n"]) == n]
     strongest = min(single, key=lambda r: r["defended_adv_acc"]) if single else None
     set_by = (f"; set by {strongest['attack']} · {threat_name(strongest['threat'])} "
               f"({strongest['defended_adv_acc']:.3f} alone)" if strongest is not None and len(top) > 1 else "")
@@ -361,7 +353,8 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
              "in small type; hover a value for the cells it covers.</p>",
              '<p class="note">Threat columns: the strongest attack stored for that threat model — an image '
              "counts as robust only if it survives every attack (and every budget) stored for the row, "
-             "image by image over the cells with the most images. <b>worst</b>: the same across threat "
+             "image by image on the images all of them scored (the first n of the smallest cell). "
+             "<b>worst</b>: the same across threat "
              "models. <span class=\"badge\">R</span> randomised defense. <span class=\"flag\">†</span> the "
              "attack budget behind this value was below the converged one (see attack adequacy). "
              "Click a column header to sort.</p>"]

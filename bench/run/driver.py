@@ -22,7 +22,7 @@ from bench.core.checkpoint import load_state, save_state, state_hash
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
-from bench.core.threats import is_transfer, surrogate_of
+from bench.core.threats import SAME_OUTPUTS_AS_WHITE, is_transfer, surrogate_of
 from bench.run.executors import LocalExecutor
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, object_params, plan
 from bench.run.timing import BatchTimer
@@ -130,7 +130,7 @@ class Runner:
         groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
                       built, fit_keys, self.device.type, {t: h for t, (_, h) in surrogates.items()})
         free = sorted(a for a, x in self.worker.attacks.items() if x.gradient_free)
-        if free and {"bpda", "bpda-eot"} & set(cfg.threat):
+        if free and set(SAME_OUTPUTS_AS_WHITE) & set(cfg.threat):
             print(f"[plan] {', '.join(free)}: gradient-free, so BPDA and BPDA+EOT give it the white-box model's "
                   "outputs: its white-box cells count under those threats too (computed once)")
         pending = []
@@ -270,7 +270,7 @@ class Runner:
                 cell = (r["defense"], r["eps"], r.get("norm"), r.get("attack_labels"))
                 # A gradient-free attack's white-box cell is its cell under BPDA and BPDA+EOT too
                 # (plan.query_threat): it counts in those threats' rows.
-                shared = [t for t in ("bpda", "bpda-eot") if t in self.cfg.threat] \
+                shared = [t for t in SAME_OUTPUTS_AS_WHITE if t in self.cfg.threat] \
                     if r.get("gradient_free") is True and r["threat"] == "white" else []
                 for threat in (r["threat"], *shared):
                     groups.setdefault(("worst", threat, *cell), []).append(r)

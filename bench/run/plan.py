@@ -15,7 +15,7 @@ from bench.core import identity
 from bench.core.errors import BenchError
 from bench.core.checkpoint import state_hash
 from bench.core.registry import ATTACKS, DEFENSES, build, hyperparameters
-from bench.core.threats import is_transfer
+from bench.core.threats import SAME_OUTPUTS_AS_WHITE, is_transfer
 from defenses.base import Defense
 
 
@@ -94,7 +94,7 @@ def query_threat(threat: str, attack: AttackPlugin) -> str:
     bpda-eot count them). On a randomised defense that cell queries one draw at a time: an
     expectation over the EOT draws would multiply Square's 5,000 queries by them (AutoAttack's
     rand version leaves Square out)."""
-    return "white" if attack.gradient_free and threat in ("bpda", "bpda-eot") else threat
+    return "white" if attack.gradient_free and threat in SAME_OUTPUTS_AS_WHITE else threat
 
 
 def effective_threat(threat: str, d: Defense) -> str:

@@ -114,7 +114,8 @@ class Worker:
             elif one_draw_bpda(cell, d):
                 # BPDA, BPDA+EOT on a deterministic defense (drawn once) and white-box on a
                 # non-differentiable one are one computation: same model, same seeds, so the
-                # same examples. Crafted once per defense; each cell is still scored and stored.
+                # same examples. Crafted once per defense; each cell is still scored and stored, and
+                # its attack_ms_per_sample is what crafting those examples cost.
                 scope, done = self.bpda_once
                 if scope != (group.attack, group.eps, group.labels):
                     scope, done = (group.attack, group.eps, group.labels), {}

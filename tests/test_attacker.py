@@ -136,7 +136,7 @@ def test_square_is_one_cell_for_white_bpda_and_bpda_eot_and_counts_in_each(run_a
     once, and every threat's aa row still has all four components; FAB-T (no EOT form of its own)
     attacks the mean of the draws' logits of the randomised defense under bpda-eot."""
     assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,gaussian", "--attack", "aa", "--eps", "0.3",
-                      "--threat", "white,bpda,bpda-eot", "--eot-samples", "2", "--limit", "16")) == 0
+                      "--threat", "white,bpda,bpda-eot", "--eot-samples", "2", "--limit", "8")) == 0
     recs = read_records(run_args.results)
     square = [r for r in recs if r["attack"] == "aa-square"]
     assert sorted((r["defense"], r["threat"]) for r in square) == [("gaussian", "white"), ("none", "white")]

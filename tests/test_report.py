@@ -174,7 +174,7 @@ def test_headline_combines_runs_of_different_n_image_by_image(run_args, tmp_path
     from bench.core import record
     base = ("--defenses", "bitdepth", "--eps", "0.3", "--threat", "gray,white")
     assert main(run_args(*base, "--attack", "fgsm,pgd", "--limit", "16")) == 0
-    assert main(run_args(*base, "--attack", "fgsm,bim", "--limit", "8")) == 0
+    assert main(run_args(*base, "--attack", "fgsm,bim", "--limit", "8", "--defenses", "bitdepth")) == 0
     readme = tmp_path / "R.md"
     readme.write_text("<!-- headline:start -->\n<!-- headline:end -->\n")
     assert main(["report", "--readme", str(readme), "--headline", str(run_args.results)]) == 0

@@ -134,6 +134,15 @@ def first_images(rec: Any, n: int, outcome: str = "defended_adv") -> np.ndarray 
         return None
 
 
+def robust_on_first(recs: Iterable[Any], n: int, outcome: str = "defended_adv") -> np.ndarray | None:
+    """Per-sample worst case over records of possibly different n, on the first ``n`` images (an
+    image is right only where every record has it right); None when one stores no bitmap."""
+    maps = [first_images(r, n, outcome) for r in recs]
+    if not maps or any(m is None for m in maps):
+        return None
+    return np.logical_and.reduce(maps)
+
+
 def decode_tensor(hexstr: str, n: int) -> torch.Tensor:
     return torch.from_numpy(decode(hexstr, n))
 

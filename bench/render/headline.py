@@ -10,16 +10,14 @@ it when that is more: more images under fewer attacks.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.core.errors import BenchError
-from bench.core.identity import ASPECTS, of_record
-from bench.core.record import first_images
+from bench.core.identity import ASPECTS, digest, of_record
+from bench.core.record import robust_on_first
 from bench.core.stats import wilson
 from bench.core.threats import THREAT_NAMES, threat_name
 from bench.render.report import markers
@@ -45,9 +43,9 @@ def _parts(g: pd.DataFrame, by_key: dict[str, Any]) -> list[Any]:
 def _combined(g: pd.DataFrame, n: int) -> tuple[float, Any, Any]:
     """Worst rows ``g`` combined image by image on the first ``n`` images (accuracy, Wilson CI); the
     lowest row of that n when a row has no per-sample outcomes stored."""
-    maps = [first_images(r, n) for _, r in g.iterrows()]
-    if all(m is not None for m in maps):
-        k = int(np.logical_and.reduce(maps).sum())
+    ok = robust_on_first((r for _, r in g.iterrows()), n)
+    if ok is not None:
+        k = int(ok.sum())
         return (k / n, *wilson(k, n))
     r = g[g["n"] == n].loc[lambda h: h["defended_adv_acc"].idxmin()]
     return float(r["defended_adv_acc"]), r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
@@ -62,8 +60,8 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     out: dict[tuple, list[dict[str, Any]]] = {}
     # Rows are combined only where they are one leaderboard row: the same test data, classifier
     # weights, defense settings and weights (ASPECTS["row"]), norm and attack labels.
-    same = worst.apply(lambda r: json.dumps([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"),
-                                             r.get("attack_labels")], sort_keys=True, default=str), axis=1)
+    same = worst.apply(lambda r: digest([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"),
+                                         r.get("attack_labels")]), axis=1)
     worst = worst.assign(_same=same)
     for (ds, clf, defense, eps, _), g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
         g = g.sort_values("n", kind="stable")

@@ -42,7 +42,7 @@ from bench.analysis.frame import frame, run_commits
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
-from bench.core.record import first_images
+from bench.core.record import robust_on_first
 from bench.core.stats import wilson
 from bench.core.threats import THREATS, THREAT_NAMES, threat_name
 from bench.store.runs import iter_records, write_atomic
@@ -132,7 +132,7 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
         return None
     n = int(cells["n"].min())
     top = cells
-    maps = [m for m in (first_images(r, n) for _, r in top.iterrows()) if m is not None]
+    ok = robust_on_first((r for _, r in top.iterrows()), n)
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     # The single cell that does the most damage: the attack that sets this value, named on hover.
     # (on the images the value is computed on: cells of that n)
@@ -141,8 +141,7 @@ def combine(cells: pd.DataFrame, what: str) -> Value | None:
     strongest = min(single, key=lambda r: r["defended_adv_acc"]) if single else None
     set_by = (f"; set by {strongest['attack']} · {threat_name(strongest['threat'])} "
               f"({strongest['defended_adv_acc']:.3f} alone)" if strongest is not None and len(top) > 1 else "")
-    if len(maps) == len(top):
-        ok = np.logical_and.reduce(maps)  # the per-sample worst case (bench.record.worst_case, one outcome)
+    if ok is not None:
         k = int(ok.sum())
         lo, hi = wilson(k, n)
         sizes = sorted({int(v) for v in top["n"]})

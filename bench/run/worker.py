@@ -5,7 +5,6 @@ A worker holds no store, so it can run in any process (the Ray executor ships it
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -121,8 +120,7 @@ class Worker:
                     scope, done = (group.attack, group.eps, group.labels), {}
                     self.bpda_once = (scope, done)
                 # Everything but the threat: data, n, classifier, defense and its weights, attack.
-                same = json.dumps({k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")},
-                                  sort_keys=True, default=str)
+                same = digest({k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")})
                 if same not in done:
                     adv, attack_timer = self.craft(model, attack, prep, group, labels, d, 1)
                     done[same] = (adv, attack_timer, self.predict(classifier, adv))

@@ -85,3 +85,34 @@ def grid(run_args, **flags) -> list[str]:
         else:
             args += [flag, value]
     return args
+
+
+# pandas' string columns, the ways users have them: object (pandas 2), python-backed ``str`` and
+# pyarrow-backed ``str`` (pandas 3, the default where pyarrow is installed). Options a pandas
+# version lacks (pandas 2.0 has no future.infer_string) skip that mode.
+STRING_MODES = {"object": (False, "python"), "python-str": (True, "python"), "pyarrow-str": (True, "pyarrow")}
+
+
+@pytest.fixture(params=list(STRING_MODES))
+def string_mode(request):
+    import warnings
+
+    import pandas as pd
+    infer, storage = STRING_MODES[request.param]
+    if storage == "pyarrow":
+        pytest.importorskip("pyarrow")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 deprecates turning infer_string off
+        try:
+            before = pd.get_option("future.infer_string"), pd.get_option("mode.string_storage")
+            pd.set_option("future.infer_string", infer)
+            pd.set_option("mode.string_storage", storage)
+        except (KeyError, pd.errors.OptionError, ValueError) as e:
+            pytest.skip(f"this pandas has no {request.param} string mode: {e}")
+    probe = pd.Series(["a"]).dtype
+    assert (probe == object) == (not infer), (request.param, probe)
+    yield request.param
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pd.set_option("future.infer_string", before[0])
+        pd.set_option("mode.string_storage", before[1])

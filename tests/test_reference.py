@@ -25,7 +25,7 @@ def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, ca
                "--cache-dir", str(tmp_path / "cache")])
     out = capsys.readouterr().out
     assert rc == 0, out[-2000:]
-    assert "3 of 3 cell(s) identical" in out
+    assert "3 cell(s): 3 identical" in out
     assert "shipped weights" in out  # nothing was trained: every model came from the zoo
     assert "[classifier] training" not in out and "[defense] training" not in out
 
@@ -40,7 +40,7 @@ def test_the_cheapest_cells_of_every_other_reference_grid_recompute(grid, tmp_pa
                "--cache-dir", str(tmp_path / "cache")])
     out = capsys.readouterr().out
     assert rc == 0, out[-2000:]
-    assert "2 of 2 cell(s) identical" in out
+    assert "2 cell(s): 2 identical" in out
 
 
 def test_committed_records_regenerate_their_tables_byte_for_byte(tmp_path):

@@ -293,3 +293,42 @@ def test_headline_never_combines_rows_of_different_data():
     (t,) = rows(df).values()
     assert sorted(t["n"]) == [2, 2]  # data a: 4 and 2 images combined on 2; data b alone
     assert sorted(t["worst case"].str[:5]) == ["0.500", "0.500"]
+
+
+def test_report_page_headline_and_comparison_are_the_same_whatever_pandas_strings(string_mode, tmp_path, capsys):
+    """Issue 29: under pandas 3 with pyarrow, strings are pyarrow-backed ``str`` and a vectorised
+    str + number (or + an empty float selection) raises, so the adaptive grid's report crashed.
+    Every renderer formats values itself: the same bytes as the committed report in every mode."""
+    import shutil
+    from pathlib import Path
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference"
+    grid = tmp_path / "adaptive"
+    shutil.copytree(ref / "adaptive" / "runs", grid / "runs")
+    assert main(["report", "--results-dir", str(grid), "--no-plots", "--html"]) == 0
+    assert (grid / "results.md").read_text() == (ref / "adaptive" / "results.md").read_text()
+    assert (grid / "results.csv").read_text() == (ref / "adaptive" / "results.csv").read_text()
+    assert (grid / "site" / "index.html").is_file()
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- headline:start -->\n<!-- headline:end -->\n")
+    assert main(["report", "--readme", str(readme), "--headline", f"{grid},{ref / 'threat-matrix'}"]) == 0
+    assert "| countergan-adaptive-long " in readme.read_text()
+    capsys.readouterr()
+    assert main(["report", "--results-dir", str(ref / "threat-matrix"), "--compare", "bitdepth,median"]) == 0
+    assert "bitdepth correct" in capsys.readouterr().out
+
+
+def test_report_says_when_rows_come_from_several_package_versions(tmp_path):
+    """Issue 29: torch is a range now; a table mixing runs of two torch versions says so."""
+    for run, torch_version, defense in (("r1", "2.14.1", "a"), ("r2", "2.11.0", "b")):
+        folder = tmp_path / "runs" / run
+        folder.mkdir(parents=True)
+        (folder / "records.jsonl").write_text(json.dumps(rec(defense, 0.5, 1.0, run_id=run)) + "\n")
+        (folder / "env.json").write_text(json.dumps({"git_commit": "a" * 40, "versions": {
+            "python": "3.11.7", "torch": torch_version, "torchvision": "0.29.1", "pandas": run}}))
+    assert main(["report", "--results-dir", str(tmp_path), "--no-plots"]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "2 package version sets" in text and "torch 2.11.0" in text and "torch 2.14.1" in text
+    assert "code state" not in text  # one commit
+    (tmp_path / "runs" / "r2" / "env.json").write_text((tmp_path / "runs" / "r1" / "env.json").read_text())
+    assert main(["report", "--results-dir", str(tmp_path), "--no-plots"]) == 0
+    assert "package version" not in (tmp_path / "results.md").read_text()  # pandas alone sets no number

@@ -17,7 +17,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     capsys.readouterr()
     assert main(verify) == 0
     out = capsys.readouterr().out
-    assert f"{len(stored)} of {len(stored)} cell(s) identical" in out
+    assert f"{len(stored)} cell(s): {len(stored)} identical, 0 equivalent" in out
 
     # Plant a change: one sample of one cell's defended-attacked bitmap flipped.
     path = next(results.glob("runs/*/records.jsonl"))
@@ -34,6 +34,34 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     assert not any(p.name != "records.jsonl" and p.suffix == ".jsonl" for p in results.rglob("*"))
     assert len(read_records(results)) == len(stored)  # verify wrote nothing into the results folder
 
+    # Issue 33: a hardware-like difference — the record names another CPU, a few images flipped
+    # both ways — is graded equivalent (exit 0); the same flips as a GPU record beyond noise are
+    # "not comparable" (exit 3), never reported as a bug.
+    i, rec = next((i, json.loads(line)) for i, line in enumerate(lines)
+                  if json.loads(line)["attack"] == "pgd" and json.loads(line)["defense"] == "bitdepth")
+    bits = bytearray(bytes.fromhex(rec["correct"]["defended_adv"]))
+    ones = [j for j in range(48) if bits[j // 8] >> (7 - j % 8) & 1]
+    zeros = [j for j in range(48) if not bits[j // 8] >> (7 - j % 8) & 1]
+    assert ones and zeros
+    for j in (ones[0], zeros[0]):  # one image right → wrong, one wrong → right
+        bits[j // 8] ^= 0x80 >> (j % 8)
+    planted = dict(rec, correct=dict(rec["correct"], defended_adv=bits.hex()), cpu_vendor="GenuineIntel",
+                   cpu_model="Intel(R) Xeon(R) Processor", cpu_capability="AVX512")
+    lines[i] = json.dumps(planted)
+    path.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 0
+    out = capsys.readouterr().out
+    assert "equivalent" in out and "2 of 48 samples differ" in out and "cpu vendor GenuineIntel → " in out
+    assert "1 cell(s): 0 identical, 1 equivalent" in out
+    # a GPU record whose every right image went wrong: beyond noise, on another device
+    gone = bytes(len(bits)).hex()
+    lines[i] = json.dumps(dict(rec, correct=dict(rec["correct"], defended_adv=gone), device="NVIDIA H200",
+                               device_type="cuda"))
+    path.write_text("\n".join(lines) + "\n")
+    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 3
+    assert "NOT COMPARABLE" in capsys.readouterr().out
+
 
 def test_verify_sample_takes_the_cheapest_cells(run_args, capsys):
     assert main(run_args("--defenses", "none", "--attack", "fgsm,pgd", "--eps", "0.2")) == 0
@@ -41,7 +69,7 @@ def test_verify_sample_takes_the_cheapest_cells(run_args, capsys):
     assert main(["verify", "--results-dir", str(run_args.results), "--cache-dir", run_args()[3],
                  "--sample", "1"]) == 0
     out = capsys.readouterr().out
-    assert "1 of 1 cell(s) identical" in out and " fgsm " in out  # FGSM costs less than PGD
+    assert "1 cell(s): 1 identical" in out and " fgsm " in out  # FGSM costs less than PGD
 
 
 def test_verify_bad_input_is_one_line(tmp_path, capsys):

@@ -58,11 +58,14 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | None = None,
-          commits: dict[str, str | None] | None = None) -> pd.DataFrame:
-    """One row per stored cell identity (a ``--rerun`` of the same cell: the latest wins)."""
+          commits: dict[str, str | None] | None = None,
+          versions: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """One row per stored cell identity (a ``--rerun`` of the same cell: the latest wins).
+    ``commits`` and ``versions`` (run id → git commit / the versions that set the numbers, from
+    each run's env.json) become the ``git_commit`` and ``versions`` columns."""
     df = pd.DataFrame(list(records))
     if df.empty:
-        return pd.DataFrame(columns=COLUMNS + ["variant", "attack_variant", "git_commit"])
+        return pd.DataFrame(columns=COLUMNS + ["variant", "attack_variant", "git_commit", "versions"])
     for col in COLUMNS + ["time", "cell_key", "identity", "run_id"]:
         if col not in df.columns:
             df[col] = None
@@ -79,6 +82,7 @@ def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | Non
         if allowed:
             df = df[df[col].isin(allowed)].reset_index(drop=True)
     df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
+    df["versions"] = df["run_id"].map(lambda r: (versions or {}).get(r))
     df = with_variants(df)
     return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable",
                           na_position="first").reset_index(drop=True)
@@ -92,4 +96,21 @@ def run_commits(results_dir: Path) -> dict[str, str | None]:
             out[env.parent.name] = json.loads(env.read_text()).get("git_commit")
         except (OSError, json.JSONDecodeError):
             out[env.parent.name] = None
+    return out
+
+
+# The packages whose versions change a cell's numbers (kernels, attacks, data decoding), as a table's
+# provenance note names them; plotting and tabulating packages do not.
+NUMERIC_PACKAGES = ("python", "torch", "torchvision", "torchattacks", "numpy")
+
+
+def run_versions(results_dir: Path) -> dict[str, str | None]:
+    """run id → "python 3.11.7, torch 2.14.1, …" from its env.json (None where unreadable)."""
+    out: dict[str, str | None] = {}
+    for env in Path(results_dir).glob("runs/*/env.json"):
+        try:
+            v = json.loads(env.read_text()).get("versions") or {}
+        except (OSError, json.JSONDecodeError):
+            v = {}
+        out[env.parent.name] = ", ".join(f"{k} {v[k]}" for k in NUMERIC_PACKAGES if v.get(k)) or None
     return out

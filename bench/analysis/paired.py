@@ -118,7 +118,8 @@ def row_labels(g: pd.DataFrame) -> pd.Series:
     label = g.apply(defense_label, axis=1).astype(str)
     dup = label.duplicated(keep=False)
     if dup.any():
-        label[dup] = label[dup] + g.loc[dup, "run_id"].map(lambda r: f" (run {r})")
+        label = pd.Series([f"{lab} (run {r})" if d else lab for lab, r, d in zip(label, g["run_id"], dup)],
+                          index=label.index)
     return label
 
 

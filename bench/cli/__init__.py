@@ -8,6 +8,8 @@ import importlib
 import sys
 import traceback
 
+from bench.cli import numerics
+from bench.core import numerics as core_numerics
 from bench.core.errors import BenchError
 
 # subcommand → its module under bench/cli/ (``list`` would shadow the builtin in this package)
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     cmd = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
     try:
+        # The numerics mode first: its settings only count if set before torch loads its kernels.
+        mode = numerics.mode_for(cmd, argv)
+        if mode in core_numerics.MODES and not core_numerics.apply(mode) and cmd == "verify":
+            return numerics.rerun_in_child(cmd, argv, mode)
         # Each subcommand's module is imported when it runs: `list` need not load matplotlib.
         return importlib.import_module(f"bench.cli.{SUBCOMMANDS[cmd]}").main(argv)
     except BenchError as exc:

@@ -32,6 +32,8 @@ def run_parser() -> Parser:
                                       "images of several sizes are an error without it)")
     a("--batch-size", type=_int, help="batch size (default 256)")
     a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    a("--numerics", help="portable (default: the same bits on any x86 CPU with AVX2; README, 'Same numbers on "
+                         "another machine') or native (each library's fastest CPU kernels)")
     a("--seed", type=_int, help="random seed (default 0)")
     a("--results-dir", help="where runs and reports are stored (default results)")
     a("--config", help="TOML config (default: ./bench.toml when present)")

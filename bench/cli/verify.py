@@ -11,7 +11,9 @@ from bench.run.verify import verify
 
 def main(argv: list[str]) -> int:
     p = Parser(prog="python -m bench verify",
-               description="Recompute stored cells from their stored identity; exit 1 on any difference.")
+               description="Recompute stored cells from their stored identity and grade each: identical, "
+                           "equivalent (another machine, noise-sized), not comparable (another device), differs. "
+                           "Exit 0: all identical or equivalent; 3: some not comparable; 1: some differ.")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--sample", type=int, help="only the K cheapest cells (by their stored timings)")
     p.add_argument("--cells", help="comma list of cell keys (unique prefixes)")
@@ -24,6 +26,5 @@ def main(argv: list[str]) -> int:
         raise BenchError("--sample and --cells are exclusive")
     if not Path(args.results_dir).is_dir():
         raise BenchError(f"results dir {args.results_dir} does not exist")
-    failures = verify(Path(args.results_dir), args.sample, split_list(args.cells) if args.cells else None,
-                      args.cache_dir)
-    return 1 if failures else 0
+    return verify(Path(args.results_dir), args.sample, split_list(args.cells) if args.cells else None,
+                  args.cache_dir)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bench.core.errors import BenchError
+from bench.core.numerics import MODES as NUMERICS_MODES
 from bench.core.threats import THREATS, valid_transfer
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
@@ -27,7 +28,7 @@ EXECUTORS = ("local", "ray")
 TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
 GRID_TABLE = "grid"  # a grid file's steps (bench.cli.grid); not part of a configuration
 BOOL_KEYS = ("offline", "rerun", "retrain")
-STR_KEYS = ("device", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
+STR_KEYS = ("device", "numerics", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
             "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
 POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
@@ -44,6 +45,7 @@ class Config:
     image_size: int | None = None           # folder: datasets: resize every image to N×N (None: as stored)
     batch_size: int = 256
     device: str = "auto"
+    numerics: str = "portable"              # bench.core.numerics: portable (same bits on any x86) or native
     seed: int = 0
     results_dir: str = "results"
     data_root: str = "data"
@@ -221,6 +223,8 @@ def validate(cfg: Config) -> None:
         raise BenchError(f"invalid seed {cfg.seed!r}: must be a non-negative integer")
     if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:
         raise BenchError(f"invalid warmup {cfg.warmup!r}: must be a non-negative integer")
+    if cfg.numerics not in NUMERICS_MODES:
+        raise BenchError(f"invalid numerics mode {cfg.numerics!r}; use {', '.join(NUMERICS_MODES)}")
     if cfg.wandb not in WANDB_MODES:
         raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(WANDB_MODES)}")
     if cfg.executor not in EXECUTORS:

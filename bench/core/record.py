@@ -78,6 +78,10 @@ class Record(TypedDict, total=False):
     cpu_model: str
     torch_threads: int
     blas: str
+    numerics: str                 # bench.core.numerics mode in force: "portable" or "native"
+    cpu_vendor: str               # GenuineIntel, AuthenticAMD …
+    cpu_capability: str           # the instruction set ATen's CPU kernels ran at (AVX512, AVX2 …)
+    cuda_deterministic: dict[str, Any]  # on CUDA: cuDNN deterministic / benchmark, torch's flag, cuBLAS
     time: float
     samples: str                  # path of a few images (.npz) for the report's grid
     gradient_free: bool           # the attack reads no gradient (Square): the masking check's witness

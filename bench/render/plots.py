@@ -158,9 +158,10 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path, colour: dict[str, tuple]
     params = data["defense_params"].map(lambda p: p if isinstance(p, dict) else {})
     data["label"] = _label(data)
     if params.map(lambda p: p.get("gan_lr")).nunique(dropna=False) > 1:
-        data["label"] += params.map(lambda p: f" lr {p.get('gan_lr'):g}" if p.get("gan_lr") else "")
+        data["label"] = [f"{lab}" + (f" lr {p['gan_lr']:g}" if p.get("gan_lr") else "")
+                         for lab, p in zip(data["label"], params)]
     if "device_type" in data.columns and data["device_type"].nunique() > 1:
-        data["label"] += " (" + data["device_type"].astype(str) + ")"
+        data["label"] = [f"{lab} ({d})" for lab, d in zip(data["label"], data["device_type"])]
     paths = []
     colour = colour or colours(df["defense"])
     keys = ["dataset", "classifier", "threat", "attack", "eps"]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import adequacy
-from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits
+from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits, run_versions
 from bench.core.errors import BenchError
 from bench.core.labels import defense_label, fmt_eps, missing
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
@@ -30,14 +30,20 @@ FORMATS = ("md", "csv", "latex")
 
 
 def provenance_note(df: pd.DataFrame) -> str:
-    """A line under a table whose rows come from several code states or a dirty tree."""
+    """A line under a table whose rows come from several code states, a dirty tree, or several
+    package versions (torch, torchvision, torchattacks, numpy, python)."""
     commits = sorted({c if isinstance(c, str) else "unknown" for c in df["git_commit"]})
     dirty = [c for c in commits if c.endswith("-dirty")]
-    if len(commits) <= 1 and not dirty:
-        return ""
-    shown = ", ".join(c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits)
-    return (f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
-            + (", including uncommitted changes" if dirty else "") + "; see each run's env.json._")
+    lines = []
+    if len(commits) > 1 or dirty:
+        shown = ", ".join(c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits)
+        lines.append(f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
+                     + (", including uncommitted changes" if dirty else "") + "; see each run's env.json._")
+    stacks = sorted({v for v in df.get("versions", pd.Series(dtype=object)) if isinstance(v, str)})
+    if len(stacks) > 1:
+        lines.append(f"_Note: these rows were computed under {len(stacks)} package version sets "
+                     f"({'; '.join(stacks)}); see each run's env.json._")
+    return "\n\n".join(lines)
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
@@ -70,10 +76,11 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     for acc, name in names.items():
         shown[name] = _with_ci(df, acc)
     if "resubmit" in df.columns:  # a randomised defense scored on N draws: its defended numbers are the worst
-        many = df["resubmit"].map(lambda v: not missing(v) and v > 1)
+        # Formatted element by element: a vectorised str + number (or + an empty selection, which
+        # pandas types float64) raises under pandas 3's pyarrow-backed strings.
+        draws = [f" (worst of {int(v)} draws)" if not missing(v) and v > 1 else "" for v in df["resubmit"]]
         for name in ("defended clean", "defended attacked"):
-            shown.loc[many, name] = shown.loc[many, name] + df.loc[many, "resubmit"].map(
-                lambda v: f" (worst of {int(v)} draws)")
+            shown[name] = [f"{s}{d}" for s, d in zip(shown[name], draws)]
     shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     shown["device"] = df["device"]
     if "checks" in df.columns:
@@ -89,13 +96,13 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     order = lambda k: (k[0], k[1], THREAT_ORDER.index(k[2]) if k[2] in THREAT_ORDER else len(THREAT_ORDER), k[2])
     groups = sorted(df.groupby(["dataset", "classifier", "threat"]), key=lambda kv: order(kv[0]))
     for (dataset, clf, threat), g in groups:
-        g = g.assign(col=g["attack"] + " " + g["eps"].map(fmt_eps)
-                     + g["attack_variant"].map(lambda v: f" [{v}]" if v else ""),
+        g = g.assign(col=[f"{a} {fmt_eps(e)}" + (f" [{v}]" if v else "")
+                          for a, e, v in zip(g["attack"], g["eps"], g["attack_variant"])],
                      row=g.apply(defense_label, axis=1))
         # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
         # should two cells still meet, both rows get their cell key rather than one being dropped.
         clash = g.duplicated(["row", "col"], keep=False)
-        g.loc[clash, "row"] = g.loc[clash, "row"] + " {" + g.loc[clash, "cell_key"].str[:8] + "}"
+        g["row"] = [f"{r} {{{str(k)[:8]}}}" if c else r for r, k, c in zip(g["row"], g["cell_key"], clash)]
         pivot = g.pivot_table(index="row", columns="col", values="defended_adv_acc", aggfunc="first")
         rows = g.groupby("row")
         pivot.insert(0, "n", rows["n"].agg(lambda s: "/".join(str(v) for v in sorted(set(s)))))
@@ -121,7 +128,7 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
                  readme: Path | None = None, runs: list[str] | None = None, html: bool = False,
                  readme_block: str = "results") -> list[Path]:
     results_dir = Path(results_dir)
-    df = frame(iter_records(results_dir, runs), filters, run_commits(results_dir))
+    df = frame(iter_records(results_dir, runs), filters, run_commits(results_dir), run_versions(results_dir))
     curves = adequacy.curves(df)
     df["adequacy"] = adequacy.annotate(df, curves)
     notes = adequacy_render.paper_notes(df, df["adequacy"])

@@ -4,9 +4,14 @@ Each stored cell is recomputed with its run's effective configuration (``config.
 narrowed to that cell, into a temporary folder (nothing is written to the results folder); the
 per-sample outcome bitmaps (clean, attacked, defended clean, defended attacked) must be
 identical. A worst-case row is checked by recombining its recomputed parts. Each cell is
-recomputed with the torch thread count its record names. Exit 1 on any
-difference, or when a cell cannot be recomputed under its stored identity (the code, data or
-weights it names are not what this checkout has).
+recomputed with the torch thread count its record names, under the numerics mode its runs name
+(``bench.cli.numerics``). Where the bitmaps differ, the cell is graded
+(``bench.analysis.grading``): equivalent when this machine differs from the record's (device, CPU
+vendor, instruction set, BLAS, numerics mode, torch) and the difference is noise-sized; not
+comparable when the record comes from another kind of device and it is not; else it differs.
+Exit 0 when every cell is identical or equivalent, 3 when the worst is "not comparable", 1 when a
+cell differs or cannot be recomputed under its stored identity (the code, data or weights it
+names are not what this checkout has).
 
     python -m bench verify --results-dir results/reference/default            # every cell
     python -m bench verify --results-dir results/reference/default --sample 3 # the 3 cheapest
@@ -24,12 +29,13 @@ from typing import Any
 
 import torch
 
+from bench.analysis.grading import Grade, grade, machine_of, summary
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
-from bench.core.record import OUTCOMES as BITMAPS, decode, encode, worst_case
+from bench.core.record import encode, worst_case
 from bench.core.shipped import differences
 from bench.run.driver import Runner
-from bench.store.provenance import cli_command
+from bench.store.provenance import cli_command, versions as provenance_versions
 from bench.store.runs import iter_records
 
 
@@ -99,21 +105,6 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
     return cfg
 
 
-def compare(old: dict[str, Any], new: dict[str, Any] | None) -> str | None:
-    """None when identical, else what differs."""
-    if new is None:
-        return "not recomputed"
-    n = old.get("n") or len(old["correct"]["clean"]) * 4
-    diffs = []
-    for k in BITMAPS:
-        a, b = old["correct"].get(k), new["correct"].get(k)
-        if a != b:
-            ua, ub = decode(a, n), decode(b, n)
-            diffs.append(f"{k} {ua.mean():.4f} → {ub.mean():.4f} ({int((ua != ub).sum())} of {n} "
-                         "samples differ)")
-    return "; ".join(diffs) or None
-
-
 def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """A worst-case row's bitmaps from its recomputed parts (robust only where every part is)."""
     got = [recomputed.get(k) for k in parts(rec)]
@@ -136,22 +127,43 @@ def label(rec: dict[str, Any]) -> str:
             f"{rec.get('attack')}{eps} {rec.get('threat')}")
 
 
+def run_versions(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """run id → the package versions its env.json names."""
+    out = {}
+    for path in Path(results_dir).glob("runs/*/env.json"):
+        try:
+            out[path.parent.name] = json.loads(path.read_text()).get("versions") or {}
+        except (OSError, ValueError):
+            out[path.parent.name] = {}
+    return out
+
+
+def _line(rec: dict[str, Any], g: Grade) -> str:
+    shown = {"identical": "identical", "equivalent": "equivalent (machine differs; noise-sized): ",
+             "not comparable": "NOT COMPARABLE (another device, not bit-comparable): ",
+             "differs": "DIFFERS: "}[g.grade]
+    return f"[verify] {label(rec)}: {shown}{g.why}" if g.grade != "identical" else f"[verify] {label(rec)}: identical"
+
+
 def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None = None,
            cache_dir: str | None = None) -> int:
-    """Recompute the selected cells; print one line per cell; return the number that differ."""
+    """Recompute the selected cells; print one graded line per cell (``bench.analysis.grading``) and
+    a summary; return the exit status (0 identical or equivalent, 3 not comparable, 1 differs)."""
     records, configs = stored_cells(results_dir)
     if not records:
         raise BenchError(f"no stored cells under {results_dir}")
     chosen = select(records, sample, cells)
-    grid = [r for r in chosen if r.get("attack") != "worst"]
+    grid = [r for r in chosen if r.get("kind", "cell") != "worst" and r.get("attack") != "worst"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in grid:
         if r.get("run_id") not in configs:
             raise BenchError(f"cell {r['cell_key']}: its run {r.get('run_id')} has no readable config.json")
         g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"))
         groups.setdefault(g, []).append(r)
+    versions, here_versions = run_versions(results_dir), provenance_versions()
     recomputed: dict[str, dict[str, Any]] = {}
-    failures = 0
+    grades: list[Grade] = []
+    here: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         for i, (g, recs) in enumerate(sorted(groups.items(), key=str)):
             cfg = narrowed(configs[g[0]], recs[0], Path(tmp) / f"g{i}", cache_dir)
@@ -163,24 +175,32 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                 torch.set_num_threads(int(threads))
             try:
                 with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
-                    new = {r["cell_key"]: r for r in runner.run() if r.get("attack") != "worst"}
+                    new = {r["cell_key"]: r for r in runner.run() if r.get("kind", "cell") != "worst"
+                           and r.get("attack") != "worst"}
+                    here = machine_of(runner.worker.machine | {"device": runner.worker.device_label,
+                                                               "device_type": runner.worker.device.type},
+                                      here_versions)
             finally:
                 torch.set_num_threads(before)
             recomputed.update(new)
             for r in recs:
-                why = compare(r, new.get(r["cell_key"]))
+                there = machine_of(r, versions.get(r.get("run_id")))
                 if r["cell_key"] not in new:
                     twin = next((x for x in new.values() if x.get("defense") == r["defense"]), None)
-                    why = ("cannot be recomputed under its stored identity" + (
+                    got = Grade("differs", "cannot be recomputed under its stored identity" + (
                         f": this checkout computes {differences(r.get('identity', {}), twin['identity'])}"
                         if twin else ""))
-                failures += why is not None
-                print(f"[verify] {label(r)}: {'identical' if why is None else 'DIFFERS: ' + why}", flush=True)
+                else:
+                    got = grade(r, new[r["cell_key"]], here, there)
+                grades.append(got)
+                print(_line(r, got), flush=True)
     for r in chosen:
-        if r.get("attack") == "worst":
-            why = compare(r, recombine(r, recomputed))
-            failures += why is not None
-            print(f"[verify] {label(r)}: {'identical' if why is None else 'DIFFERS: ' + why}", flush=True)
-    n = len(chosen)
-    print(f"[verify] {n - failures} of {n} cell(s) identical" + (f"; {failures} differ" if failures else ""))
-    return failures
+        if r.get("kind", "cell") == "worst" or r.get("attack") == "worst":
+            parts_of = [next(x for x in records if x["cell_key"] == k) for k in parts(r)]
+            there = machine_of(parts_of[0] if parts_of else r, versions.get(r.get("run_id")))
+            got = grade(r, recombine(r, recomputed), here or there, there)
+            grades.append(got)
+            print(_line(r, got), flush=True)
+    line, status = summary(grades)
+    print(line)
+    return status

@@ -14,7 +14,7 @@ from torch import nn
 
 from attacks.base import AttackPlugin
 from bench.builtin.data import DatasetPlugin, Split
-from bench.core import record
+from bench.core import numerics, record
 from bench.core.config import Config, resolve_device
 from bench.core.identity import digest
 from bench.core.progress import progress
@@ -69,6 +69,8 @@ class Worker:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.device_label = device_name(self.device)
+        if self.device.type == "cuda":  # before any work, so every cell and env.json say so
+            numerics.deterministic_cuda()
         self.machine = machine(self.device)
         # A suite (``aa``) is its members, each a cell of its own.
         self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in ATTACKS.expand(cfg.attack)}

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bench.core import numerics
+
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository holding this code
 PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "pandas", "matplotlib", "wandb")
@@ -59,8 +61,10 @@ def blas() -> str:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    """What tells two machines' numbers apart: CPU model or GPU name, torch threads, BLAS."""
-    out = {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(), "blas": blas()}
+    """What tells two machines' numbers apart: CPU model and vendor or GPU name, torch threads, BLAS,
+    the instruction set ATen runs at, the numerics mode in force (and on CUDA its determinism)."""
+    out = {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(), "blas": blas(),
+           **numerics.state(device.type)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out

@@ -61,9 +61,21 @@ site: $(STAMP)
 	$(PY) -m bench report --results-dir docs --site-from $(subst $() ,$(comma),$(addprefix $(REF)/,$(GRIDS)))
 
 # README's headline: each defense's worst case over every attack and threat model (MNIST at eps 0.3,
-# Fashion-MNIST at 0.1, the grids' budgets).
+# Fashion-MNIST at 0.1, the grids' budgets), every stored cell of a row counting on any device: with
+# AutoAttack's components on 500 images from the GPU run below.
 headline: $(STAMP)
-	$(PY) -m bench report --readme README.md --headline $(REF)/threat-matrix,$(REF)/threat-matrix-aa,$(REF)/adaptive,$(REF)/fashion-threat-matrix --headline-eps 0.3,fashion-mnist=0.1
+	$(PY) -m bench report --readme README.md --headline $(REF)/threat-matrix,$(REF)/threat-matrix-aa,$(REF)/adaptive,$(REF)/fashion-threat-matrix,$(GPU_RUN)/autoattack-n500 --headline-eps 0.3,fashion-mnist=0.1
+
+# Measurements made on a GPU machine (results/gpu/<date>-<gpu>/, each folder's PROVENANCE.md and
+# grid.toml name the commands run there). `make gpu-table`: their reports, from their records, and
+# README's devices block (CPU beside GPU: the default grid, DefenseGAN against the counterGAN preset,
+# DefenseGAN's reconstruction). Nothing is computed: records only.
+GPU_RUN := results/gpu/2026-12-04-h200
+GPU_GRIDS := default-grid-and-defensegan autoattack-n500
+.PHONY: gpu-table
+gpu-table: $(STAMP)
+	for g in $(GPU_GRIDS); do $(PY) -m bench report --results-dir $(GPU_RUN)/$$g || exit 1; done
+	$(PY) -m bench report --readme README.md --devices $(REF)/default,$(GPU_RUN)/default-grid-and-defensegan --devices-from $(REF)/defensegan,$(REF)/threat-matrix,$(GPU_RUN)/reconstruction
 
 # Recompute the 3 cheapest cells of the default reference grid from their stored identity (CI runs
 # the same check in tests/test_reference.py); `make verify N=` more cells, `N=all` every one.

@@ -10,7 +10,7 @@ from bench.analysis.frame import frame, run_commits
 from bench.cli.parser import Parser
 from bench.core.config import parse_eps, split_list
 from bench.core.errors import BenchError
-from bench.render import headline as hl
+from bench.render import devices as dv, headline as hl
 from bench.render.paired import compare as paired_compare
 from bench.render.report import FORMATS, write_report
 from bench.render.site import write_combined_site
@@ -40,6 +40,13 @@ def main(argv: list[str]) -> int:
                         "every attack and threat model) instead of a paper-view block; needs --readme")
     p.add_argument("--headline-eps", help="only these eps in the headline (comma list, an item DATASET=EPS for one "
                    "dataset: 0.3,fashion-mnist=0.1; default all)")
+    p.add_argument("--devices", metavar="DIR,DIR",
+                   help="fill the README's devices block instead of a report: the cells two results dirs (one per "
+                        "device, e.g. a CPU grid and the same grid on a GPU) both hold, defense ms/sample side by side; "
+                        "needs --readme")
+    p.add_argument("--devices-from", metavar="DIR[,DIR]",
+                   help="with --devices: more results dirs, for DefenseGAN against the counterGAN preset on each "
+                        "device, and dirs holding tools.gpu's step4-reconstruction.jsonl")
     p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
                                                     "McNemar p, difference with CI) and write nothing")
     p.add_argument("--debug", action="store_true")
@@ -63,6 +70,11 @@ def main(argv: list[str]) -> int:
         return 0
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
+    if args.devices:
+        return devices(split_list(args.devices), split_list(args.devices_from) if args.devices_from else [],
+                       args.readme)
+    if args.devices_from:
+        raise BenchError("--devices-from goes with --devices")
     if args.headline:
         eps = headline_eps(split_list(args.headline_eps)) if args.headline_eps else None
         return headline(split_list(args.headline), args.readme, filters, eps)
@@ -115,6 +127,25 @@ def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]],
         kept = [_eps_kept(eps, d, e) for d, e in zip(df["dataset"], df["eps"])]
         df = df[pd.Series(kept, index=df.index) | (df["attack"] != "worst")]
     print(f"wrote {hl.update(Path(readme), dirs, df)}")
+    return 0
+
+
+def devices(pair: list[str], more: list[str], readme: str | None) -> int:
+    """README's devices block: CPU beside GPU, from the records of ``pair`` (one folder per device)
+    and ``more`` (further records, and tools.gpu's reconstruction measurements)."""
+    if not readme:
+        raise BenchError("--devices fills a README block: give --readme FILE")
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise BenchError(f"--devices takes two different results dirs, one per device (got {','.join(pair)})")
+    missing = [d for d in [*pair, *more] if not Path(d).is_dir()]
+    if missing:
+        raise BenchError(f"results dir {missing[0]} does not exist")
+    load = lambda d: frame(iter_records(Path(d)), None, run_commits(Path(d)))
+    sources = {d: load(d) for d in dict.fromkeys([*pair, *more])}
+    recon = [p for d in more if (p := Path(d) / dv.RECONSTRUCTION).is_file()]
+    command = (f"python -m bench report --readme {Path(readme).as_posix()} --devices {','.join(pair)}"
+               + (f" --devices-from {','.join(more)}" if more else ""))
+    print(f"wrote {dv.update(Path(readme), command, sources[pair[0]], sources[pair[1]], (pair[0], pair[1]), sources, recon)}")
     return 0
 
 

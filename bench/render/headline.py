@@ -5,19 +5,28 @@ attack × threat model of a run), one row per (dataset, classifier, defense, eps
 naming the single attack that did the most damage on its own. Where several runs each hold a
 worst-over-all row for one defense (different attack sets, different n: AutoAttack on fewer
 images than PGD), they are combined image by image on the images all of them scored (a run of n
-images scored the first n of the test split), and the row with the most images is shown beside
+images scored the first n of the test split), and the rows with the most images are shown beside
 it when that is more: more images under fewer attacks.
+
+Every other stored cell of that leaderboard row counts too, whatever device computed it (an image
+is robust only if it survives every attack it met, on any device): a cell no worst row holds (a
+budget sweep; AutoAttack's components run on a GPU on more images, with no worst-over-all row of
+their own) joins the combination on the images it scored. Cells of a device no worst row came from
+are named attack by attack with their device and n, and a component its table's other rows ran
+on that device but this row lacks is named as missing (a partial suite says so). Cells alone, with
+no worst-over-all row for their defense, make no headline row.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, digest, of_record
-from bench.core.record import robust_on_first
+from bench.core.record import first_images, robust_on_first
 from bench.core.stats import wilson
 from bench.core.threats import THREAT_NAMES, threat_name
 from bench.render.report import markers
@@ -28,27 +37,100 @@ def _ci(acc: float, lo: Any, hi: Any) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) and pd.notna(hi) else f"{acc:.3f}"
 
 
+def _threats(parts: list[Any]) -> list[str]:
+    return sorted({p["threat"] for p in parts}, key=lambda t: list(THREAT_NAMES).index(t)
+                  if t in THREAT_NAMES else 99)
+
+
 def _over(parts: list[Any]) -> str:
-    threats = sorted({p["threat"] for p in parts}, key=lambda t: list(THREAT_NAMES).index(t)
-                     if t in THREAT_NAMES else 99)
-    return (f"{len({p['attack'] for p in parts})} attacks × {len(threats)} threat models "
-            f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})")
+    """The count of attacks × threat models behind ``parts``, and the attacks among them that ran at
+    several settings (a budget sweep)."""
+    threats = _threats(parts)
+    settings: dict[str, set[str]] = {}
+    for p in parts:
+        settings.setdefault(p["attack"], set()).add(digest(of_record(p).get("attack_params")))
+    swept = [f"{a} at {len(s)} settings" for a, s in sorted(settings.items()) if len(s) > 1]
+    return (f"{len(settings)} attacks × {len(threats)} threat models "
+            f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})" + (f", {', '.join(swept)}" if swept else ""))
 
 
-def _parts(g: pd.DataFrame, by_key: dict[str, Any]) -> list[Any]:
-    """The cells behind worst rows ``g``."""
-    return [by_key[k] for _, r in g.iterrows() for k in r["identity"]["attack_params"].get("cells", []) if k in by_key]
+def device(rec: Any) -> str:
+    """The device a record was computed on, as the headline names it: a GPU by its name, a CPU as
+    "CPU" (records of older runs, which name none, ran on CPUs)."""
+    if rec.get("device_type") == "cuda":
+        for field in ("gpu", "device"):
+            if isinstance(rec.get(field), str) and rec.get(field):
+                return rec[field]
+        return "GPU"
+    return "CPU"
 
 
-def _combined(g: pd.DataFrame, n: int) -> tuple[float, Any, Any]:
-    """Worst rows ``g`` combined image by image on the first ``n`` images (accuracy, Wilson CI); the
-    lowest row of that n when a row has no per-sample outcomes stored."""
-    ok = robust_on_first((r for _, r in g.iterrows()), n)
+def _cells(r: Any) -> list[str]:
+    """The cell keys a worst row combines."""
+    ident = r.get("identity")
+    return list((ident.get("attack_params") or {}).get("cells", [])) if isinstance(ident, dict) else []
+
+
+def _row_key(r: Any) -> str:
+    """Records are combined only where they are one leaderboard row: the same test data, classifier
+    weights, defense settings and weights (ASPECTS["row"]), norm and attack labels."""
+    return digest([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"), r.get("attack_labels")])
+
+
+def _combined(recs: list[Any], n: int) -> tuple[float, Any, Any]:
+    """Records ``recs`` (worst rows and cells, each of n or more images) combined image by image on
+    the first ``n`` images (accuracy, Wilson CI); the lowest record of that n when one has no
+    per-sample outcomes stored."""
+    ok = robust_on_first(recs, n)
     if ok is not None:
         k = int(ok.sum())
         return (k / n, *wilson(k, n))
-    r = g[g["n"] == n].loc[lambda h: h["defended_adv_acc"].idxmin()]
+    same_n = [r for r in recs if int(r["n"]) == n] or recs
+    r = min(same_n, key=lambda r: r["defended_adv_acc"])
     return float(r["defended_adv_acc"]), r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
+
+
+def _on_first(rec: Any, n: int) -> float | None:
+    """A record's defended accuracy on its first ``n`` images (None without a stored bitmap)."""
+    if int(rec["n"]) == n:
+        return float(rec["defended_adv_acc"])
+    ok = first_images(rec, n)
+    return float(np.mean(ok)) if ok is not None and len(ok) == n else None
+
+
+def _combo(worst: list[Any], more: list[Any], n: int, by_key: dict[str, Any]) -> dict[str, Any]:
+    """Worst rows and other cells combined on the first ``n`` images, with what they ran over:
+    ``counted``, the cells of the worst rows' devices (described as attacks × threat models), and
+    ``named``, other devices' cells (named attack by attack)."""
+    parts = [by_key[k] for r in worst for k in _cells(r) if k in by_key]
+    main = {device(r) for r in [*worst, *parts]}
+    return {"n": n, "value": _combined([*worst, *more], n),
+            "counted": parts + [c for c in more if device(c) in main],
+            "named": [c for c in more if device(c) not in main]}
+
+
+def _describe(combo: dict[str, Any], peers: dict[str, set[str]]) -> str:
+    """The attacks and threat models behind a combination, per device once several took part; a
+    device's named cells list their attacks, their n where it is not the combination's, and the
+    attacks the table's other rows ran on that device but this row lacks (a partial suite)."""
+    groups: dict[str, tuple[list[Any], list[Any]]] = {}
+    for p in combo["counted"]:
+        groups.setdefault(device(p), ([], []))[0].append(p)
+    for c in combo["named"]:
+        groups.setdefault(device(c), ([], []))[1].append(c)
+    several = len(groups) > 1
+    out = []
+    for dev, (counted, named) in sorted(groups.items(), key=lambda kv: (not kv[1][0], kv[0])):
+        if counted:
+            out.append(_over(counted + named) + (f" on {dev}" if several else ""))
+            continue
+        attacks = sorted({c["attack"] for c in named})
+        sizes = sorted({int(c["n"]) for c in named})
+        missing = sorted(peers.get(dev, set()) - set(attacks))
+        out.append(f"{', '.join(attacks)} · {', '.join(threat_name(t) for t in _threats(named))} on {dev}"
+                   + (f" (n={'/'.join(map(str, sizes))})" if sizes != [combo['n']] else "")
+                   + (f", without {', '.join(missing)}" if missing else ""))
+    return "; ".join(out) or "—"
 
 
 def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
@@ -57,30 +139,50 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
         return {}
     by_key = {r["cell_key"]: r for _, r in df.iterrows()}
     worst = df[(df["attack"] == "worst") & (df["threat"] == "all")]
-    out: dict[tuple, list[dict[str, Any]]] = {}
-    # Rows are combined only where they are one leaderboard row: the same test data, classifier
-    # weights, defense settings and weights (ASPECTS["row"]), norm and attack labels.
-    same = worst.apply(lambda r: digest([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"),
-                                         r.get("attack_labels")]), axis=1)
-    worst = worst.assign(_same=same)
-    for (ds, clf, defense, eps, _), g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
-        g = g.sort_values("n", kind="stable")
-        n, most = int(g["n"].min()), int(g["n"].max())
-        parts = _parts(g, by_key)
-        acc, lo, hi = _combined(g, n)
-        small = g.iloc[0]
-        # The strongest single attack on the images the worst case is computed on.
-        strongest = min((p for p in parts if int(p["n"]) == n), key=lambda p: p["defended_adv_acc"], default=None)
-        row = {"defense": defense, "n": n, "clean (defended)": f"{small['defended_clean_acc']:.3f}",
+    covered = {k for _, r in worst.iterrows() for k in _cells(r)}
+    # Cells no worst-over-all row holds (a budget sweep, a suite run on another device on more
+    # images), by the leaderboard row they belong to.
+    extra: dict[tuple, list[Any]] = {}
+    if "kind" in df.columns:
+        for _, c in df[(df["kind"] == "cell") & ~df["cell_key"].isin(covered)].iterrows():
+            extra.setdefault((c["dataset"], c["classifier"], c["defense"], c["eps"], _row_key(c)), []).append(c)
+    worst = worst.assign(_same=[_row_key(r) for _, r in worst.iterrows()])
+    found: dict[tuple, list[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]]] = {}
+    for key, g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
+        ds, clf, defense, eps, _ = key
+        recs = [r for _, r in g.sort_values("n", kind="stable").iterrows()]
+        more = extra.get(key, [])
+        n = min(int(r["n"]) for r in [*recs, *more])  # the images every record scored
+        most = max(int(r["n"]) for r in [*recs, *more])
+        first = _combo(recs, more, n, by_key)
+        big = _combo([r for r in recs if int(r["n"]) == most], [c for c in more if int(c["n"]) == most],
+                     most, by_key) if most > n else None
+        # The strongest single attack on the images the worst case is computed on: the worst rows'
+        # cells of that n, and every other cell on its first n images.
+        scored = [(p, float(p["defended_adv_acc"])) for p in first["counted"] if int(p["n"]) == n
+                  and p["cell_key"] in covered]
+        scored += [(c, a) for c in more if (a := _on_first(c, n)) is not None]
+        strongest = min(scored, key=lambda pa: pa[1], default=None)
+        several = len({device(p) for p in [*first["counted"], *first["named"]]}) > 1
+        acc, lo, hi = first["value"]
+        row = {"defense": defense, "n": n, "clean (defended)": f"{recs[0]['defended_clean_acc']:.3f}",
                "worst case": _ci(acc, lo, hi), "_sort": acc,
-               "strongest single attack": (f"{strongest['attack']} · {threat_name(strongest['threat'])}"
-                                           f" ({strongest['defended_adv_acc']:.3f})") if strongest is not None else "—",
-               "over": _over(parts)}
-        if most > n:
-            big = g[g["n"] == most]
-            b_acc, b_lo, b_hi = _combined(big, most)
-            row["on more images"] = f"{_ci(b_acc, b_lo, b_hi)} (n={most}, {_over(_parts(big, by_key))})"
-        out.setdefault((ds, clf, eps), []).append(row)
+               "strongest single attack": (f"{strongest[0]['attack']} · {threat_name(strongest[0]['threat'])}"
+                                           + (f" on {device(strongest[0])}" if several else "")
+                                           + f" ({strongest[1]:.3f})") if strongest is not None else "—"}
+        found.setdefault((ds, clf, eps), []).append((row, first, big))
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for key, entries in found.items():
+        # The attacks each named device ran for any row of this table: a row lacking one says so.
+        peers: dict[str, set[str]] = {}
+        for _, *combos in entries:
+            for c in (c for combo in combos if combo for c in combo["named"]):
+                peers.setdefault(device(c), set()).add(c["attack"])
+        for row, first, big in entries:
+            row["over"] = _describe(first, peers)
+            if big is not None:
+                row["on more images"] = f"{_ci(*big['value'])} (n={big['n']}, {_describe(big, peers)})"
+            out.setdefault(key, []).append(row)
     return {k: pd.DataFrame(v).sort_values(["_sort", "defense"], ascending=[False, True]).drop(columns="_sort")
             .fillna("—") for k, v in out.items()}
 

@@ -50,11 +50,10 @@ def apply(mode: str, environ: Any = None) -> bool:
     if environ is None and "torch" in sys.modules:
         return _portable_env(env) == (mode == "portable")
     env.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    for k, v in PORTABLE_ENV.items():
-        if mode == "portable":
-            env[k] = v
-        else:
-            env.pop(k, None)  # native: every library picks its own kernels again
+    if mode == "portable":
+        env.update(PORTABLE_ENV)
+    # native touches nothing: what the environment says (a user's own ISA settings included) stands,
+    # and ``mode_in_force`` reports what that amounts to.
     return True
 
 

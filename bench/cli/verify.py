@@ -18,6 +18,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sample", type=int, help="only the K cheapest cells (by their stored timings)")
     p.add_argument("--cells", help="comma list of cell keys (unique prefixes)")
     p.add_argument("--cache-dir", help="trained classifiers/defenses cache (default ~/.cache/defense-bench)")
+    p.add_argument("--numerics", choices=("portable", "native"),
+                   help="recompute under this numerics mode (default: the one the stored runs name; it is "
+                        "applied before torch loads, by bench.cli.numerics)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     if args.sample is not None and args.sample < 1:

@@ -144,13 +144,16 @@ def dump_toml(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
 
 # ---- records -------------------------------------------------------------------------------------
 def records(results: Path) -> list[dict[str, Any]]:
+    return [r for path in sorted(results.glob("runs/*/records.jsonl")) for r in read_jsonl(path)]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
-    for path in sorted(results.glob("runs/*/records.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of an interrupted run
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line of an interrupted run
     return out
 
 

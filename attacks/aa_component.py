@@ -1,8 +1,14 @@
-"""AutoAttack's components as attacks of their own (Croce & Hein 2020), and the suites ``aa``/``aa-rand``.
+"""AutoAttack's components as attacks of their own (Croce & Hein 2020), and the suites ``aa``,
+``aa-individual`` and ``aa-rand``.
 
-``--attack aa`` runs APGD-CE, APGD-T, FAB-T and Square (5,000 queries), each stored as its own
-cell (so every check, curve and paired test sees it) and combined per sample into an ``aa`` row
-(an image is robust only if it survives every component); ``--attack aa-rand`` runs the version
+``--attack aa`` is AutoAttack's standard evaluation, a cascade: APGD-CE on every image, then
+APGD-T on the images APGD-CE left robust, FAB-T on those APGD-T left robust, Square (5,000
+queries) on the rest (``attacks.base.CASCADES``). Each stage is stored as its own cell, whose
+outcomes are "robust after this stage" (an image it did not run on keeps the previous stage's
+outcome; ``ran_on`` says which it ran on), and the ``aa`` row is their per-sample worst (= the
+last stage). ``--attack aa-individual`` runs every component on every image, each its own cell,
+combined per sample into an ``aa-individual`` row (the ``aa`` of records stored before the
+cascade existed); ``--attack aa-rand`` runs the version
 for randomised defenses, APGD-CE and APGD-DLR with 20 EOT draws per gradient. Each component
 gets the threat's model (white-box end to end, BPDA, BPDA+EOT, gray-box, transfer); under
 ``bpda-eot`` a randomised defense's draws replace APGD's EOT count and FAB-T attacks the mean of
@@ -21,7 +27,7 @@ from typing import Any
 
 import torchattacks
 
-from attacks.base import AttackPlugin
+from attacks.base import CASCADES, AttackPlugin
 from bench.core.registry import ATTACKS, register_attack
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
@@ -90,7 +96,13 @@ for _name, (_preset, _doc) in VARIANTS.items():
     ATTACKS.variant(_name, AutoAttackComponent, preset=_preset, class_name="AutoAttack_" + _name.replace("-", "_"),
                     doc=f"{_doc}\n\nExample: ``python -m bench --attack {_name} --eps 0.3``")
 
-ATTACKS.suite("aa", ("aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"),
-              "AutoAttack, standard version: APGD-CE, APGD-T, FAB-T, Square 5,000; per-sample worst as `aa`.")
+STANDARD = ("aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square")
+ATTACKS.suite("aa", STANDARD,
+              "AutoAttack, standard version, as a cascade: APGD-CE, then APGD-T, FAB-T and Square 5,000 each on "
+              "the images still robust; robust accuracy after each stage, per-sample worst as `aa`.")
+CASCADES["aa"] = STANDARD
+ATTACKS.suite("aa-individual", STANDARD,
+              "AutoAttack's standard components, each on every image (the `aa` of records stored before the "
+              "cascade); per-sample worst as `aa-individual`.")
 ATTACKS.suite("aa-rand", ("aa-apgd-ce-rand", "aa-apgd-dlr-rand"),
               "AutoAttack for randomised defenses: APGD-CE and APGD-DLR with 20 EOT draws; per-sample worst as `aa-rand`.")

@@ -29,8 +29,10 @@ def _args(run_args, tmp_path, extra, *flags):
     return args
 
 
-def test_aa_stores_one_cell_per_component_and_a_per_sample_row(run_args, tmp_path):
-    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,bitdepth", "--attack", "aa", "--eps", "0.3",
+def test_aa_individual_stores_one_cell_per_component_and_a_per_sample_row(run_args, tmp_path):
+    """Every component on every image (the `aa` of records stored before the cascade; `aa` itself is
+    tests/test_cascade.py's)."""
+    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,bitdepth", "--attack", "aa-individual", "--eps", "0.3",
                       "--threat", "white", "--limit", "16")) == 0
     recs = read_records(run_args.results)
     for defense in ("none", "bitdepth"):
@@ -38,7 +40,8 @@ def test_aa_stores_one_cell_per_component_and_a_per_sample_row(run_args, tmp_pat
         parts = {r["attack"]: r for r in mine if r["kind"] == "cell"}
         assert set(parts) == {"aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"}
         assert parts["aa-apgd-ce"]["attack_params"]["steps"] == 5 and parts["aa-square"]["gradient_free"]
-        (aa,) = [r for r in mine if r["attack"] == "aa"]
+        assert not any("cascade" in p["identity"] or "ran_on" in p for p in parts.values())
+        (aa,) = [r for r in mine if r["attack"] == "aa-individual"]
         both = np.logical_and.reduce([record.decode(p["correct"]["defended_adv"], 16) for p in parts.values()])
         assert record.decode(aa["correct"]["defended_adv"], 16).tolist() == both.tolist()
         assert aa["kind"] == "worst" and sorted(aa["attack_params"]["attacks"]) == sorted(parts)
@@ -133,9 +136,10 @@ def test_bad_threat_and_resubmit_are_one_line(run_args, capsys):
 
 def test_square_is_one_cell_for_white_bpda_and_bpda_eot_and_counts_in_each(run_args, tmp_path):
     """Gradient-free: BPDA and BPDA+EOT give it the white-box model's outputs, so it is computed
-    once, and every threat's aa row still has all four components; FAB-T (no EOT form of its own)
-    attacks the mean of the draws' logits of the randomised defense under bpda-eot."""
-    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,gaussian", "--attack", "aa", "--eps", "0.3",
+    once, and every threat's aa-individual row still has all four components; FAB-T (no EOT form of
+    its own) attacks the mean of the draws' logits of the randomised defense under bpda-eot. (A
+    cascade's Square stage is one cell per threat: tests/test_cascade.py.)"""
+    assert main(_args(run_args, tmp_path, SMALL_AA, "--defenses", "none,gaussian", "--attack", "aa-individual", "--eps", "0.3",
                       "--threat", "white,bpda,bpda-eot", "--eot-samples", "2", "--limit", "8")) == 0
     recs = read_records(run_args.results)
     square = [r for r in recs if r["attack"] == "aa-square"]
@@ -144,7 +148,8 @@ def test_square_is_one_cell_for_white_bpda_and_bpda_eot_and_counts_in_each(run_a
     assert fab[("gaussian", "bpda-eot")]["eot_samples"] == 2 and fab[("none", "bpda-eot")]["eot_samples"] == 1
     for defense in ("none", "gaussian"):
         for threat in ("white", "bpda", "bpda-eot"):
-            (aa,) = [r for r in recs if r["attack"] == "aa" and r["defense"] == defense and r["threat"] == threat]
+            (aa,) = [r for r in recs if r["attack"] == "aa-individual" and r["defense"] == defense
+                     and r["threat"] == threat]
             parts = [r for r in recs if r["cell_key"] in aa["identity"]["attack_params"]["cells"]]
             assert sorted(r["attack"] for r in parts) == ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square"]
             assert {r["threat"] for r in parts} == ({"white"} if threat == "white" else {threat, "white"})

@@ -59,8 +59,9 @@ def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_h
     defense (None otherwise); ``eot_samples`` is the number of draws really used (None when
     the threat does not draw); ``defense_weights`` the hash of the weights it really used (two
     trainings under one fit key on different machines can differ). ``extra``: fields only some
-    cells have (``resubmit`` > 1, a transfer threat's ``surrogate_hash``), absent otherwise, so
-    the keys of cells without them stay as they were."""
+    cells have (``resubmit`` > 1, a transfer threat's ``surrogate_hash``, a cascade stage's
+    ``cascade``: its earlier stages, each ``{"attack", "attack_params"}``, in order), absent
+    otherwise, so the keys of cells without them stay as they were."""
     return {"kind": "cell", "v": IDENTITY_VERSION, "data": data, "n": n,
             "classifier": classifier, "classifier_hash": classifier_hash,
             "defense": defense, "defense_params": defense_params, "defense_fit": defense_fit,
@@ -103,7 +104,10 @@ ASPECTS: dict[str, tuple[str, ...]] = {
     "meta": ("kind", "v"),
     "defense": ("defense", "defense_params", "defense_fit", "defense_weights", "eot_samples", "resubmit"),
     "attack": ("attack", "attack_params"),
-    "attack_setting": ("attack", "attack_params", "eps", "norm"),
+    # A cascade stage's earlier stages (``cascade``) are part of its attack setting, not of its row;
+    # they are not part of "attack": a stage's FGSM twin and gradient-free witness are cells of the
+    # same cascade position only (a later stage's numbers are robust-after-every-earlier-stage).
+    "attack_setting": ("attack", "attack_params", "eps", "norm", "cascade"),
     "budget": ("attack_params.steps", "attack_params.alpha", "attack_params.restarts", "eot_samples"),
     "n": ("n",),
     "classifier": ("classifier", "classifier_hash"),

@@ -69,6 +69,11 @@ class Record(TypedDict, total=False):
     # cost
     classifier_ms_per_sample: float | None
     attack_ms_per_sample: float | None
+    # passes the attack made through the model it attacks (bench.run.passes), summed over its
+    # batches and divided by n (every test image: a cascade's stages add up); a suite row: the sum
+    # over its members. Absent from records stored before they were counted.
+    attack_forward_per_sample: float
+    attack_backward_per_sample: float
     defense_ms_per_sample: float | None
     timing_batches: int
     # provenance (the run's env.json holds the rest: command line, versions, git commit)
@@ -85,6 +90,11 @@ class Record(TypedDict, total=False):
     time: float
     samples: str                  # path of a few images (.npz) for the report's grid
     gradient_free: bool           # the attack reads no gradient (Square): the masking check's witness
+    # a cascade stage (``--attack aa``'s APGD-T, FAB-T, Square): the earlier stages' attacks, and
+    # the images it ran on (hex bitmap, those the previous stage left robust); its outcomes are
+    # "robust after this stage": an image it did not run on keeps the previous stage's outcomes
+    cascade: list[str]
+    ran_on: str
     # resubmission (``--resubmit N`` on a randomised defense): defended_* are then the worst over
     # N draws (right on every draw); these hold the mean over draws, the majority vote, draw 1
     resubmit: int

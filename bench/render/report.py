@@ -22,6 +22,7 @@ from bench.analysis import adequacy
 from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits, run_versions
 from bench.core.errors import BenchError
 from bench.core.labels import defense_label, fmt_eps, missing
+from bench.core.record import decode
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.render import adequacy as adequacy_render, paired as paired_render, plots, site
 from bench.store.runs import iter_records, write_atomic
@@ -67,12 +68,33 @@ def _with_ci(df: pd.DataFrame, acc: str) -> pd.Series:
     return df.apply(cell, axis=1)
 
 
+def _count(v) -> str:
+    return "" if missing(v) else f"{float(v):.4g}"
+
+
+def _stage(r: pd.Series) -> str:
+    """A cascade stage's place (its outcomes are the robust accuracy after it, as AutoAttack's log
+    prints it), the images it ran on; a cascade suite's row says it is one."""
+    stages, ran, n = r.get("cascade"), r.get("ran_on"), r.get("n")
+    if isinstance(stages, list):
+        count = ""
+        if isinstance(ran, str) and not missing(n):
+            count = f"; ran on {int(decode(ran, int(n)).sum())}/{int(n)}"
+        return f"after {', '.join(stages) or '—'}{count}"
+    params = r.get("attack_params")
+    if isinstance(params, dict) and params.get("mode") == "cascade":
+        return "cascade: robust after every stage"
+    return ""
+
+
 def display(df: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
     shown["eps"] = df["eps"].map(fmt_eps)
     shown["variant"] = [", ".join(x for x in (v, a) if x) for v, a in zip(df["variant"], df["attack_variant"])]
     names = {"clean_acc": "clean", "adv_acc": "attacked (undefended)",
              "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
+    if "cascade" in df.columns or "ran_on" in df.columns:  # only where records have cascade stages
+        shown["cascade"] = [_stage(r) for _, r in df.iterrows()]
     for acc, name in names.items():
         shown[name] = _with_ci(df, acc)
     if "resubmit" in df.columns:  # a randomised defense scored on N draws: its defended numbers are the worst
@@ -82,6 +104,11 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
         for name in ("defended clean", "defended attacked"):
             shown[name] = [f"{s}{d}" for s, d in zip(shown[name], draws)]
     shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    # Passes through the attacked model per image: only where records counted them (older tables
+    # stay as they were).
+    for col, name in (("attack_forward_per_sample", "attack fwd/img"), ("attack_backward_per_sample", "attack bwd/img")):
+        if col in df.columns and df[col].notna().any():
+            shown[name] = [_count(v) for v in df[col]]
     shown["device"] = df["device"]
     if "checks" in df.columns:
         shown["warnings"] = df["checks"].map(lambda c: "; ".join(c) if isinstance(c, list) else "")
@@ -96,8 +123,9 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     order = lambda k: (k[0], k[1], THREAT_ORDER.index(k[2]) if k[2] in THREAT_ORDER else len(THREAT_ORDER), k[2])
     groups = sorted(df.groupby(["dataset", "classifier", "threat"]), key=lambda kv: order(kv[0]))
     for (dataset, clf, threat), g in groups:
-        g = g.assign(col=[f"{a} {fmt_eps(e)}" + (f" [{v}]" if v else "")
-                          for a, e, v in zip(g["attack"], g["eps"], g["attack_variant"])],
+        stage = g["cascade"] if "cascade" in g.columns else [None] * len(g)
+        g = g.assign(col=[f"{a} {fmt_eps(e)}" + (f" [{v}]" if v else "") + (" (cascade)" if isinstance(c, list) else "")
+                          for a, e, v, c in zip(g["attack"], g["eps"], g["attack_variant"], stage)],
                      row=g.apply(defense_label, axis=1))
         # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
         # should two cells still meet, both rows get their cell key rather than one being dropped.

@@ -42,7 +42,7 @@ from bench.analysis.frame import frame, run_commits
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
-from bench.core.record import robust_on_first
+from bench.core.record import decode, robust_on_first
 from bench.core.stats import wilson
 from bench.core.threats import THREATS, THREAT_NAMES, threat_name
 from bench.store.runs import iter_records, write_atomic
@@ -117,10 +117,17 @@ def _cell_line(r: pd.Series) -> str:
     if not variant and isinstance(params, dict) and "steps" in params:
         variant = f"steps={params['steps']}" + (f", restarts={params['restarts']}" if "restarts" in params else "")
     eot, resubmit = r.get("eot_samples"), r.get("resubmit")
-    return (f"{r['threat']} · {r['attack']}" + (f" [{variant}]" if variant else "")
+    stages, ran = r.get("cascade"), r.get("ran_on")
+    stage = ""
+    if isinstance(stages, list):  # a cascade stage: robust after it and every earlier stage
+        stage = f" · cascade after {', '.join(stages)}" + (
+            f" (ran on {int(decode(ran, int(r['n'])).sum())})" if isinstance(ran, str) else "")
+    fwd, bwd = r.get("attack_forward_per_sample"), r.get("attack_backward_per_sample")
+    passes = "" if missing(fwd) or missing(bwd) else f", {float(fwd):.4g} forward + {float(bwd):.4g} backward passes/image"
+    return (f"{r['threat']} · {r['attack']}" + (f" [{variant}]" if variant else "") + stage
             + (f" · EOT {int(eot)}" if not missing(eot) and eot and eot > 1 else "")
             + (f" · worst of {int(resubmit)} draws" if not missing(resubmit) and resubmit and resubmit > 1 else "")
-            + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}")
+            + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}{passes}")
 
 
 def combine(cells: pd.DataFrame, what: str) -> Value | None:

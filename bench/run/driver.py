@@ -22,6 +22,7 @@ from bench.core.checkpoint import load_state, save_state, state_hash
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
+from attacks.base import CASCADES
 from bench.core.threats import SAME_OUTPUTS_AS_WHITE, is_transfer, surrogate_of
 from bench.run.executors import LocalExecutor
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, object_params, plan
@@ -142,11 +143,14 @@ class Runner:
                 else:
                     todo.append(cell)
             if todo:
-                pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo))
+                pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo, g.cascade))
+        # A pending cascade stage whose previous stage is stored starts from that cell's outcomes.
+        prior = {c.after: {k: self.done[c.after][k] for k in ("correct", "resubmit_correct") if k in self.done[c.after]}
+                 for g in pending for c in g.cells if c.after in self.done}
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.worker.predict(classifier, test.x, timer)
         return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample(),
-                        {t: m for t, (m, _) in surrogates.items()}), pending
+                        {t: m for t, (m, _) in surrogates.items()}, prior), pending
 
     def surrogate_for(self, name: str, seed: int | None, spec: DatasetPlugin, data: Data
                       ) -> tuple[torch.nn.Module, str]:
@@ -261,21 +265,27 @@ class Runner:
         model of the grid: an attacker who knows the defense may also choose to ignore it (gray-box
         transfer) or to replace its gradient (BPDA), so a defense whose own gradients mislead is
         judged by whichever attacker does best on each image. A suite of the grid (``aa``) also gets
-        its own row per threat model, named after it, once every member's cell is there."""
+        its own row per threat model, named after it, once every member's cell is there: a cascade
+        suite's (``aa``) from its stages' cells, a suite run member by member (``aa-individual``)
+        from the members' own cells."""
         groups: dict[tuple, list[dict]] = {}
         suites = {s: ATTACKS.suites[s][0] for s in self.cfg.attack if s in ATTACKS.suites}
         for r in self.records:
             if r.get("dataset") == base["dataset"] and r.get("kind") != "worst" and r.get("attack") != "worst" \
                     and r.get("correct"):
                 cell = (r["defense"], r["eps"], r.get("norm"), r.get("attack_labels"))
+                stages = cascade_of(r)
                 # A gradient-free attack's white-box cell is its cell under BPDA and BPDA+EOT too
-                # (plan.query_threat): it counts in those threats' rows.
+                # (plan.query_threat): it counts in those threats' rows. A cascade stage's is not: the
+                # images it ran on are what that threat's earlier stages left.
                 shared = [t for t in SAME_OUTPUTS_AS_WHITE if t in self.cfg.threat] \
-                    if r.get("gradient_free") is True and r["threat"] == "white" else []
+                    if r.get("gradient_free") is True and r["threat"] == "white" and stages is None else []
                 for threat in (r["threat"], *shared):
                     groups.setdefault(("worst", threat, *cell), []).append(r)
                     for s, members in suites.items():
-                        if r["attack"] in members:
+                        if r["attack"] in members and (
+                                (stages or []) == list(members[:members.index(r["attack"])]) if s in CASCADES
+                                else stages is None):
                             groups.setdefault((s, threat, *cell), []).append(r)
                 groups.setdefault(("worst", "all", *cell), []).append(r)
         for (label, threat, defense, eps, norm, labels), recs in sorted(groups.items(), key=str):
@@ -286,24 +296,32 @@ class Runner:
                     threat == "all" and len({r["threat"] for r in recs}) < 2):
                 continue
             # The row's own threat's cells first: the row's identity starts from one of them.
-            recs = sorted(recs, key=lambda r: (threat != "all" and r["threat"] != threat, r["attack"], r["threat"]))
-            attacks = [r["attack"] if threat != "all" else f"{r['attack']}@{r['threat']}" for r in recs]
+            recs = sorted(recs, key=lambda r: (threat != "all" and r["threat"] != threat, r["attack"],
+                                               cascade_of(r) is not None, r["threat"]))
+            named = [r["attack"] + (" (cascade)" if cascade_of(r) is not None else "") for r in recs]
+            attacks = [a if threat != "all" else f"{a}@{r['threat']}" for a, r in zip(named, recs)]
             cells = {"cells": sorted(r["cell_key"] for r in recs)}
+            mode = {"mode": "cascade"} if label in CASCADES else {}  # told apart from a stored individual `aa`
             # Over threats, what was covered labels the column when rows differ (a per-threat worst
             # row's identity stays as it was, so stored ones keep their keys).
             ident = {**recs[0]["identity"], "attack": label, "threat": threat,
-                     "attack_params": {"attacks": attacks, **cells} if threat == "all" else cells}
+                     "attack_params": {"attacks": attacks, **cells} if threat == "all" else {**cells, **mode}}
             key = identity.key(ident)
             if key in self.done:
                 self.reuse(self.done[key])
                 continue
             fields = {**base, "cell_key": key, "identity": ident, "defense": defense,
                       "defense_params": recs[0].get("defense_params"), "attack": label,
-                      "attack_params": {"attacks": attacks}, "attack_labels": labels,
+                      "attack_params": {"attacks": attacks, **mode}, "attack_labels": labels,
                       "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
                       "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
                       "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
                       "checks": sorted({c for r in recs for c in r.get("checks", [])})}
+            if label != "worst" and all(r.get("attack_forward_per_sample") is not None for r in recs):
+                # A suite's cost per image: its members' passes added up (a cascade's stages ran on
+                # fewer images each, which their per-image counts already say).
+                for k in ("attack_forward_per_sample", "attack_backward_per_sample"):
+                    fields[k] = sum(r[k] for r in recs)
             rec = record.make("worst", record.worst_case((r["correct"] for r in recs), n), **fields)
             self.store(CellResult(rec, {}))
 
@@ -346,3 +364,9 @@ class Runner:
         d.fit_info["defense_weights_hash"] = state_hash(d, d.training_only)
         d.fit_identity = ident
         return d.to(self.device).eval()
+
+
+def cascade_of(rec: dict[str, Any]) -> list[str] | None:
+    """The earlier stages of a cascade stage's record (their attack names), None outside a cascade."""
+    stages = (rec.get("identity") or {}).get("cascade")
+    return None if stages is None else [s["attack"] for s in stages]

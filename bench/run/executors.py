@@ -4,7 +4,8 @@
 * ``ray``   — each group is a Ray task; the prepared inputs (test split, classifier, trained
   defenses) travel through Ray's object store, so workers need no shared filesystem. Results
   are stored by the driver as they arrive; a failed task is retried (``max_retries``) and a
-  cell delivered twice is stored once.
+  cell delivered twice is stored once. A cascade stage's group is sent once the groups of the
+  previous stage it starts from have come back (with their outcomes).
 """
 from __future__ import annotations
 
@@ -31,10 +32,17 @@ class LocalExecutor:
             runner.store(result)
 
 
-def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int) -> list[CellResult]:
+def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int,
+               prior: dict[str, dict[str, Any]] | None = None) -> list[CellResult]:
     torch.set_num_threads(threads)
     worker = Worker(Config(**cfg_dict))
+    prep.prior = {**prep.prior, **(prior or {})}
     return list(worker.execute(prep, group))
+
+
+def outcomes(result: CellResult) -> dict[str, Any]:
+    """What a cascade's next stage needs of a cell's record."""
+    return {k: result.record[k] for k in ("correct", "resubmit_correct") if k in result.record}
 
 
 class RayExecutor:
@@ -70,7 +78,16 @@ class RayExecutor:
                           retry_exceptions=False)(_run_group)
         prep_ref = ray.put(prep)
         cfg_dict = runner.cfg.to_dict()
-        pending = {task.remote(cfg_dict, prep_ref, g, self.threads): g for g in groups}
+        waiting, pending, computed = list(groups), {}, {}
+
+        def submit() -> None:
+            for g in list(waiting):
+                needs = {c.after for c in g.cells if c.after is not None and c.after not in prep.prior}
+                if needs <= computed.keys():
+                    waiting.remove(g)
+                    pending[task.remote(cfg_dict, prep_ref, g, self.threads, {k: computed[k] for k in needs})] = g
+
+        submit()
         total = sum(len(g.cells) for g in groups)
         with tqdm(total=total, desc=f"{prep.base['dataset']} cells (ray)", disable=None, leave=False) as bar:
             while pending:
@@ -79,7 +96,11 @@ class RayExecutor:
                     pending.pop(ref)
                     for result in ray.get(ref):
                         runner.store(result)
+                        computed[result.record["cell_key"]] = outcomes(result)
                         bar.update(1)
+                submit()
+        if waiting:
+            raise BenchError(f"{len(waiting)} cascade group(s) never got their previous stage's cells")
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: int | None = None) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attacks.base import AttackPlugin
+from attacks.base import CASCADES, AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
 from bench.core.errors import BenchError
@@ -111,6 +111,9 @@ class Cell:
     eot_samples: int | None
     threat_effective: str
     resubmit: int = 1
+    # A cascade stage (``attacks.base.CASCADES``): the key of the previous stage's cell of this
+    # defense, threat, eps and labels; the stage runs only on the images that cell left robust.
+    after: str | None = None
 
 
 @dataclass
@@ -123,12 +126,24 @@ class Group:
     labels: str
     params: dict[str, Any]
     cells: list[Cell] = field(default_factory=list)
+    cascade: tuple[str, ...] = ()  # a cascade stage: the earlier stages' attacks, in order
 
 
 def eps_values(cfg_eps: list[float] | None, spec: Any, attack: AttackPlugin) -> list[float | None]:
     if not attack.uses_eps:
         return [None]
     return cfg_eps or [spec.default_eps]
+
+
+def cascade_stages(names: list[str], attacks: dict[str, AttackPlugin]) -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """(cascade suite → its members, the attacks that run only as later cascade stages). A cascade's
+    first stage runs on every image, as the attack alone does: it is the attack's own cell, shared
+    with the individual mode. A later stage also runs on its own only when the grid asks for it
+    (by name or through a suite that is not a cascade, such as ``aa-individual``)."""
+    cascades = {s: CASCADES[s] for s in names if s in CASCADES}
+    alone = {m for n in names if n not in CASCADES for m in (ATTACKS.suites[n][0] if n in ATTACKS.suites else (n,))}
+    later = {m for members in cascades.values() for m in members[1:]} - alone
+    return cascades, {a for a in later if a in attacks}
 
 
 def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, classifier_hash: str,
@@ -139,7 +154,32 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
     iterative, so a gradient attack's record can carry the masking check (the report redoes both).
     ``surrogates``: transfer threat → the weights hash of the classifier it crafts on."""
     groups = []
+    cascades, later = cascade_stages(list(cfg.attack), attacks)
+    # (attack, eps, requested threat, defense) → the cell that answers it: a cascade's next stage
+    # starts from it.
+    answers: dict[tuple, str] = {}
+
+    def cell(attack_name: str, attack: AttackPlugin, params: dict[str, Any], eps: float | None, threat: str,
+             dname: str, d: Defense, draws: int | None, query: str, cascade: list[dict[str, Any]] | None,
+             after: str | None) -> Cell:
+        resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
+        extra: dict[str, Any] = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
+        if is_transfer(threat):
+            extra["surrogate_hash"] = surrogates[threat]
+        if cascade is not None:
+            extra["cascade"] = cascade  # absent outside a cascade: stored keys stay
+        ident = identity.cell_identity(
+            data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
+            defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
+            defense_weights=weights_hash(dname, d),
+            attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
+            attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
+            batch_size=cfg.batch_size, device_type=device_type, extra=extra)
+        return Cell(identity.key(ident), ident, dname, draws, effective_threat(query, d), resubmit, after)
+
     for attack_name in sorted(attacks, key=lambda k: (attacks[k].iterative, not attacks[k].gradient_free)):
+        if attack_name in later:
+            continue
         attack = attacks[attack_name]
         for eps in eps_values(cfg.eps, spec, attack):
             params = attack.effective_params(eps, spec)
@@ -147,18 +187,35 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                 group = Group(attack_name, eps, threat, cfg.attack_labels, params)
                 for dname, d in defenses.items():
                     draws = eot_draws(threat, d, cfg.eot_samples)
-                    resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
-                    extra = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
-                    if is_transfer(threat):
-                        extra["surrogate_hash"] = surrogates[threat]
-                    ident = identity.cell_identity(
-                        data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
-                        defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
-                        defense_weights=weights_hash(dname, d),
-                        attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
-                        attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
-                        batch_size=cfg.batch_size, device_type=device_type, extra=extra)
-                    group.cells.append(Cell(identity.key(ident), ident, dname, draws, effective_threat(threat, d),
-                                            resubmit))
+                    group.cells.append(cell(attack_name, attack, params, eps, threat, dname, d, draws, threat,
+                                            None, None))
+                    for t in cfg.threat:
+                        if query_threat(t, attack) == threat:
+                            answers[(attack_name, eps, t, dname)] = group.cells[-1].key
                 groups.append(group)
+    # Cascade stages after the first, in stage order (each needs the previous stage's cells). A
+    # stage is planned under the cascade's own threat: the images it runs on are what that threat's
+    # earlier stages left robust. A gradient-free stage still queries the white-box model under
+    # BPDA and BPDA+EOT (query_threat), one draw at a time; its crafted examples are shared with
+    # the white-box cascade's where the images are the same (bench.run.worker).
+    planned: set[str] = set()
+    for members in cascades.values():
+        for i, attack_name in enumerate(members[1:], 1):
+            attack = attacks[attack_name]
+            for eps in eps_values(cfg.eps, spec, attack):
+                params = attack.effective_params(eps, spec)
+                before = [{"attack": m, "attack_params": attacks[m].effective_params(eps, spec)} for m in members[:i]]
+                for threat in dict.fromkeys(cfg.threat):
+                    query = query_threat(threat, attack)
+                    group = Group(attack_name, eps, threat, cfg.attack_labels, params, cascade=tuple(members[:i]))
+                    for dname, d in defenses.items():
+                        draws = eot_draws(query, d, cfg.eot_samples)
+                        after = answers[(members[i - 1], eps, threat, dname)]
+                        group.cells.append(cell(attack_name, attack, params, eps, threat, dname, d, draws, query,
+                                                before, after))
+                        answers[(attack_name, eps, threat, dname)] = group.cells[-1].key
+                    group.cells = [c for c in group.cells if c.key not in planned]  # two cascades, one prefix
+                    planned.update(c.key for c in group.cells)
+                    if group.cells:
+                        groups.append(group)
     return groups

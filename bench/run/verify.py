@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from attacks.base import CASCADES
 from bench.analysis.grading import Grade, grade, machine_of, summary
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
@@ -96,13 +97,26 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
                     if f.name in config and f.name not in local})
     if cache_dir:
         cfg.cache_dir = cache_dir
-    cfg.dataset, cfg.defenses, cfg.attack = [rec["dataset"]], [rec["defense"]], [rec["attack"]]
+    cfg.dataset, cfg.defenses, cfg.attack = [rec["dataset"]], [rec["defense"]], [cascade_suite(rec) or rec["attack"]]
     cfg.eps = None if rec.get("eps") is None else [rec["eps"]]
     cfg.threat, cfg.attack_labels = [rec["threat"]], rec.get("attack_labels", cfg.attack_labels)
     cfg.results_dir, cfg.rerun, cfg.retrain = str(tmp), True, False
     cfg.executor, cfg.wandb, cfg.offline = "local", "disabled", True
     validate(cfg)
     return cfg
+
+
+def cascade_suite(rec: dict[str, Any]) -> str | None:
+    """The cascade suite a cascade stage's record was computed in (its earlier stages are
+    recomputed with it: they choose its images); None for any other record."""
+    stages = (rec.get("identity") or {}).get("cascade")
+    if stages is None:
+        return None
+    path = [*(s["attack"] for s in stages), rec["attack"]]
+    for name, members in CASCADES.items():
+        if list(members[:len(path)]) == path:
+            return name
+    raise BenchError(f"cell {rec['cell_key']}: no cascade of this checkout runs {' → '.join(path)}")
 
 
 def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

@@ -16,11 +16,14 @@ from attacks.base import AttackPlugin
 from bench.builtin.data import DatasetPlugin, Split
 from bench.core import numerics, record
 from bench.core.config import Config, resolve_device
+from bench.core.errors import BenchError
 from bench.core.identity import digest
 from bench.core.progress import progress
+from bench.core.stats import wilson
 from bench.core.registry import ATTACKS
-from bench.core.threats import attack_model, is_transfer
+from bench.core.threats import SAME_OUTPUTS_AS_WHITE, attack_model, is_transfer
 from bench.run import probes
+from bench.run.passes import Counted, Passes
 from bench.run.plan import Cell, Group, make_attack
 from bench.run.timing import BatchTimer
 from bench.store.provenance import device_name, machine
@@ -41,12 +44,26 @@ class Prepared:
     clean_pred: torch.Tensor
     classifier_ms: float | None
     surrogates: dict[str, nn.Module] = field(default_factory=dict)  # transfer threat → the model crafted on
+    # cell key → the stored outcomes ("correct", "resubmit_correct") of a cascade stage that a
+    # pending later stage starts from (stages computed in this process are remembered by the worker)
+    prior: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
 class CellResult:
     record: dict[str, Any]
     samples: dict[str, torch.Tensor]  # a few images for the report's grid (stored apart)
+
+
+@dataclass
+class Crafted:
+    """A group's adversarial examples for one set of images: all of them, or a cascade stage's."""
+
+    adv: torch.Tensor          # every test image: crafted where ``index`` says, the clean image elsewhere
+    timer: BatchTimer
+    passes: Passes             # forward and backward passes through the attacked model, all batches
+    pred: torch.Tensor         # the bare classifier on ``adv`` (the clean prediction where not crafted)
+    index: torch.Tensor | None  # the images crafted (a cascade stage), None for all
 
 
 @dataclass
@@ -77,7 +94,9 @@ class Worker:
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
         # Single-draw BPDA examples of the latest (attack, eps, labels), by the rest of their cell's
         # identity (one_draw_bpda).
-        self.bpda_once: tuple[tuple, dict[str, tuple]] = ((), {})
+        self.bpda_once: tuple[tuple, dict[str, Crafted]] = ((), {})
+        # Cascade stages this worker computed: cell key → outcomes, for the next stage.
+        self.outcomes: dict[str, dict[str, Any]] = {}
 
     def batches(self, n: int) -> list[tuple[int, int]]:
         return [(i, min(i + self.cfg.batch_size, n)) for i in range(0, n, self.cfg.batch_size)]
@@ -102,56 +121,112 @@ class Worker:
         attack = self.attacks[group.attack]
         labels = test.y if group.labels == "true" else prep.clean_pred
         clean_ok = prep.clean_pred == test.y
-        shared = None
+        shared: dict[str, Crafted] = {}
         for cell in group.cells:
             d = prep.defenses[cell.defense].to(self.device).eval()
             model = attack_model(cell.threat_effective, classifier, d, prep.surrogates.get(group.threat))
+            before, index = self.stage_start(prep, cell)
+            images = "all" if index is None else digest(index.tolist())
             if cell.threat_effective == "gray" or is_transfer(group.threat):
-                # crafted on a bare classifier (the target's, or the surrogate's): shared by every defense
-                if shared is None:
-                    adv, attack_timer = self.craft(model, attack, prep, group, labels)
-                    shared = (adv, attack_timer, self.predict(classifier, adv))
-                adv, attack_timer, adv_pred = shared
-            elif one_draw_bpda(cell, d):
+                # crafted on a bare classifier (the target's, or the surrogate's): shared by every
+                # defense (a cascade stage's by every defense that left the same images robust)
+                if images not in shared:
+                    shared[images] = self.craft(model, attack, prep, group, labels, index=index)
+                crafted = shared[images]
+            elif one_draw_bpda(cell, d) or self.same_queries(cell, group, attack):
                 # BPDA, BPDA+EOT on a deterministic defense (drawn once) and white-box on a
                 # non-differentiable one are one computation: same model, same seeds, so the
-                # same examples. Crafted once per defense; each cell is still scored and stored, and
+                # same examples; so are a gradient-free cascade stage's under white-box, BPDA and
+                # BPDA+EOT (it queries the white-box model) where the earlier stages left the same
+                # images. Crafted once per defense; each cell is still scored and stored, and
                 # its attack_ms_per_sample is what crafting those examples cost.
                 scope, done = self.bpda_once
-                if scope != (group.attack, group.eps, group.labels):
-                    scope, done = (group.attack, group.eps, group.labels), {}
+                if scope != (group.attack, group.eps, group.labels, group.cascade):
+                    scope, done = (group.attack, group.eps, group.labels, group.cascade), {}
                     self.bpda_once = (scope, done)
-                # Everything but the threat: data, n, classifier, defense and its weights, attack.
-                same = digest({k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")})
+                # Everything but the threat: data, n, classifier, defense and its weights, attack,
+                # and the images crafted.
+                same = digest([{k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")},
+                               images])
                 if same not in done:
-                    adv, attack_timer = self.craft(model, attack, prep, group, labels, d, 1)
-                    done[same] = (adv, attack_timer, self.predict(classifier, adv))
-                adv, attack_timer, adv_pred = done[same]
+                    draws = 1 if one_draw_bpda(cell, d) else cell.eot_samples
+                    done[same] = self.craft(model, attack, prep, group, labels, d, draws, index)
+                crafted = done[same]
             else:
-                adv, attack_timer = self.craft(model, attack, prep, group, labels, d, cell.eot_samples)
-                adv_pred = self.predict(classifier, adv)
-            yield self.score(prep, group, cell, d, model, adv, adv_pred, attack_timer, attack, clean_ok)
+                crafted = self.craft(model, attack, prep, group, labels, d, cell.eot_samples, index)
+            result = self.score(prep, group, cell, d, model, crafted, attack, clean_ok, before)
+            self.outcomes[cell.key] = {k: result.record[k] for k in ("correct", "resubmit_correct")
+                                       if k in result.record}
+            yield result
 
-    def score(self, prep: Prepared, group: Group, cell: Cell, d: Defense, model: nn.Module,
-              adv: torch.Tensor, adv_pred: torch.Tensor, attack_timer: BatchTimer, attack: AttackPlugin,
-              clean_ok: torch.Tensor) -> CellResult:
+    @staticmethod
+    def same_queries(cell: Cell, group: Group, attack: AttackPlugin) -> bool:
+        """A gradient-free cascade stage under white-box, BPDA or BPDA+EOT: it queries the white-box
+        model (bench.run.plan.query_threat), so its examples depend on the images only."""
+        return bool(group.cascade) and attack.gradient_free and group.threat in ("white", *SAME_OUTPUTS_AS_WHITE) \
+            and cell.eot_samples is None
+
+    def stage_start(self, prep: Prepared, cell: Cell) -> tuple[dict[str, Any] | None, torch.Tensor | None]:
+        """A cascade stage's previous outcomes and the images it runs on (those the previous stage
+        left robust: defended and right); (None, None) for a cell that runs on every image."""
+        if cell.after is None:
+            return None, None
+        before = self.outcomes.get(cell.after) or prep.prior.get(cell.after)
+        if before is None:
+            raise BenchError(f"cascade cell {cell.key}: the previous stage's cell {cell.after} is neither stored "
+                             "nor computed before it")
+        robust = record.decode_tensor(before["correct"]["defended_adv"], len(prep.test))
+        return before, robust.nonzero().flatten()
+
+    def score(self, prep: Prepared, group: Group, cell: Cell, d: Defense, model: nn.Module, crafted: Crafted,
+              attack: AttackPlugin, clean_ok: torch.Tensor, before: dict[str, Any] | None = None) -> CellResult:
+        """One cell's record. A cascade stage (``before``: the previous stage's outcomes) defends
+        only the images it crafted; every other image keeps the previous stage's outcomes."""
         test, classifier = prep.test, prep.classifier
+        adv, adv_pred, index = crafted.adv, crafted.pred, crafted.index
+        n = len(test)
         timer = BatchTimer(self.device, self.cfg.warmup)
         dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
-        da = self.defend(d, classifier, adv, adv_pred, "adv", timer)
-        adv_ok, dc_ok, da_ok = adv_pred == test.y, dc.pred == test.y, da.pred == test.y
+        ran = slice(None) if index is None else index
+        da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index)
+
+        def merged(got: torch.Tensor, outcome: str, where: str = "correct") -> torch.Tensor:
+            """``got`` (on the images run on) with the previous stage's ``outcome`` elsewhere (its
+            ``defended_adv`` where it stored no ``where[outcome]``)."""
+            if index is None:
+                return got
+            bits = (before.get(where) or {}).get(outcome) or before["correct"]["defended_adv"]
+            out = record.decode_tensor(bits, n).clone()
+            out[index] = got
+            return out
+
+        adv_ok, dc_ok = merged(adv_pred[ran] == test.y[ran], "adv"), dc.pred == test.y
+        da_ok = merged(da.pred == test.y[ran], "defended_adv")
         resubmitted = {}
         if cell.resubmit > 1:
             # The attacker may submit each adversarial example N times to a randomised defense and
             # wins if any draw fails: robust = right on every draw (the bitmap and accuracy stored
-            # as defended_*); the mean over draws and the majority vote are stored beside it.
+            # as defended_*); the mean over draws and the majority vote are stored beside it. A
+            # cascade stage's images it did not run on count as the previous stage had them
+            # (right on every draw where it was robust).
             draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
             for k in range(1, cell.resubmit):
                 draws["defended_clean"].append(self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k).pred
                                                == test.y)
-                draws["defended_adv"].append(self.defend(d, classifier, adv, adv_pred, "adv", None, k).pred == test.y)
+                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index).pred == test.y[ran]
+                draws["defended_adv"].append(merged(got, "defended_adv"))
             resubmitted = record.resubmission(draws)
             dc_ok, da_ok = resubmitted.pop("worst")
+            if index is not None:  # the previous stage's majority and first draw where this one did not run
+                for outcome in ("defended_adv_majority", "defended_adv_first_draw"):
+                    mine = record.decode_tensor(resubmitted["resubmit_correct"][outcome], n)
+                    full = merged(mine[index], outcome, "resubmit_correct")
+                    resubmitted["resubmit_correct"][outcome] = record.encode(full)
+                    name = outcome.replace("defended_adv_", "defended_adv_acc_")
+                    resubmitted[name] = float(full.float().mean())
+                    if outcome.endswith("majority"):
+                        k = int(full.sum())
+                        resubmitted[f"{name}_ci_low"], resubmitted[f"{name}_ci_high"] = wilson(k, n)
         # One dict, merged in the order the fields were always merged (a plugin's fit facts may
         # repeat a key: the later one wins, as it did), then handed to the one constructor.
         fields = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
@@ -161,12 +236,20 @@ class Worker:
                   "threat_effective": cell.threat_effective,
                   "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
                   "classifier_ms_per_sample": prep.classifier_ms,
-                  "attack_ms_per_sample": attack_timer.ms_per_sample(),
+                  "attack_ms_per_sample": crafted.timer.ms_per_sample(),
                   "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
                   "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
                   "max_linf": (adv - test.x).abs().amax().item(),
                   "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
         fields.update(resubmitted, resubmit=cell.resubmit)
+        # Passes through the attacked model per test image (all n: a cascade stage's add up).
+        fields["attack_forward_per_sample"] = crafted.passes.forward / n
+        fields["attack_backward_per_sample"] = crafted.passes.backward / n
+        if index is not None:
+            ran_on = torch.zeros(n, dtype=torch.bool)
+            ran_on[index] = True
+            fields["cascade"] = list(group.cascade)
+            fields["ran_on"] = record.encode(ran_on)
         rec = record.make("cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
                           **fields)
         probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
@@ -177,30 +260,53 @@ class Worker:
         if dc.wrote_input or da.wrote_input:
             rec["checks"].append("the defense wrote into its input (the contract forbids it); it was "
                                  "given a copy, so no other cell was affected")
-        samples = {"clean": test.x[:SAMPLES], "adv": adv[:SAMPLES], "defended_adv": da.shown,
+        shown, pred_da = da.shown, da.pred
+        if index is not None:  # the first images: defended adversarial where crafted, defended clean elsewhere
+            shown, pred_da = dc.shown.clone(), dc.pred.clone()
+            pred_da[index] = da.pred
+            first = index[index < len(shown)]
+            shown[first] = da.shown[:len(first)]
+        samples = {"clean": test.x[:SAMPLES], "adv": adv[:SAMPLES], "defended_adv": shown,
                    "label": test.y[:SAMPLES], "pred_clean": prep.clean_pred[:SAMPLES],
-                   "pred_adv": adv_pred[:SAMPLES], "pred_defended_adv": da.pred[:SAMPLES]}
+                   "pred_adv": adv_pred[:SAMPLES], "pred_defended_adv": pred_da[:SAMPLES]}
         return CellResult(rec, samples)
 
     def craft(self, model: nn.Module, attack: AttackPlugin, prep: Prepared, group: Group,
-              labels: torch.Tensor, defense: Defense | None = None, draws: int | None = None
-              ) -> tuple[torch.Tensor, BatchTimer]:
-        timer, test = BatchTimer(self.device, self.cfg.warmup), prep.test
+              labels: torch.Tensor, defense: Defense | None = None, draws: int | None = None,
+              index: torch.Tensor | None = None) -> Crafted:
+        """Adversarial examples of ``index``'s images (every image when None), batch by batch; each
+        batch is seeded by the test index of its first image, so a batch of the images every
+        earlier stage left robust starts from the seed it has when every image is attacked."""
+        timer, test, passes = BatchTimer(self.device, self.cfg.warmup), prep.test, Passes()
+        counted = Counted(model, passes)
+        x, y = (test.x, labels) if index is None else (test.x[index], labels[index])
+        adv = test.x.clone()
         out = []
-        for a, b in progress(self.batches(len(test)), f"{group.attack} eps={group.eps} {group.threat}"):
-            torch.manual_seed(self.seed_for("attack", group.attack, group.eps, a))
+        for a, b in progress(self.batches(len(x)), f"{group.attack} eps={group.eps} {group.threat}"):
+            start = a if index is None else int(index[a])
+            torch.manual_seed(self.seed_for("attack", group.attack, group.eps, start))
             if defense is not None and defense.randomized:
-                defense.seed(self.seed_for("attack-defense", group.attack, group.eps, a))
-            xb, yb = test.x[a:b].to(self.device), labels[a:b].to(self.device)
+                defense.seed(self.seed_for("attack-defense", group.attack, group.eps, start))
+            xb, yb = x[a:b].to(self.device), y[a:b].to(self.device)
             if draws and draws > 1:
-                call = lambda: attack.perturb_eot(model, xb, yb, group.eps, prep.spec, draws)
+                call = lambda: attack.perturb_eot(counted, xb, yb, group.eps, prep.spec, draws)
             else:
-                call = lambda: attack.perturb(model, xb, yb, group.eps, prep.spec)
+                call = lambda: attack.perturb(counted, xb, yb, group.eps, prep.spec)
             out.append(timer(call, b - a).cpu())
-        return torch.cat(out), timer
+        crafted = torch.cat(out) if out else x.clone()
+        if index is None:
+            adv = crafted
+        else:
+            adv[index] = crafted
+        pred = prep.clean_pred.clone()
+        if len(crafted):
+            pred[slice(None) if index is None else index] = self.predict(prep.classifier, crafted)
+        return Crafted(adv, timer, passes, pred, index)
 
     def defend(self, d: Defense, classifier: nn.Module, xs: torch.Tensor, undefended: torch.Tensor,
-               tag: str, timer: BatchTimer | None, draw: int = 0) -> Defended:
+               tag: str, timer: BatchTimer | None, draw: int = 0, index: torch.Tensor | None = None) -> Defended:
+        """``index``: the test indices of ``xs`` (a cascade stage's images); a batch is seeded by
+        its first image's."""
         out, shown, wrote = [], None, False
         for a, b in self.batches(len(xs)):
             xb = xs[a:b].to(self.device)
@@ -209,11 +315,15 @@ class Worker:
             given = xb.clone()
             if d.randomized:
                 # Draw 0 is the one every record has always used; resubmissions draw afresh.
-                d.seed(self.seed_for("defense", tag, a) if draw == 0 else self.seed_for("defense", tag, a, draw))
+                start = a if index is None else int(index[a])
+                d.seed(self.seed_for("defense", tag, start) if draw == 0 else self.seed_for("defense", tag, start, draw))
             with torch.no_grad():
                 xd = timer(lambda: d(given), b - a) if timer is not None else d(given)
                 wrote = wrote or not torch.equal(given, xb)
                 out.append(undefended[a:b] if d.identity else classifier(xd).argmax(1).cpu())
-            if shown is None:
-                shown = xd[:SAMPLES].detach().cpu()
+            if shown is None or len(shown) < SAMPLES:  # the first SAMPLES images, over batches smaller than that
+                more = xd[:SAMPLES - (0 if shown is None else len(shown))].detach().cpu()
+                shown = more if shown is None else torch.cat([shown, more])
+        if not out:  # a cascade stage with no image left to attack
+            return Defended(undefended[:0].clone(), xs[:SAMPLES].detach().cpu(), False)
         return Defended(torch.cat(out), shown, wrote)

@@ -332,3 +332,22 @@ def test_report_says_when_rows_come_from_several_package_versions(tmp_path):
     (tmp_path / "runs" / "r2" / "env.json").write_text((tmp_path / "runs" / "r1" / "env.json").read_text())
     assert main(["report", "--results-dir", str(tmp_path), "--no-plots"]) == 0
     assert "package version" not in (tmp_path / "results.md").read_text()  # pandas alone sets no number
+
+
+def test_pass_and_cascade_columns_appear_only_where_records_have_them(tmp_path):
+    from bench.core import record
+    old = tmp_path / "old"
+    write_records(old, [rec("a", 0.5, 1.0)])
+    assert main(["report", "--results-dir", str(old), "--no-plots"]) == 0
+    md = (old / "results.md").read_text()
+    assert "attack fwd/img" not in md and "cascade" not in md
+    new = tmp_path / "new"
+    ran = record.encode([True, False, True, True])
+    write_records(new, [rec("a", 0.5, 1.0, attack_forward_per_sample=6.625, attack_backward_per_sample=5.625),
+                        rec("a", 0.25, 1.0, attack="aa-apgd-t", n=4, cascade=["aa-apgd-ce"], ran_on=ran,
+                            attack_forward_per_sample=30.0, attack_backward_per_sample=20.0)])
+    assert main(["report", "--results-dir", str(new), "--no-plots"]) == 0
+    md = (new / "results.md").read_text()
+    assert "attack fwd/img" in md and "attack bwd/img" in md
+    assert "6.625" in md and "5.625" in md and "after aa-apgd-ce; ran on 3/4" in md
+    assert "aa-apgd-t 0.3 (cascade)" in md

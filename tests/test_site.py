@@ -275,3 +275,22 @@ def test_cells_of_different_n_meet_image_by_image_on_the_first_images():
     v = combine(cells, "white-box")
     assert v.n == 8 and v.acc == (pgd[:8] & aa).mean() == 0.75
     assert "first 8 images" in v.detail and "set by aa-square" in v.detail
+
+
+def test_a_cells_tooltip_names_its_cascade_stage_and_its_passes_where_stored():
+    import numpy as np
+    import pandas as pd
+    from bench.core import record
+    from bench.render.site import combine
+    ok = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
+    ran = np.array([1, 0, 1, 1, 1, 1, 1, 0], bool)
+    base = {"threat": "white", "n": 8, "defended_adv_acc": ok.mean(), "kind": "cell",
+            "correct": {"defended_adv": record.encode(ok)}}
+    cells = pd.DataFrame([{**base, "attack": "pgd"},
+                          {**base, "attack": "aa-square", "cascade": ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t"],
+                           "ran_on": record.encode(ran), "attack_forward_per_sample": 12.5,
+                           "attack_backward_per_sample": 0.0}])
+    detail = combine(cells, "white-box").detail
+    assert "aa-square · cascade after aa-apgd-ce, aa-apgd-t, aa-fab-t (ran on 6)" in detail
+    assert "12.5 forward + 0 backward passes/image" in detail
+    assert "white · pgd: 0.750" in detail and "passes/image" not in detail.split("pgd: 0.750")[1].split("\n")[0]

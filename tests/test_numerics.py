@@ -36,6 +36,7 @@ def test_the_mode_comes_from_the_flag_the_config_or_the_default(tmp_path):
     assert cli_numerics.mode_for("run", ["--config", str(toml)]) == "native"
     assert cli_numerics.mode_for("run", ["--config", str(tmp_path / "none.toml")]) == "portable"
     assert cli_numerics.mode_for("report", []) is None and cli_numerics.mode_for("list", []) is None
+    assert cli_numerics.mode_for("weights", []) == "native"  # the zoo was trained native
 
 
 def test_verify_takes_the_mode_its_runs_name(tmp_path):
@@ -64,7 +65,7 @@ def test_a_fresh_run_records_the_portable_mode_it_ran_under(tmp_path):
     rec = json.loads((run / "records.jsonl").read_text().splitlines()[0])
     envj = json.loads((run / "env.json").read_text())
     for d in (rec, envj):
-        assert d["numerics"] == "portable" and d["cpu_capability"] in ("AVX2", "DEFAULT") and d["cpu_vendor"]
+        assert d["numerics"] == "portable" and d["cpu_capability"] == "AVX2" and d["cpu_vendor"]
 
 
 def test_a_cuda_worker_turns_on_deterministic_cuda_before_any_work_and_records_it(monkeypatch):

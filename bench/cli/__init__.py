@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The numerics mode first: its settings only count if set before torch loads its kernels.
         mode = numerics.mode_for(cmd, argv)
-        if mode in core_numerics.MODES and not core_numerics.apply(mode) and cmd == "verify":
-            return numerics.rerun_in_child(cmd, argv, mode)
+        if mode in core_numerics.MODES and not core_numerics.apply(mode):
+            if cmd == "verify":  # recomputed under the settings that made the records, or not at all
+                return numerics.rerun_in_child(cmd, argv, mode)
+            numerics.not_applied(cmd, mode)
         # Each subcommand's module is imported when it runs: `list` need not load matplotlib.
         return importlib.import_module(f"bench.cli.{SUBCOMMANDS[cmd]}").main(argv)
     except BenchError as exc:

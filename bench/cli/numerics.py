@@ -57,6 +57,8 @@ def mode_for(cmd: str, argv: list[str]) -> str | None:
         return flag or recorded(Path(_flag(argv, "--results-dir") or "results"))
     if cmd not in COMPUTING:
         return None
+    if cmd == "weights":  # the zoo was trained native: its retraining reproduces it under the same
+        return "native"
     return flag or from_config(argv) or "portable"
 
 
@@ -70,9 +72,17 @@ def rerun_in_child(cmd: str, argv: list[str], mode: str) -> int:
     numerics.apply(mode, env)
     print(f"[numerics] recomputing in a child process under the {mode} numerics mode "
           "(this process loaded torch under other settings)", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bench", cmd, *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # stdout passed through (a caller capturing this process's output sees it), stderr inherited
+    # (an error stays one line there).
+    proc = subprocess.Popen([sys.executable, "-m", "bench", cmd, *argv], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         print(line, end="", flush=True)
-    return proc.wait()
+    rc = proc.wait()
+    return 128 - rc if rc < 0 else rc  # killed by a signal: the shell's convention
+
+
+def not_applied(cmd: str, mode: str) -> None:
+    """One line where a command runs under another mode than asked (torch was loaded first)."""
+    print(f"[numerics] {cmd} asked for the {mode} numerics mode, but this process loaded torch under other "
+          "settings: it computes under those, and its records say which", flush=True)

@@ -7,6 +7,11 @@ from bench.core.errors import BenchError
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviations: bench.cli.numerics reads --numerics before argparse does, by its full name.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         raise BenchError(message)
 

@@ -37,9 +37,6 @@ MODES = ("portable", "native")
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 CUBLAS_WORKSPACE = ":4096:8"  # torch's documented setting for deterministic cuBLAS
 
-_cuda_deterministic = False
-
-
 def apply(mode: str, environ: Any = None) -> bool:
     """Put ``mode``'s settings into ``environ`` (default: this process's environment, only while
     torch is not loaded: later they would not count). True when ``mode`` is then what a computation
@@ -82,21 +79,24 @@ def cpu_capability() -> str:
 
 
 def mode_in_force() -> str:
-    """``portable`` where its settings are in the environment and ATen runs at (at most) their
-    instruction set — true only when they were set before torch ran a kernel; else ``native``."""
+    """``portable`` where its settings are in the environment and ATen runs at their instruction set
+    (AVX2) — true only when they were set before torch ran a kernel on a CPU that has AVX2; else
+    ``native``."""
     if not _portable_env(os.environ):
         return "native"
-    return "portable" if cpu_capability() in ("AVX2", "DEFAULT") else "native"
+    # A CPU without AVX2 (or a non-x86 one) runs ATen below the pinned level: other bits, not portable.
+    return "portable" if cpu_capability() == "AVX2" else "native"
 
 
 def deterministic_cuda() -> dict[str, Any]:
     """Deterministic CUDA from here on (see the module's docstring); what was set."""
-    global _cuda_deterministic
     import torch
+    # cuBLAS reads this when its handle is made: set here too for a process that imported torch first
+    # (a notebook), where ``apply`` could not.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
-    _cuda_deterministic = True
     return cuda_state()
 
 

@@ -1,4 +1,4 @@
-"""``python -m bench verify``: recompute stored cells from their stored identity and compare.
+"""``python -m bench verify``: recompute stored cells from their stored identity and grade them.
 
 Each stored cell is recomputed with its run's effective configuration (``config.json``),
 narrowed to that cell, into a temporary folder (nothing is written to the results folder); the
@@ -101,6 +101,10 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
     cfg.eps = None if rec.get("eps") is None else [rec["eps"]]
     cfg.threat, cfg.attack_labels = [rec["threat"]], rec.get("attack_labels", cfg.attack_labels)
     cfg.results_dir, cfg.rerun, cfg.retrain = str(tmp), True, False
+    # The device the record was computed on where this machine has it (a stored "auto" would move
+    # a CPU record onto a GPU here); a CUDA record on a machine without one is recomputed on the CPU
+    # and graded as such.
+    cfg.device = "cuda" if rec.get("device_type") == "cuda" and torch.cuda.is_available() else "cpu"
     cfg.executor, cfg.wandb, cfg.offline = "local", "disabled", True
     validate(cfg)
     return cfg
@@ -167,7 +171,9 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
     if not records:
         raise BenchError(f"no stored cells under {results_dir}")
     chosen = select(records, sample, cells)
-    grid = [r for r in chosen if r.get("kind", "cell") != "worst" and r.get("attack") != "worst"]
+    # A suite row (``aa``: kind "worst", attack "aa") is recomputed by its run like a cell; only the
+    # worst over attacks (attack "worst") is recombined from its parts below.
+    grid = [r for r in chosen if r.get("attack") != "worst"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in grid:
         if r.get("run_id") not in configs:
@@ -189,8 +195,7 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                 torch.set_num_threads(int(threads))
             try:
                 with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
-                    new = {r["cell_key"]: r for r in runner.run() if r.get("kind", "cell") != "worst"
-                           and r.get("attack") != "worst"}
+                    new = {r["cell_key"]: r for r in runner.run() if r.get("attack") != "worst"}
                     here = machine_of(runner.worker.machine | {"device": runner.worker.device_label,
                                                                "device_type": runner.worker.device.type},
                                       here_versions)
@@ -208,10 +213,14 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                     got = grade(r, new[r["cell_key"]], here, there)
                 grades.append(got)
                 print(_line(r, got), flush=True)
+    by_key = {x["cell_key"]: x for x in records}
     for r in chosen:
-        if r.get("kind", "cell") == "worst" or r.get("attack") == "worst":
-            parts_of = [next(x for x in records if x["cell_key"] == k) for k in parts(r)]
-            there = machine_of(parts_of[0] if parts_of else r, versions.get(r.get("run_id")))
+        if r.get("attack") == "worst":
+            # Its parts may come from several machines (GPU cells beside CPU ones): graded against the
+            # part whose device is not this one's, if any, else its first part's.
+            machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id"))) for k in parts(r)] or \
+                [machine_of(r, versions.get(r.get("run_id")))]
+            there = next((m for m in machines if here and m.get("device") != here.get("device")), machines[0])
             got = grade(r, recombine(r, recomputed), here or there, there)
             grades.append(got)
             print(_line(r, got), flush=True)

@@ -89,3 +89,23 @@ def test_missing_ray_is_a_clean_error(run_args, monkeypatch, capsys):
 def test_unknown_executor(run_args, capsys):
     assert main(run_args("--executor", "spark")) == 2
     assert "unknown executor 'spark'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~45 s on 2 cores (Ray workers start, import torch, run AutoAttack's four stages)
+def test_ray_sends_a_cascade_stage_after_its_previous_stage_and_matches_local(run_args, tmp_path, ray_local):
+    budgets = ('[attacks.aa-apgd-ce]\nsteps = 2\n[attacks.aa-apgd-t]\nsteps = 1\n[attacks.aa-fab-t]\nsteps = 1\n'
+               '[attacks.aa-square]\nn_queries = 5\n')
+    config = tmp_path / "aa.toml"
+    config.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n" + budgets)
+    grid = ("--defenses", "bitdepth", "--attack", "aa", "--eps", "0.3", "--threat", "white", "--limit", "8")
+    args = run_args(*grid)
+    args[args.index("--config") + 1] = str(config)
+    assert main(args) == 0
+    local = read_records(run_args.results)
+    assert main([*args, "--executor", "ray", "--rerun"]) == 0
+    remote = [r for r in read_records(run_args.results) if r["run_id"] != local[0]["run_id"]]
+    assert sorted(r["cell_key"] for r in remote) == sorted(r["cell_key"] for r in local)
+    by_key = {r["cell_key"]: r for r in local}
+    assert any(r.get("ran_on") for r in remote)
+    for r in remote:
+        assert r["correct"] == by_key[r["cell_key"]]["correct"] and r.get("ran_on") == by_key[r["cell_key"]].get("ran_on")

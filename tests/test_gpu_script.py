@@ -222,7 +222,7 @@ def test_aa_plan_covers_the_headline_grids_with_their_settings():
     grid = tomllib.loads(gpu.AA_GRID.read_text())
     assert grid["run"]["eps"] == [gpu.AA_EPS] and set(grid["run"]["threat"]) == set(gpu.AA_TIERS)
     adaptive = tomllib.loads((ROOT / "results/reference/adaptive/grid.toml").read_text())
-    aa_adaptive = {d for step in adaptive["grid"]["steps"] if "aa" in ",".join(step).split(",")
+    aa_adaptive = {d for step in adaptive["grid"]["steps"] if {"aa", "aa-individual"} & set(",".join(step).split(","))
                    for d in step[step.index("--defenses") + 1].split(",")}
     assert set(gpu.AA_HEADLINE) == ({("mnist-cnn", d) for d in grid["run"]["defenses"]}
                                     | {("mnist-cnn", d) for d in aa_adaptive} | {("mnist-cnn-pgdat", "none")})

@@ -459,7 +459,9 @@ def aa_cells(recs: list[dict[str, Any]], limit: int, eps: float = AA_EPS) -> dic
     """The latest stored AutoAttack component cell per (classifier, defense, threat, component)."""
     out: dict[tuple[str, str, str, str], dict] = {}
     for r in recs:
+        # individual-mode cells only: a cascade stage (``cascade`` set) ran on a subset of the images
         if (r.get("kind") != "worst" and r.get("attack") in AA_COMPONENTS and r.get("limit") == limit
+                and not r.get("cascade")
                 and r.get("eps") is not None and abs(float(r["eps"]) - eps) < 1e-9):
             k = (r.get("classifier"), r["defense"], r["threat"], r["attack"])
             if k not in out or r.get("time", 0) >= out[k].get("time", 0):
@@ -1031,8 +1033,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="default cuda (dry run: cpu)")
     p.add_argument("--widths4", help="step 4's generator widths, 0 = the default generator's (default 0,64)")
     p.add_argument("--ship-tag", default="gpu", help="step 1b's generator name: mnist-defensegan-<tag>.pt")
-    p.add_argument("--aa-attack", default="aa", help="the AutoAttack suite step aa runs (default aa: the "
-                                                     "threat-matrix-aa grid's; its components are its cells)")
+    p.add_argument("--aa-attack", default="aa-individual",
+                   help="the AutoAttack suite step aa runs (default aa-individual: every component on every "
+                        "image, as the threat-matrix-aa grid's stored cells, so they combine in the headline; "
+                        "aa is the cascade, new cells)")
     p.add_argument("--force-install", action="store_true", help="install the carried wheels even when present")
     # the step 4 worker (internal)
     p.add_argument("--step4-worker", metavar="JSONL", help=argparse.SUPPRESS)

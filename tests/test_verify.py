@@ -77,3 +77,16 @@ def test_verify_bad_input_is_one_line(tmp_path, capsys):
     assert main(["verify", "--results-dir", str(tmp_path), "--sample", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_suite_rows_are_recombined_from_their_parts_never_recomputed_under_their_name():
+    """`aa` now plans the cascade: a stored individual-mode `aa` row (kind worst, attack aa) must be
+    checked by recombining its component cells, and never be a cheap "sample" (it has no timing)."""
+    from bench.run.verify import combined, parts, select, stored_cells
+    records, _ = stored_cells(ROOT / "results" / "reference" / "threat-matrix-aa")
+    suite = [r for r in records if r.get("attack") == "aa" and r.get("kind") == "worst"]
+    assert suite and all(combined(r) and len(parts(r)) >= 4 for r in suite)
+    picked = select(records, 2, None)
+    assert not any(r.get("kind") == "worst" for r in picked[:2]) and all(not combined(r) for r in picked)
+    by_key = {r["cell_key"]: r for r in select(records, None, [suite[0]["cell_key"]])}
+    assert set(parts(suite[0])) <= set(by_key)  # a suite row brings its parts along

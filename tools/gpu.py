@@ -5,7 +5,7 @@ benchmark run that outlives its budget is interrupted, and the cells it finished
 
   1   environment: python/torch/CUDA versions, the device; installs the carried wheels
       (torchattacks, mlxtend) with ``pip install --no-deps --no-index`` when they are missing
-  aa  AutoAttack (``--attack aa``: APGD-CE, APGD-T, FAB-T, Square 5,000, each its own cell) on 500
+  aa  AutoAttack (``--attack aa-individual``: APGD-CE, APGD-T, FAB-T, Square 5,000, each its own cell) on 500
       images for every MNIST defense of the README headline, whose worst case today comes from 64
       images (issue 29): the threat-matrix-aa grid's 13 defenses, the adaptive grid's
       countergan-adaptive-long and ``none`` on mnist-cnn-pgdat, with that grid's settings (its
@@ -388,7 +388,7 @@ AA_TIERS = ("white", "bpda", "bpda-eot", "gray")
 def plan_aa(headline: dict[tuple[str, str], tuple[float, float]] | None = None,
             kinds: dict[str, tuple[str, ...]] | None = None, open_at: float = AA_OPEN) -> list[dict[str, Any]]:
     """Step aa's units, in the order they run: each one ``python -m bench`` grid (a classifier, its
-    defenses, the threat models whose cells it stores, ``--attack aa``). No computation twice:
+    defenses, the threat models whose cells it stores, ``--attack aa-individual``). No computation twice:
 
     * white-box on a defense without gradients is BPDA, and BPDA+EOT on a deterministic defense is
       BPDA: those threat models ride in one unit, where the runner crafts once and stores each cell;
@@ -1033,10 +1033,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="default cuda (dry run: cpu)")
     p.add_argument("--widths4", help="step 4's generator widths, 0 = the default generator's (default 0,64)")
     p.add_argument("--ship-tag", default="gpu", help="step 1b's generator name: mnist-defensegan-<tag>.pt")
-    p.add_argument("--aa-attack", default="aa-individual",
+    p.add_argument("--aa-attack", default="aa-individual", choices=("aa-individual",),
                    help="the AutoAttack suite step aa runs (default aa-individual: every component on every "
                         "image, as the threat-matrix-aa grid's stored cells, so they combine in the headline; "
-                        "aa is the cascade, new cells)")
+                        "the cascade, aa, is not offered: this step's coverage counts individual-mode cells)")
     p.add_argument("--force-install", action="store_true", help="install the carried wheels even when present")
     # the step 4 worker (internal)
     p.add_argument("--step4-worker", metavar="JSONL", help=argparse.SUPPRESS)

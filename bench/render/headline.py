@@ -133,6 +133,12 @@ def _describe(combo: dict[str, Any], peers: dict[str, set[str]]) -> str:
     return "; ".join(out) or "—"
 
 
+def _stage(rec: Any) -> bool:
+    """A cascade stage of AutoAttack (``--attack aa``): its identity names the earlier stages."""
+    ident = rec.get("identity") if hasattr(rec, "get") else None
+    return bool((ident or {}).get("cascade")) if isinstance(ident, dict) else False
+
+
 def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """One table per (dataset, classifier, eps): the headline rows, best worst case first."""
     if df.empty or "threat" not in df.columns:
@@ -159,9 +165,11 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
                      most, by_key) if most > n else None
         # The strongest single attack on the images the worst case is computed on: the worst rows'
         # cells of that n, and every other cell on its first n images.
+        # A cascade stage's number is robust accuracy after every earlier stage, not one attack's: not
+        # a candidate for the strongest *single* attack.
         scored = [(p, float(p["defended_adv_acc"])) for p in first["counted"] if int(p["n"]) == n
-                  and p["cell_key"] in covered]
-        scored += [(c, a) for c in more if (a := _on_first(c, n)) is not None]
+                  and p["cell_key"] in covered and not _stage(p)]
+        scored += [(c, a) for c in more if not _stage(c) and (a := _on_first(c, n)) is not None]
         strongest = min(scored, key=lambda pa: pa[1], default=None)
         several = len({device(p) for p in [*first["counted"], *first["named"]]}) > 1
         acc, lo, hi = first["value"]

@@ -70,7 +70,7 @@ def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] |
                                  + (f" ({', '.join(sorted(hits)[:5])})" if hits else "") + "; give a unique key prefix")
             chosen.append(by_key[hits[0]])
     elif sample is not None:
-        grid = sorted((r for r in records if r.get("attack") != "worst"), key=lambda r: (cost(r), r["cell_key"]))
+        grid = sorted((r for r in records if not combined(r)), key=lambda r: (cost(r), r["cell_key"]))
         chosen = grid[:sample]
     else:
         chosen = list(records)
@@ -83,8 +83,15 @@ def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] |
     return list(out.values())
 
 
+def combined(rec: dict[str, Any]) -> bool:
+    """A per-sample combination of other cells (a worst row, or a suite row such as ``aa``): checked
+    by recombining its recomputed parts, never recomputed under its own name (``aa`` now plans the
+    cascade, so a stored individual-mode ``aa`` row could not be)."""
+    return rec.get("kind") == "worst" or rec.get("attack") == "worst"
+
+
 def parts(rec: dict[str, Any]) -> list[str]:
-    if rec.get("attack") != "worst":
+    if not combined(rec):
         return []
     return list(rec.get("identity", {}).get("attack_params", {}).get("cells", []))
 
@@ -171,14 +178,14 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
     if not records:
         raise BenchError(f"no stored cells under {results_dir}")
     chosen = select(records, sample, cells)
-    # A suite row (``aa``: kind "worst", attack "aa") is recomputed by its run like a cell; only the
-    # worst over attacks (attack "worst") is recombined from its parts below.
-    grid = [r for r in chosen if r.get("attack") != "worst"]
+    grid = [r for r in chosen if not combined(r)]  # worst and suite rows: recombined below
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in grid:
         if r.get("run_id") not in configs:
             raise BenchError(f"cell {r['cell_key']}: its run {r.get('run_id')} has no readable config.json")
-        g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"))
+        # A cascade stage is recomputed with its cascade, an individual cell alone: never one group.
+        g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"),
+             cascade_suite(r))
         groups.setdefault(g, []).append(r)
     versions, here_versions = run_versions(results_dir), provenance_versions()
     recomputed: dict[str, dict[str, Any]] = {}
@@ -195,7 +202,7 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                 torch.set_num_threads(int(threads))
             try:
                 with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
-                    new = {r["cell_key"]: r for r in runner.run() if r.get("attack") != "worst"}
+                    new = {r["cell_key"]: r for r in runner.run() if not combined(r)}
                     here = machine_of(runner.worker.machine | {"device": runner.worker.device_label,
                                                                "device_type": runner.worker.device.type},
                                       here_versions)
@@ -215,7 +222,7 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                 print(_line(r, got), flush=True)
     by_key = {x["cell_key"]: x for x in records}
     for r in chosen:
-        if r.get("attack") == "worst":
+        if combined(r):
             # Its parts may come from several machines (GPU cells beside CPU ones): graded against the
             # part whose device is not this one's, if any, else its first part's.
             machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id"))) for k in parts(r)] or \

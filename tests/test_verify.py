@@ -90,3 +90,17 @@ def test_suite_rows_are_recombined_from_their_parts_never_recomputed_under_their
     assert not any(r.get("kind") == "worst" for r in picked[:2]) and all(not combined(r) for r in picked)
     by_key = {r["cell_key"]: r for r in select(records, None, [suite[0]["cell_key"]])}
     assert set(parts(suite[0])) <= set(by_key)  # a suite row brings its parts along
+
+
+def test_a_gpu_record_is_matched_to_its_cpu_recomputation_by_identity_but_device():
+    """Issue 29: device_type is part of a cell's identity, so a GPU cell recomputed on a CPU has
+    another key; verify pairs them by the rest of the identity and grades the pair (measured on the
+    H200's `none` FGSM cell: equivalent, 7 of 1,000 images flipped, exit 0)."""
+    from bench.run.verify import other_device
+    ident = {"attack": "fgsm", "defense": "none", "n": 8, "device_type": "cuda"}
+    gpu = {"cell_key": "g", "identity": ident}
+    cpu = {"cell_key": "c", "identity": {**ident, "device_type": "cpu"}}
+    other = {"cell_key": "o", "identity": {**ident, "device_type": "cpu", "n": 16}}
+    assert other_device(gpu, [other, cpu]) is cpu
+    assert other_device(gpu, [other]) is None
+    assert other_device(cpu, [gpu]) is None  # a CPU record is recomputed on the CPU, under its own key

@@ -130,6 +130,15 @@ def cascade_suite(rec: dict[str, Any]) -> str | None:
     raise BenchError(f"cell {rec['cell_key']}: no cascade of this checkout runs {' → '.join(path)}")
 
 
+def other_device(rec: dict[str, Any], recomputed: Any) -> dict[str, Any] | None:
+    """The recomputed cell whose identity is ``rec``'s but for the device type, if any."""
+    mine = {k: v for k, v in (rec.get("identity") or {}).items() if k != "device_type"}
+    if not mine or (rec.get("identity") or {}).get("device_type") in (None, "cpu"):
+        return None
+    return next((x for x in recomputed if x.get("identity", {}).get("device_type") != rec["identity"]["device_type"]
+                 and {k: v for k, v in x.get("identity", {}).items() if k != "device_type"} == mine), None)
+
+
 def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """A worst-case row's bitmaps from its recomputed parts (robust only where every part is)."""
     got = [recomputed.get(k) for k in parts(rec)]
@@ -211,6 +220,11 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
             recomputed.update(new)
             for r in recs:
                 there = machine_of(r, versions.get(r.get("run_id")))
+                # A record from another kind of device (a GPU cell recomputed on this CPU): the same
+                # cell but for its device_type, an identity field, so its key differs; graded as such.
+                other = r["cell_key"] not in new and other_device(r, new.values())
+                if other:
+                    new[r["cell_key"]] = other
                 if r["cell_key"] not in new:
                     twin = next((x for x in new.values() if x.get("defense") == r["defense"]), None)
                     got = Grade("differs", "cannot be recomputed under its stored identity" + (

@@ -52,7 +52,8 @@ def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -
             records = runner.run(executor)
         except KeyboardInterrupt:
             raise Interrupted(runner.writer.count, runner.writer.dir) from None
-        written = write_report(Path(cfg.results_dir)) if report else []
+        # Tables, plots and the leaderboard page: what a run leaves for its user to open.
+        written = write_report(Path(cfg.results_dir), html=True) if report else []
         return records, runner.summary(), written
 
 

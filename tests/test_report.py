@@ -60,6 +60,7 @@ def test_run_then_report_writes_tables_and_every_plot_kind(run_args, capsys):
     assert main(run_args("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm",
                          "--eps", "0.1,0.3")) == 0
     res = run_args.results
+    assert (res / "site" / "index.html").is_file()  # a run writes its page too (issue 29)
     for p in [res / "results.md", res / "results.csv"]:
         p.unlink()
     assert main(["report", "--results-dir", str(res), "--format", "md,csv,latex"]) == 0

@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
         return 130
     print(markdown(frame(records)))
     print(summary)
+    pages = [p for p in written if p.suffix in (".md", ".html")]
+    if pages:
+        print("[report] " + ", ".join(str(p) for p in pages) + f" and {sum(p.suffix == '.png' for p in written)} plot(s)")
     if cfg.wandb != "disabled":
         run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
                           [p for p in written if p.suffix == ".png"], Path(cfg.results_dir))

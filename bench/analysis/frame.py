@@ -104,13 +104,18 @@ def run_commits(results_dir: Path) -> dict[str, str | None]:
 NUMERIC_PACKAGES = ("python", "torch", "torchvision", "torchattacks", "numpy")
 
 
-def run_versions(results_dir: Path) -> dict[str, str | None]:
-    """run id → "python 3.11.7, torch 2.14.1, …" from its env.json (None where unreadable)."""
-    out: dict[str, str | None] = {}
+def run_package_versions(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """run id → the package versions its env.json names ({} where unreadable)."""
+    out: dict[str, dict[str, Any]] = {}
     for env in Path(results_dir).glob("runs/*/env.json"):
         try:
-            v = json.loads(env.read_text()).get("versions") or {}
+            out[env.parent.name] = json.loads(env.read_text()).get("versions") or {}
         except (OSError, json.JSONDecodeError):
-            v = {}
-        out[env.parent.name] = ", ".join(f"{k} {v[k]}" for k in NUMERIC_PACKAGES if v.get(k)) or None
+            out[env.parent.name] = {}
     return out
+
+
+def run_versions(results_dir: Path) -> dict[str, str | None]:
+    """run id → "python 3.11.7, torch 2.14.1, …", the packages that set the numbers (None if none named)."""
+    return {run: ", ".join(f"{k} {v[k]}" for k in NUMERIC_PACKAGES if v.get(k)) or None
+            for run, v in run_package_versions(results_dir).items()}

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from attacks.base import CASCADES
+from bench.analysis.frame import run_package_versions
 from bench.analysis.grading import Grade, grade, machine_of, summary
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
@@ -161,17 +162,6 @@ def label(rec: dict[str, Any]) -> str:
             f"{rec.get('attack')}{eps} {rec.get('threat')}")
 
 
-def run_versions(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """run id → the package versions its env.json names."""
-    out = {}
-    for path in Path(results_dir).glob("runs/*/env.json"):
-        try:
-            out[path.parent.name] = json.loads(path.read_text()).get("versions") or {}
-        except (OSError, ValueError):
-            out[path.parent.name] = {}
-    return out
-
-
 def _line(rec: dict[str, Any], g: Grade) -> str:
     shown = {"identical": "identical", "equivalent": "equivalent (machine differs; noise-sized): ",
              "not comparable": "NOT COMPARABLE (another device, not bit-comparable): ",
@@ -196,7 +186,7 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
         g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"),
              cascade_suite(r))
         groups.setdefault(g, []).append(r)
-    versions, here_versions = run_versions(results_dir), provenance_versions()
+    versions, here_versions = run_package_versions(results_dir), provenance_versions()
     recomputed: dict[str, dict[str, Any]] = {}
     grades: list[Grade] = []
     here: dict[str, str] = {}

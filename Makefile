@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
-.PHONY: install bench test test-all browser weights fashion-data
+.PHONY: install bench test test-all lint browser weights fashion-data
 install: $(STAMP)
 
 # The leaderboard page's browser test drives Debian's headless Chromium (tests/test_site.py):
@@ -84,7 +84,14 @@ N ?= 3
 verify: $(STAMP)
 	$(PY) -m bench verify --results-dir $(REF)/default $(if $(filter all,$(N)),,--sample $(N))
 
-test: $(STAMP) browser
+# Guard-rails first (seconds): ruff's lint and format check over the whole tree, mypy over the
+# typed layers (pyproject.toml, [tool.ruff] and [tool.mypy]); then the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) browser lint
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q
 
 test-all: $(STAMP) browser

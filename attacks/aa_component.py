@@ -14,13 +14,14 @@ gets the threat's model (white-box end to end, BPDA, BPDA+EOT, gray-box, transfe
 ``bpda-eot`` a randomised defense's draws replace APGD's EOT count and FAB-T attacks the mean of
 the draws' logits; Square, gradient-free, has one cell for white-box, BPDA and BPDA+EOT (BPDA
 changes only the gradient; on a randomised defense it queries one draw at a time under all three:
-``bench.run.plan.query_threat``).
+``bench.core.threats.Threat.query``).
 
 Budgets are the paper's, not torchattacks' defaults (which run APGD and FAB for 10 iterations):
 100 iterations for APGD and FAB, one restart each, 5,000 queries for Square; APGD-T and FAB-T
 target the 9 runner-up classes (every other class of 10). Override per component, e.g.
 ``[attacks.aa-apgd-ce] steps = 200``; every parameter is recorded in the cell's identity.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,16 @@ class AutoAttackComponent(AttackPlugin):
 
     iterative = True
 
-    def __init__(self, *, component: str = "apgd-ce", steps: int = 100, n_queries: int = 5000, restarts: int = 1,
-                 eot_iter: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        component: str = "apgd-ce",
+        steps: int = 100,
+        n_queries: int = 5000,
+        restarts: int = 1,
+        eot_iter: int = 1,
+        seed: int = 0,
+    ) -> None:
         if component not in COMPONENTS:
             raise ValueError(f"component must be one of {', '.join(COMPONENTS)}, not {component!r}")
         if min(steps, n_queries, restarts, eot_iter) < 1:
@@ -67,10 +76,13 @@ class AutoAttackComponent(AttackPlugin):
         common = dict(norm="Linf", eps=eps, n_restarts=self.restarts, seed=self.seed)
         k = spec.num_classes
         if self.component in ("apgd-ce", "apgd-dlr"):
-            return torchattacks.APGD(model, steps=self.steps, loss=self.component[5:],
-                                     eot_iter=eot_iter or self.eot_iter, **common)
+            return torchattacks.APGD(
+                model, steps=self.steps, loss=self.component[5:], eot_iter=eot_iter or self.eot_iter, **common
+            )
         if self.component == "apgd-t":
-            return torchattacks.APGDT(model, steps=self.steps, n_classes=k, eot_iter=eot_iter or self.eot_iter, **common)
+            return torchattacks.APGDT(
+                model, steps=self.steps, n_classes=k, eot_iter=eot_iter or self.eot_iter, **common
+            )
         if self.component == "fab-t":
             return torchattacks.FAB(model, steps=self.steps, multi_targeted=True, n_classes=k, **common)
         return torchattacks.Square(model, n_queries=self.n_queries, **common)
@@ -84,25 +96,46 @@ class AutoAttackComponent(AttackPlugin):
 _PAPER = "AutoAttack's"
 VARIANTS = {
     "aa-apgd-ce": ({"component": "apgd-ce"}, f"{_PAPER} APGD with the cross-entropy loss, 100 iterations."),
-    "aa-apgd-t": ({"component": "apgd-t"}, f"{_PAPER} targeted APGD (DLR loss), the 9 runner-up classes, 100 iterations."),
+    "aa-apgd-t": (
+        {"component": "apgd-t"},
+        f"{_PAPER} targeted APGD (DLR loss), the 9 runner-up classes, 100 iterations.",
+    ),
     "aa-fab-t": ({"component": "fab-t"}, f"{_PAPER} targeted FAB, the 9 runner-up classes, 100 iterations."),
     "aa-square": ({"component": "square"}, f"{_PAPER} Square, gradient-free (margin loss), 5,000 queries."),
-    "aa-apgd-ce-rand": ({"component": "apgd-ce", "eot_iter": 20},
-                        f"{_PAPER} rand version: APGD-CE with each gradient averaged over 20 draws."),
-    "aa-apgd-dlr-rand": ({"component": "apgd-dlr", "eot_iter": 20},
-                         f"{_PAPER} rand version: APGD-DLR with each gradient averaged over 20 draws."),
+    "aa-apgd-ce-rand": (
+        {"component": "apgd-ce", "eot_iter": 20},
+        f"{_PAPER} rand version: APGD-CE with each gradient averaged over 20 draws.",
+    ),
+    "aa-apgd-dlr-rand": (
+        {"component": "apgd-dlr", "eot_iter": 20},
+        f"{_PAPER} rand version: APGD-DLR with each gradient averaged over 20 draws.",
+    ),
 }
 for _name, (_preset, _doc) in VARIANTS.items():
-    ATTACKS.variant(_name, AutoAttackComponent, preset=_preset, class_name="AutoAttack_" + _name.replace("-", "_"),
-                    doc=f"{_doc}\n\nExample: ``python -m bench --attack {_name} --eps 0.3``")
+    ATTACKS.variant(
+        _name,
+        AutoAttackComponent,
+        preset=_preset,
+        class_name="AutoAttack_" + _name.replace("-", "_"),
+        doc=f"{_doc}\n\nExample: ``python -m bench --attack {_name} --eps 0.3``",
+    )
 
 STANDARD = ("aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square")
-ATTACKS.suite("aa", STANDARD,
-              "AutoAttack, standard version, as a cascade: APGD-CE, then APGD-T, FAB-T and Square 5,000 each on "
-              "the images still robust; robust accuracy after each stage, per-sample worst as `aa`.")
+ATTACKS.suite(
+    "aa",
+    STANDARD,
+    "AutoAttack, standard version, as a cascade: APGD-CE, then APGD-T, FAB-T and Square 5,000 each on "
+    "the images still robust; robust accuracy after each stage, per-sample worst as `aa`.",
+)
 CASCADES["aa"] = STANDARD
-ATTACKS.suite("aa-individual", STANDARD,
-              "AutoAttack's standard components, each on every image (the `aa` of records stored before the "
-              "cascade); per-sample worst as `aa-individual`.")
-ATTACKS.suite("aa-rand", ("aa-apgd-ce-rand", "aa-apgd-dlr-rand"),
-              "AutoAttack for randomised defenses: APGD-CE and APGD-DLR with 20 EOT draws; per-sample worst as `aa-rand`.")
+ATTACKS.suite(
+    "aa-individual",
+    STANDARD,
+    "AutoAttack's standard components, each on every image (the `aa` of records stored before the "
+    "cascade); per-sample worst as `aa-individual`.",
+)
+ATTACKS.suite(
+    "aa-rand",
+    ("aa-apgd-ce-rand", "aa-apgd-dlr-rand"),
+    "AutoAttack for randomised defenses: APGD-CE and APGD-DLR with 20 EOT draws; per-sample worst as `aa-rand`.",
+)

@@ -1,4 +1,5 @@
 """AutoAttack (Croce & Hein 2020), L∞ standard ensemble, worst case per sample."""
+
 from __future__ import annotations
 
 import torchattacks
@@ -26,5 +27,6 @@ class AutoAttack(AttackPlugin):
         return {"version": self.version, "seed": self.seed}
 
     def build(self, model, eps, spec):
-        return torchattacks.AutoAttack(model, norm="Linf", eps=eps, version=self.version,
-                                       n_classes=spec.num_classes, seed=self.seed)
+        return torchattacks.AutoAttack(
+            model, norm="Linf", eps=eps, version=self.version, n_classes=spec.num_classes, seed=self.seed
+        )

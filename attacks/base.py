@@ -1,4 +1,5 @@
 """Attack plugin base: a named, parameterised factory for a torchattacks attack."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,10 +49,10 @@ class AttackPlugin:
         draws' logits (``bench.core.threats.MeanOverDraws``)."""
         return self.build(MeanOverDraws(model, draws), eps, spec)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
-                spec: Any) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None, spec: Any) -> torch.Tensor:
         return self.build(model, eps, spec)(x, y).detach()
 
-    def perturb_eot(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None,
-                    spec: Any, draws: int) -> torch.Tensor:
+    def perturb_eot(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None, spec: Any, draws: int
+    ) -> torch.Tensor:
         return self.build_eot(model, eps, spec, draws)(x, y).detach()

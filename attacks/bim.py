@@ -1,4 +1,5 @@
 """BIM / I-FGSM (Kurakin et al. 2017), L∞, no random start."""
+
 from __future__ import annotations
 
 import torchattacks
@@ -34,5 +35,6 @@ class BIM(AttackPlugin):
 
     def build_eot(self, model, eps, spec, draws):
         # BIM is PGD from x itself (no random start), projected onto the eps-ball each step.
-        return torchattacks.EOTPGD(model, eps=eps, eot_iter=draws, random_start=False,
-                                   **self.effective_params(eps, spec))
+        return torchattacks.EOTPGD(
+            model, eps=eps, eot_iter=draws, random_start=False, **self.effective_params(eps, spec)
+        )

@@ -1,4 +1,5 @@
 """Carlini–Wagner L2 (2017): unbounded, minimises the perturbation; eps does not apply."""
+
 from __future__ import annotations
 
 import torchattacks

@@ -1,4 +1,5 @@
 """DeepFool (Moosavi-Dezfooli et al. 2016): minimal L2 step to the nearest boundary."""
+
 from __future__ import annotations
 
 import torchattacks

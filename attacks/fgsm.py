@@ -1,4 +1,5 @@
 """FGSM (Goodfellow et al. 2015), L∞, one signed-gradient step of size eps."""
+
 from __future__ import annotations
 
 import torchattacks

@@ -1,4 +1,5 @@
 """PGD (Madry et al. 2018), L∞, random start, steps and step size scaled to eps."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,7 @@ class PGD(AttackPlugin):
     iterative = True
     supports_eot = True
 
-    def __init__(self, *, steps: int = 0, alpha: float = 0.0, random_start: bool = True,
-                 restarts: int = 1) -> None:
+    def __init__(self, *, steps: int = 0, alpha: float = 0.0, random_start: bool = True, restarts: int = 1) -> None:
         if steps < 0 or alpha < 0:
             raise ValueError("steps and alpha must be ≥ 0 (0 = automatic)")
         if restarts < 1:
@@ -36,8 +36,7 @@ class PGD(AttackPlugin):
 
     def effective_params(self, eps, spec):
         steps = self.steps or (40 if spec.shape[1] <= 28 else 10)
-        params = {"steps": steps, "alpha": self.alpha or 2.5 * eps / steps,
-                  "random_start": self.random_start}
+        params = {"steps": steps, "alpha": self.alpha or 2.5 * eps / steps, "random_start": self.random_start}
         if self.restarts > 1:  # absent at 1, so cells stored before restarts existed keep their keys
             params["restarts"] = self.restarts
         return params

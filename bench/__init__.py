@@ -4,6 +4,7 @@
 command line. Layers: ``core`` → ``builtin``, ``store`` → ``analysis`` → ``render``; ``run``;
 ``api``; ``cli`` (README, "Architecture"; enforced by tests/test_layers.py).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,5 +16,6 @@ def __getattr__(name: str) -> Any:
     # Resolved on first use, so that importing bench.core (every plugin does) never loads the runner.
     if name in ("evaluate", "table"):
         from bench import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

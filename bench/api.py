@@ -11,6 +11,7 @@ flags), validated by the same code as the file and the flags; parameter tables (
 ``attack_params``, ``classifier_recipe``, ``classifier_recipes``) override the file's tables.
 Precedence: class defaults < the config file < these arguments.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,9 @@ def _objects(settings: dict[str, Any], data: Any) -> dict[str, Any]:
         settings["classifier"] = object_name(model)
         objects["classifier"] = model
     elif model is not None and not isinstance(model, str):
-        raise BenchError(f"classifier must be a registered name, 'module:Class' or a torch.nn.Module, not "
-                         f"{type(model).__name__}")
+        raise BenchError(
+            f"classifier must be a registered name, 'module:Class' or a torch.nn.Module, not {type(model).__name__}"
+        )
     defenses = settings.get("defenses")
     if isinstance(defenses, (list, tuple)) and any(isinstance(d, nn.Module) for d in defenses):
         given = {}
@@ -98,8 +100,15 @@ def _objects(settings: dict[str, Any], data: Any) -> dict[str, Any]:
     return objects
 
 
-def evaluate(*, config: str | Path | None = None, results_dir: str | Path | None = None, report: bool = False,
-             verbose: bool = False, data: Any = None, **settings: Any) -> list[Record]:
+def evaluate(
+    *,
+    config: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    report: bool = False,
+    verbose: bool = False,
+    data: Any = None,
+    **settings: Any,
+) -> list[Record]:
     """Evaluate a grid and return its records (``bench.core.record.Record`` dicts: accuracies with
     Wilson 95% intervals, per-sample bitmaps, identity, provenance).
 

@@ -1,4 +1,5 @@
 """Defense base class: an ``nn.Module`` that maps images in [0,1] to images in [0,1]."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,13 +51,12 @@ class Defense(nn.Module):
     def setup(self, spec: Any) -> None:
         self.spec = spec
 
-    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int,
-            eps: float) -> dict[str, Any]:
-        """Train on ``train`` (a ``bench.data.Split``); returns facts to store (e.g. seconds)."""
+    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int, eps: float) -> dict[str, Any]:
+        """Train on ``train`` (a ``bench.builtin.data.Split``); returns facts to store (e.g. seconds)."""
         return {}
 
     def load_pretrained(self, data: Any) -> dict[str, Any] | None:
-        """Load shipped weights that fit ``data`` (a ``bench.data.Data``) instead of training.
+        """Load shipped weights that fit ``data`` (a ``bench.builtin.data.Data``) instead of training.
 
         Return facts to record (must include ``defense_source``) when weights were loaded,
         None otherwise. Called by the runner when the zoo (bench/zoo) has no fitting model, before

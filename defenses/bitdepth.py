@@ -1,4 +1,5 @@
 """Bit-depth reduction (feature squeezing, Xu, Evans & Qi, NDSS 2018)."""
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ class BitDepth(Defense):
         if not 1 <= bits <= 8:
             raise ValueError(f"bits must be in 1..8, not {bits}")
         self.bits = bits
-        self.levels = 2 ** bits - 1
+        self.levels = 2**bits - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # round() sends 0.5 to 0 (half to even): 1 bit is exactly the threshold x > 0.5.

@@ -20,6 +20,7 @@ Defects of the original that are *not* copied:
     only brighten pixels); the published variants keep the sigmoid.
 The WGAN-GP critic has no batch norm (a per-sample gradient penalty is undefined with it).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,14 +32,24 @@ from torch import nn
 
 from bench.core.progress import progress
 from bench.core.registry import ATTACKS, DEFENSES, build
-from bench.core.threats import WhiteBox
+from bench.core.threats import Threat, WhiteBox
 from defenses.base import Defense
-from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
-                               LinearDiscriminator, LinearGenerator)
+from defenses.gan_nets import (
+    ConvDiscriminator,
+    ConvImageGenerator,
+    ConvSeedGenerator,
+    LinearDiscriminator,
+    LinearGenerator,
+)
 
-CHOICES = {"arch": ("linear", "conv"), "train_threat": ("gray", "white"), "gan_loss": ("bce", "mse", "wgangp", "none"),
-           "discriminator": ("auto", "linear", "conv"),
-           "conditioning": ("seed", "image"), "noise": ("sigmoid", "tanh")}
+CHOICES = {
+    "arch": ("linear", "conv"),
+    "train_threat": ("gray", "white"),
+    "gan_loss": ("bce", "mse", "wgangp", "none"),
+    "discriminator": ("auto", "linear", "conv"),
+    "conditioning": ("seed", "image"),
+    "noise": ("sigmoid", "tanh"),
+}
 
 
 def image_seed(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -78,15 +89,37 @@ class CounterGAN(Defense):
     training_only = ("D.",)  # the discriminator shapes training only; the zoo ships the generator
     test_params = {"iterations": 4, "batch_size": 64}
 
-    def __init__(self, *, arch: str = "linear", gan_loss: str = "bce", conditioning: str = "seed",
-                 noise: str = "sigmoid", noise_scale: float = 1.0, seed_dim: int = 100,
-                 ce_weight: float = 10.0, mse_weight: float = 1.0, gan_weight: float = 1.0,
-                 gp_weight: float = 10.0, d_every: int = 10, instance_noise: float = 1.0,
-                 iterations: int = 186, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 4e-3,
-                 lr_step: int = 93, lr_gamma: float = 0.93, train_attack: str = "fgsm", train_steps: int = 0,
-                 train_threat: str = "gray", eps_ramp: int = 0, train_eps: float = 0.0,
-                 clean_fraction: float = 0.0, eps_low: float = 0.0, width: int = 32,
-                 discriminator: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        arch: str = "linear",
+        gan_loss: str = "bce",
+        conditioning: str = "seed",
+        noise: str = "sigmoid",
+        noise_scale: float = 1.0,
+        seed_dim: int = 100,
+        ce_weight: float = 10.0,
+        mse_weight: float = 1.0,
+        gan_weight: float = 1.0,
+        gp_weight: float = 10.0,
+        d_every: int = 10,
+        instance_noise: float = 1.0,
+        iterations: int = 186,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 4e-3,
+        lr_step: int = 93,
+        lr_gamma: float = 0.93,
+        train_attack: str = "fgsm",
+        train_steps: int = 0,
+        train_threat: str = "gray",
+        eps_ramp: int = 0,
+        train_eps: float = 0.0,
+        clean_fraction: float = 0.0,
+        eps_low: float = 0.0,
+        width: int = 32,
+        discriminator: str = "auto",
+    ) -> None:
         super().__init__()
         for key, allowed in CHOICES.items():
             if locals()[key] not in allowed:
@@ -132,10 +165,14 @@ class CounterGAN(Defense):
         self.hparams = getattr(self, "hparams", {})
         self.train_eps = self.train_eps or spec.default_eps
         # An unknown name lists what exists; steps on an attack without them is a clear error.
-        self.train_attack = build(ATTACKS, self.train_attack_name,
-                                  {"steps": self.train_steps} if self.train_steps else None)
-        self.hparams.update(train_attack=self.train_attack_name, train_eps=self.train_eps,
-                            train_attack_params=self.train_attack.effective_params(self.train_eps, spec))
+        self.train_attack = build(
+            ATTACKS, self.train_attack_name, {"steps": self.train_steps} if self.train_steps else None
+        )
+        self.hparams.update(
+            train_attack=self.train_attack_name,
+            train_eps=self.train_eps,
+            train_attack_params=self.train_attack.effective_params(self.train_eps, spec),
+        )
 
     # ---- the defense --------------------------------------------------------------------
     def noise(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +192,7 @@ class CounterGAN(Defense):
         if self.gan_loss == "wgangp":
             a = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
             mix = (a * real + (1 - a) * fake).requires_grad_(True)
-            grad, = torch.autograd.grad(self.D(mix).sum(), mix, create_graph=True)
+            (grad,) = torch.autograd.grad(self.D(mix).sum(), mix, create_graph=True)
             gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
             return d_fake.mean() - d_real.mean() + self.gp_weight * gp
         crit = F.binary_cross_entropy if self.gan_loss == "bce" else F.mse_loss
@@ -168,17 +205,18 @@ class CounterGAN(Defense):
         crit = F.binary_cross_entropy if self.gan_loss == "bce" else F.mse_loss
         return crit(d_fake, torch.ones_like(d_fake))
 
-    def generator_loss(self, defended: torch.Tensor, x_clean: torch.Tensor, y: torch.Tensor,
-                       classifier: nn.Module) -> torch.Tensor:
+    def generator_loss(
+        self, defended: torch.Tensor, x_clean: torch.Tensor, y: torch.Tensor, classifier: nn.Module
+    ) -> torch.Tensor:
         """GAN term + ce_weight·CE(classifier(defended), y) + mse_weight·MSE(defended, x_clean)."""
-        loss = (self.ce_weight * F.cross_entropy(classifier(defended), y)
-                + self.mse_weight * F.mse_loss(defended, x_clean))
+        loss = self.ce_weight * F.cross_entropy(classifier(defended), y) + self.mse_weight * F.mse_loss(
+            defended, x_clean
+        )
         if self.gan_loss != "none":
             loss = loss + self.gan_weight * self._g_gan_loss(defended)
         return loss
 
-    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int,
-            eps: float) -> dict[str, Any]:
+    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int, eps: float) -> dict[str, Any]:
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         train_eps, attack = self.train_eps, self.train_attack
@@ -188,13 +226,14 @@ class CounterGAN(Defense):
         # Adaptive training crafts through the defense being trained, as a white-box attacker would.
         # In eval mode: torchattacks restores the mode it finds, and a wrapper in train mode would
         # switch the classifier's dropout on after every attack.
-        target = WhiteBox(classifier, self).eval() if self.train_threat == "white" else classifier
+        target = WhiteBox(classifier, self).eval() if Threat(self.train_threat).is_white else classifier
         opt_g = torch.optim.AdamW(self.G.parameters(), lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt_g, self.lr_step, self.lr_gamma)
         has_d = self.gan_loss != "none"
         if has_d:
-            opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.lr, betas=(0.5, 0.999),
-                                      weight_decay=self.weight_decay)
+            opt_d = torch.optim.AdamW(
+                self.D.parameters(), lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay
+            )
         x_all, y_all = train.x, train.y
         n, t0 = len(y_all), time.perf_counter()
         first = last = None
@@ -223,12 +262,19 @@ class CounterGAN(Defense):
             last = loss_g.item()
             bar.set_postfix(loss_g=f"{last:.3f}")
         self.eval()
-        return {"train_seconds": time.perf_counter() - t0, "train_iterations": self.iterations,
-                "train_epochs": self.iterations * self.batch_size / n, "first_g_loss": first, "last_g_loss": last}
+        return {
+            "train_seconds": time.perf_counter() - t0,
+            "train_iterations": self.iterations,
+            "train_epochs": self.iterations * self.batch_size / n,
+            "first_g_loss": first,
+            "last_g_loss": last,
+        }
 
     def train_plan(self, n_train: int) -> str:
-        return (f"{self.iterations} iterations of {self.batch_size} images "
-                f"(≈ {self.iterations * self.batch_size / n_train:.2f} epochs)")
+        return (
+            f"{self.iterations} iterations of {self.batch_size} images "
+            f"(≈ {self.iterations * self.batch_size / n_train:.2f} epochs)"
+        )
 
 
 def batches(n: int, size: int, g: torch.Generator):
@@ -236,7 +282,7 @@ def batches(n: int, size: int, g: torch.Generator):
     while True:
         perm = torch.randperm(n, generator=g)
         for i in range(0, n - size + 1, size):
-            yield perm[i:i + size]
+            yield perm[i : i + size]
 
 
 # Every registered counterGAN is a row of this table: name → (the class name its fit keys and
@@ -246,37 +292,82 @@ def batches(n: int, size: int, g: torch.Generator):
 _PUBLISHED = "counterGAN as published"
 _CONV_ITERS = 155  # the conv variants: 5 offline epochs, ≤ 2 min on 2 CPU cores
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "countergan-linear-bce": ("CounterGANLinearBCE", {"arch": "linear", "gan_loss": "bce"},
-                              f"{_PUBLISHED}, fully connected G/D with the BCE GAN loss (seed input, sigmoid noise)."),
-    "countergan-linear-mse": ("CounterGANLinearMSE", {"arch": "linear", "gan_loss": "mse"},
-                              f"{_PUBLISHED}, fully connected G/D with the least-squares (MSE) GAN loss."),
-    "countergan-conv-bce": ("CounterGANConvBCE", {"arch": "conv", "gan_loss": "bce", "iterations": _CONV_ITERS},
-                            f"{_PUBLISHED}, transposed-conv G / conv D with the BCE GAN loss."),
-    "countergan-conv-mse": ("CounterGANConvMSE", {"arch": "conv", "gan_loss": "mse", "iterations": _CONV_ITERS},
-                            f"{_PUBLISHED}, transposed-conv G / conv D with the least-squares (MSE) GAN loss."),
-    "countergan-linear-wgangp": ("CounterGANLinearWGANGP", {"arch": "linear", "gan_loss": "wgangp"},
-                                 f"{_PUBLISHED}, fully connected G and a critic without sigmoid, WGAN-GP (λ = 10)."),
-    "countergan": ("CounterGANPreset",
-                   {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "mse",
-                    "discriminator": "linear", "width": 16, "gan_weight": 0.1, "instance_noise": 0.0,
-                    "d_every": 2, "clean_fraction": 0.4, "eps_low": 0.5},
-                   "counterGAN, our working preset: G sees the attacked image and emits a signed noise.\n\n"
-                   "Differences from the published form, each measured (see README, \"counterGAN preset\"): "
-                   "image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected "
-                   "least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40% "
-                   "clean share, training eps ~ U(0.5·eps, eps]."),
-    "countergan-adaptive": ("CounterGANAdaptive",
-                            {"arch": "conv", "conditioning": "image", "noise": "tanh", "gan_loss": "none",
-                             "width": 32, "clean_fraction": 0.5, "eps_low": 0.5, "train_attack": "pgd",
-                             "train_steps": 5, "train_threat": "white", "eps_ramp": 200, "iterations": 800,
-                             "lr_step": 400},
-                            "counterGAN trained through itself: each batch is attacked white-box, by a 5-step PGD "
-                            "through classifier ∘ (x + G(x)), at an eps ramped up over the first 200 iterations — "
-                            "the purifier learns against the attack that breaks the gray-box-trained preset.\n\n"
-                            "Same generator as ``countergan`` at width 32 (image-conditioned, tanh noise), no GAN "
-                            "term, half of each batch clean, 800 iterations. A longer recipe: "
-                            "``[defenses.countergan-adaptive] iterations = 3000``."),
+    "countergan-linear-bce": (
+        "CounterGANLinearBCE",
+        {"arch": "linear", "gan_loss": "bce"},
+        f"{_PUBLISHED}, fully connected G/D with the BCE GAN loss (seed input, sigmoid noise).",
+    ),
+    "countergan-linear-mse": (
+        "CounterGANLinearMSE",
+        {"arch": "linear", "gan_loss": "mse"},
+        f"{_PUBLISHED}, fully connected G/D with the least-squares (MSE) GAN loss.",
+    ),
+    "countergan-conv-bce": (
+        "CounterGANConvBCE",
+        {"arch": "conv", "gan_loss": "bce", "iterations": _CONV_ITERS},
+        f"{_PUBLISHED}, transposed-conv G / conv D with the BCE GAN loss.",
+    ),
+    "countergan-conv-mse": (
+        "CounterGANConvMSE",
+        {"arch": "conv", "gan_loss": "mse", "iterations": _CONV_ITERS},
+        f"{_PUBLISHED}, transposed-conv G / conv D with the least-squares (MSE) GAN loss.",
+    ),
+    "countergan-linear-wgangp": (
+        "CounterGANLinearWGANGP",
+        {"arch": "linear", "gan_loss": "wgangp"},
+        f"{_PUBLISHED}, fully connected G and a critic without sigmoid, WGAN-GP (λ = 10).",
+    ),
+    "countergan": (
+        "CounterGANPreset",
+        {
+            "arch": "conv",
+            "conditioning": "image",
+            "noise": "tanh",
+            "gan_loss": "mse",
+            "discriminator": "linear",
+            "width": 16,
+            "gan_weight": 0.1,
+            "instance_noise": 0.0,
+            "d_every": 2,
+            "clean_fraction": 0.4,
+            "eps_low": 0.5,
+        },
+        "counterGAN, our working preset: G sees the attacked image and emits a signed noise.\n\n"
+        'Differences from the published form, each measured (see README, "counterGAN preset"): '
+        "image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected "
+        "least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40% "
+        "clean share, training eps ~ U(0.5·eps, eps].",
+    ),
+    "countergan-adaptive": (
+        "CounterGANAdaptive",
+        {
+            "arch": "conv",
+            "conditioning": "image",
+            "noise": "tanh",
+            "gan_loss": "none",
+            "width": 32,
+            "clean_fraction": 0.5,
+            "eps_low": 0.5,
+            "train_attack": "pgd",
+            "train_steps": 5,
+            "train_threat": "white",
+            "eps_ramp": 200,
+            "iterations": 800,
+            "lr_step": 400,
+        },
+        "counterGAN trained through itself: each batch is attacked white-box, by a 5-step PGD "
+        "through classifier ∘ (x + G(x)), at an eps ramped up over the first 200 iterations — "
+        "the purifier learns against the attack that breaks the gray-box-trained preset.\n\n"
+        "Same generator as ``countergan`` at width 32 (image-conditioned, tanh noise), no GAN "
+        "term, half of each batch clean, 800 iterations. A longer recipe: "
+        "``[defenses.countergan-adaptive] iterations = 3000``.",
+    ),
 }
 for _name, (_class, _preset, _doc) in VARIANTS.items():
-    DEFENSES.variant(_name, CounterGAN, preset=_preset, class_name=_class,
-                     doc=f"{_doc}\n\nExample: ``python -m bench --defenses none,{_name} --attack fgsm --eps 0.3``")
+    DEFENSES.variant(
+        _name,
+        CounterGAN,
+        preset=_preset,
+        class_name=_class,
+        doc=f"{_doc}\n\nExample: ``python -m bench --defenses none,{_name} --attack fgsm --eps 0.3``",
+    )

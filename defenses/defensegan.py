@@ -14,29 +14,35 @@ The generator comes from ``defenses/pretrained/`` when a shipped one fits the da
 split fingerprint, architecture, sha256; see ``load_pretrained``), else it is trained on demand
 by ``WGANGPTrainer`` (resumable; ``python -m tools.defensegan_curve`` trains long runs).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from bench.core.progress import progress
 from bench.core.registry import register_defense
-from bench.core.shipped import sha256_file  # one file-hash helper for every shipped weight (tools import it from here too)
+from bench.core.shipped import (
+    sha256_file,  # one file-hash helper for every shipped weight (tools import it from here too)
+)
 from defenses.base import Defense
 from defenses.gan_nets import DefenseGANCritic, DefenseGANGenerator
 
 # Training recipes for a generator trained on demand (no shipped one fits). "paper" is the
 # reference (200k generator iterations, width 64, lr 1e-4). "cpu" fits ~10 minutes on 2 CPU
 # cores (~2.7 iterations/s at width 16), chosen by the search in docs/defensegan-recipe.md.
-RECIPES = {"cpu": {"iterations": 1400, "width": 16, "gan_lr": 5e-4},
-           "paper": {"iterations": 200_000, "width": 64, "gan_lr": 1e-4}}
+RECIPES = {
+    "cpu": {"iterations": 1400, "width": 16, "gan_lr": 5e-4},
+    "paper": {"iterations": 200_000, "width": 64, "gan_lr": 1e-4},
+}
 # Where the descent starts. "paper": N(0, 1/z_dim), the reference's, i.e. ‖z‖ ≈ 1, far inside the
 # shell ‖z‖ ≈ √z_dim where training put all its samples. "prior": N(0, 1), the training prior.
 Z_INIT = {"paper": lambda d: 1 / math.sqrt(d), "prior": lambda d: 1.0}
@@ -69,17 +75,44 @@ class DefenseGAN(Defense):
 
     trainable = True
     randomized = True
-    fit_params = ("z_dim", "width", "recipe", "iterations", "critic_iters", "gp_weight", "gan_lr",
-                  "batch_size", "pretrained", "pretrained_sha256")
+    fit_params = (
+        "z_dim",
+        "width",
+        "recipe",
+        "iterations",
+        "critic_iters",
+        "gp_weight",
+        "gan_lr",
+        "batch_size",
+        "pretrained",
+        "pretrained_sha256",
+    )
     test_params = {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}
     # Where shipped generators live (a class attribute so tests can point it elsewhere).
     pretrained_dir = Path(__file__).resolve().parent / "pretrained"
 
-    def __init__(self, *, L: int = 200, R: int = 10, lr: float = 10.0, momentum: float = 0.7,
-                 optimizer: str = "sgd", lr_cut: float = 1.0, seed: int = -1, z_dim: int = 128,
-                 width: int = 0, recipe: str = "cpu", iterations: int = 0, critic_iters: int = 5,
-                 gp_weight: float = 10.0, gan_lr: float = 0.0, batch_size: int = 50,
-                 unroll: int = 0, z_init: str = "paper", pretrained: str = "default") -> None:
+    def __init__(
+        self,
+        *,
+        L: int = 200,
+        R: int = 10,
+        lr: float = 10.0,
+        momentum: float = 0.7,
+        optimizer: str = "sgd",
+        lr_cut: float = 1.0,
+        seed: int = -1,
+        z_dim: int = 128,
+        width: int = 0,
+        recipe: str = "cpu",
+        iterations: int = 0,
+        critic_iters: int = 5,
+        gp_weight: float = 10.0,
+        gan_lr: float = 0.0,
+        batch_size: int = 50,
+        unroll: int = 0,
+        z_init: str = "paper",
+        pretrained: str = "default",
+    ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be sgd or adam, not {optimizer!r}")
@@ -122,8 +155,13 @@ class DefenseGAN(Defense):
         self.shipped = self.usable_manifest(getattr(spec, "registered_name", ""))
         if self.shipped:
             self.iterations, self.gan_lr = self.shipped.get("iterations"), self.shipped["training"].get("lr")
-        self.hparams.update(width=self.width, iterations=self.iterations, gan_lr=self.gan_lr, z_init=self.z_init,
-                            pretrained_sha256=self.shipped["sha256"] if self.shipped else None)
+        self.hparams.update(
+            width=self.width,
+            iterations=self.iterations,
+            gan_lr=self.gan_lr,
+            z_init=self.z_init,
+            pretrained_sha256=self.shipped["sha256"] if self.shipped else None,
+        )
 
     def usable_manifest(self, dataset: str) -> dict[str, Any] | None:
         """The shipped generator's provenance when its file, hash, architecture and training
@@ -132,9 +170,12 @@ class DefenseGAN(Defense):
         if m is None or self.explicit_training:
             return None
         train = m.get("training", {})
-        fits = (m.get("width") == self.width and m.get("z_dim") == self.z_dim
-                and m.get("architecture") == type(self.G).__name__
-                and all(train.get(k) == getattr(self, k) for k in ("critic_iters", "gp_weight", "batch_size")))
+        fits = (
+            m.get("width") == self.width
+            and m.get("z_dim") == self.z_dim
+            and m.get("architecture") == type(self.G).__name__
+            and all(train.get(k) == getattr(self, k) for k in ("critic_iters", "gp_weight", "batch_size"))
+        )
         weights = self.pretrained_dir / m["file"]
         if not fits or not weights.is_file() or sha256_file(weights) != m.get("sha256"):
             return None
@@ -166,8 +207,9 @@ class DefenseGAN(Defense):
         """The descent's rate at ``step`` of ``L``: ``lr``, ×0.1 from ``lr_cut``·L (never at lr_cut = 1)."""
         return self.lr * (0.1 if step >= self.lr_cut * L else 1.0)
 
-    def reconstruct(self, x: torch.Tensor, z: torch.Tensor | None = None, steps: int | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reconstruct(
+        self, x: torch.Tensor, z: torch.Tensor | None = None, steps: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (G(z*) [B, C, H, W], best per-image loss [B])."""
         differentiable = x.requires_grad and torch.is_grad_enabled()
         B, L = x.shape[0], steps or (self.unroll if differentiable and self.unroll else self.L)
@@ -180,7 +222,7 @@ class DefenseGAN(Defense):
             for step in range(L):
                 lr = self.lr_at(step, L)
                 loss = ((self.G(z) - target) ** 2).flatten(1).mean(1)
-                g, = torch.autograd.grad(loss.sum(), z, create_graph=differentiable)
+                (g,) = torch.autograd.grad(loss.sum(), z, create_graph=differentiable)
                 if self.optimizer == "sgd":
                     v = self.momentum * v + g
                     z = z - lr * v
@@ -219,23 +261,33 @@ class DefenseGAN(Defense):
         if m is None:
             return None
         weights = self.pretrained_dir / m["file"]
-        arch = {"architecture": type(self.G).__name__, "shape": list(self.spec.shape),
-                "width": self.width, "z_dim": self.z_dim}
+        arch = {
+            "architecture": type(self.G).__name__,
+            "shape": list(self.spec.shape),
+            "width": self.width,
+            "z_dim": self.z_dim,
+        }
         why = None
         if m.get("data_fingerprint") != data.fingerprint:
-            why = (f"it was trained on data {m.get('data_fingerprint')} ({m.get('data_source')}), "
-                   f"this run's {data.name} data is {data.fingerprint}")
+            why = (
+                f"it was trained on data {m.get('data_fingerprint')} ({m.get('data_source')}), "
+                f"this run's {data.name} data is {data.fingerprint}"
+            )
         elif any(m.get(k) != v for k, v in arch.items()):
-            why = f"its architecture {({k: m.get(k) for k in arch})} differs from this run's {arch}"
+            why = f"its architecture { ({k: m.get(k) for k in arch}) } differs from this run's {arch}"
         elif not weights.is_file():
             why = f"{weights} is missing"
         elif (digest := sha256_file(weights)) != m.get("sha256"):
             why = f"{weights.name} has sha256 {digest[:12]}…, its provenance says {str(m.get('sha256'))[:12]}…"
         elif self.shipped is None:
-            why = (f"training settings were given explicitly or differ from its {m.get('training')} "
-                   "(critic_iters, gp_weight, batch_size)")
+            why = (
+                f"training settings were given explicitly or differ from its {m.get('training')} "
+                "(critic_iters, gp_weight, batch_size)"
+            )
         if why:
-            print(f"[defense] not using the shipped DefenseGAN generator {self.pretrained!r}: {why}; training on demand")
+            print(
+                f"[defense] not using the shipped DefenseGAN generator {self.pretrained!r}: {why}; training on demand"
+            )
             return None
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.G.load_state_dict(state, strict=True)
@@ -243,24 +295,38 @@ class DefenseGAN(Defense):
             p.requires_grad_(False)
         root = Path(__file__).resolve().parent.parent  # the repository: records name a path in it
         rel = weights.resolve().relative_to(root).as_posix() if root in weights.resolve().parents else str(weights)
-        return {"defense_source": f"shipped:{rel}", "generator_sha256": m["sha256"],
-                "generator_iterations": m.get("iterations"), "generator_seconds": m.get("seconds"),
-                "generator_device": m.get("device")}
+        return {
+            "defense_source": f"shipped:{rel}",
+            "generator_sha256": m["sha256"],
+            "generator_iterations": m.get("iterations"),
+            "generator_seconds": m.get("seconds"),
+            "generator_device": m.get("device"),
+        }
 
     # ---- WGAN-GP training -------------------------------------------------------------------
-    def trainer(self, device: torch.device, seed: int) -> "WGANGPTrainer":
+    def trainer(self, device: torch.device, seed: int) -> WGANGPTrainer:
         """A resumable WGAN-GP trainer for this defense's generator (fit and the curve script share it)."""
-        return WGANGPTrainer(self.G, tuple(self.spec.shape), width=self.width, z_dim=self.z_dim,
-                             lr=self.gan_lr, critic_iters=self.critic_iters, gp_weight=self.gp_weight,
-                             batch_size=self.batch_size, seed=seed, device=device)
+        return WGANGPTrainer(
+            self.G,
+            tuple(self.spec.shape),
+            width=self.width,
+            z_dim=self.z_dim,
+            lr=self.gan_lr,
+            critic_iters=self.critic_iters,
+            gp_weight=self.gp_weight,
+            batch_size=self.batch_size,
+            seed=seed,
+            device=device,
+        )
 
     def train_plan(self, n_train: int) -> str:
-        return (f"WGAN-GP, {self.iterations} generator iterations of {self.batch_size} images "
-                f"(≈ {self.iterations * self.critic_iters * self.batch_size / n_train:.1f} epochs of critic steps), "
-                f"width {self.width}")
+        return (
+            f"WGAN-GP, {self.iterations} generator iterations of {self.batch_size} images "
+            f"(≈ {self.iterations * self.critic_iters * self.batch_size / n_train:.1f} epochs of critic steps), "
+            f"width {self.width}"
+        )
 
-    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int,
-            eps: float) -> dict[str, Any]:
+    def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int, eps: float) -> dict[str, Any]:
         t = self.trainer(device, seed)
         steps = iter(progress(range(self.iterations), "defensegan WGAN-GP", total=self.iterations))
         t.train(train.x, self.iterations, on_step=lambda _: next(steps, None))
@@ -268,8 +334,7 @@ class DefenseGAN(Defense):
         self.G.eval()
         for p in self.G.parameters():
             p.requires_grad_(False)
-        return {"train_seconds": t.seconds, "train_iterations": t.iteration,
-                "last_critic_loss": t.losses()[0]}
+        return {"train_seconds": t.seconds, "train_iterations": t.iteration, "last_critic_loss": t.losses()[0]}
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         out = super().load_state_dict(state, strict, assign)
@@ -289,8 +354,20 @@ class WGANGPTrainer:
     it gives the same weights as never having stopped.
     """
 
-    def __init__(self, G: nn.Module, shape: tuple[int, int, int], *, width: int, z_dim: int, lr: float,
-                 critic_iters: int, gp_weight: float, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        G: nn.Module,
+        shape: tuple[int, int, int],
+        *,
+        width: int,
+        z_dim: int,
+        lr: float,
+        critic_iters: int,
+        gp_weight: float,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
         self.device = torch.device(device)
         self.G = G.to(self.device)
         with torch.random.fork_rng(devices=[]):  # the critic's init depends on the seed only
@@ -299,9 +376,16 @@ class WGANGPTrainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=(0.5, 0.9))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.9))
         self.rng = torch.Generator().manual_seed(seed)
-        self.config = {"shape": list(shape), "width": width, "z_dim": z_dim, "lr": lr,
-                       "critic_iters": critic_iters, "gp_weight": gp_weight, "batch_size": batch_size,
-                       "seed": seed}
+        self.config = {
+            "shape": list(shape),
+            "width": width,
+            "z_dim": z_dim,
+            "lr": lr,
+            "critic_iters": critic_iters,
+            "gp_weight": gp_weight,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
         self.iteration, self.seconds = 0, 0.0
         self._losses: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -318,7 +402,7 @@ class WGANGPTrainer:
             with torch.no_grad():
                 fake = self.G(z)
             mix = (a * real + (1 - a) * fake).requires_grad_(True)
-            grad, = torch.autograd.grad(self.D(mix).sum(), mix, create_graph=True)
+            (grad,) = torch.autograd.grad(self.D(mix).sum(), mix, create_graph=True)
             gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
             loss_d = self.D(fake).mean() - self.D(real).mean() + self.config["gp_weight"] * gp
             self.opt_d.zero_grad(set_to_none=True)
@@ -331,8 +415,14 @@ class WGANGPTrainer:
         self._losses = (loss_d.detach(), loss_g.detach())  # no .item(): it would sync a GPU every step
         self.iteration += 1
 
-    def train(self, x: torch.Tensor, until: int, *, deadline: float | None = None,
-              on_step: Callable[["WGANGPTrainer"], None] | None = None) -> None:
+    def train(
+        self,
+        x: torch.Tensor,
+        until: int,
+        *,
+        deadline: float | None = None,
+        on_step: Callable[[WGANGPTrainer], None] | None = None,
+    ) -> None:
         """Train until ``self.iteration == until`` or ``time.perf_counter() ≥ deadline``."""
         x_all = x.to(self.device)
         self.G.train()
@@ -356,10 +446,16 @@ class WGANGPTrainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}
-        return {"G": cpu(self.G.state_dict()), "D": cpu(self.D.state_dict()),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "rng": self.rng.get_state(), "iteration": self.iteration, "seconds": self.seconds,
-                "config": self.config}
+        return {
+            "G": cpu(self.G.state_dict()),
+            "D": cpu(self.D.state_dict()),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": self.rng.get_state(),
+            "iteration": self.iteration,
+            "seconds": self.seconds,
+            "config": self.config,
+        }
 
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> None:
         """Write a checkpoint atomically: a crash leaves the previous one intact, never half a file."""

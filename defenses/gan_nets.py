@@ -3,6 +3,7 @@
 Generators return *pre-activation* maps shaped like the image; the defense applies the
 output non-linearity, so one network serves the sigmoid and the tanh forms.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,13 @@ class ConvSeedGenerator(nn.Module):
         super().__init__()
         c, h, w = shape
         k1 = (h // 2, w // 2)
-        self.net = nn.Sequential(nn.ConvTranspose2d(in_dim, 64, k1), nn.BatchNorm2d(64), nn.ReLU(),
-                                 nn.ConvTranspose2d(64, c, (h - k1[0] + 1, w - k1[1] + 1)), nn.BatchNorm2d(c))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(in_dim, 64, k1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, c, (h - k1[0] + 1, w - k1[1] + 1)),
+            nn.BatchNorm2d(c),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.flatten(1)[:, :, None, None])
@@ -63,13 +69,18 @@ class ConvImageGenerator(nn.Module):
         c = shape[0]
         act = lambda: nn.LeakyReLU(0.2)
         self.inp = nn.Sequential(nn.Conv2d(c, width, 3, padding=1), act())
-        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.BatchNorm2d(2 * width),
-                                  act(), nn.Conv2d(2 * width, 2 * width, 3, padding=1),
-                                  nn.BatchNorm2d(2 * width), act())
-        self.up = nn.Sequential(nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
-                                nn.BatchNorm2d(width), act())
-        self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), act(),
-                                 nn.Conv2d(width, c, 3, padding=1))
+        self.down = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.BatchNorm2d(2 * width),
+            act(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            act(),
+        )
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), act()
+        )
+        self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), act(), nn.Conv2d(width, c, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.inp(x)
@@ -87,8 +98,12 @@ class LinearDiscriminator(nn.Module):
         super().__init__()
         layers, d = [], _numel(shape)
         for h in (1024, 512, 128):
-            layers += [nn.Linear(d, h), *([nn.BatchNorm1d(h)] if batch_norm else []),
-                       nn.LeakyReLU(0.2), nn.Dropout(0.3)]
+            layers += [
+                nn.Linear(d, h),
+                *([nn.BatchNorm1d(h)] if batch_norm else []),
+                nn.LeakyReLU(0.2),
+                nn.Dropout(0.3),
+            ]
             d = h
         layers.append(nn.Linear(d, 1))
         if sigmoid:
@@ -109,12 +124,22 @@ class ConvDiscriminator(nn.Module):
     def __init__(self, shape: tuple[int, int, int], sigmoid: bool = True, batch_norm: bool = True) -> None:
         super().__init__()
         c, h, w = shape
-        self.pad = [max(0, 32 - w) // 2, max(0, 32 - w) - max(0, 32 - w) // 2,
-                    max(0, 32 - h) // 2, max(0, 32 - h) - max(0, 32 - h) // 2]
+        self.pad = [
+            max(0, 32 - w) // 2,
+            max(0, 32 - w) - max(0, 32 - w) // 2,
+            max(0, 32 - h) // 2,
+            max(0, 32 - h) - max(0, 32 - h) // 2,
+        ]
         norm = (lambda n: nn.BatchNorm2d(n)) if batch_norm else (lambda n: nn.Identity())
-        self.features = nn.Sequential(nn.Conv2d(c, 64, 11, stride=2), norm(64), nn.LeakyReLU(0.2),
-                                      nn.Conv2d(64, 128, 11, stride=2), norm(128),
-                                      nn.LeakyReLU(0.2), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 64, 11, stride=2),
+            norm(64),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 11, stride=2),
+            norm(128),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             n = self.features(torch.zeros(2, c, max(h, 32), max(w, 32))).shape[1]
         self.head = nn.Sequential(nn.Linear(n, 1), *([nn.Sigmoid()] if sigmoid else []))
@@ -146,8 +171,8 @@ class DefenseGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.up1(self.fc(z).view(-1, 4 * self.width, *self.start))
         if self.crop:
-            h = h[:, :, :self.crop, :self.crop]
-        return self.up2(h)[:, :, :self.shape[1], :self.shape[2]]
+            h = h[:, :, : self.crop, : self.crop]
+        return self.up2(h)[:, :, : self.shape[1], : self.shape[2]]
 
 
 class DefenseGANCritic(nn.Module):
@@ -157,9 +182,15 @@ class DefenseGANCritic(nn.Module):
         super().__init__()
         c = shape[0]
         conv = lambda i, o: nn.Conv2d(i, o, 5, stride=2, padding=2)
-        self.features = nn.Sequential(conv(c, width), nn.LeakyReLU(0.2), conv(width, 2 * width),
-                                      nn.LeakyReLU(0.2), conv(2 * width, 4 * width), nn.LeakyReLU(0.2),
-                                      nn.Flatten())
+        self.features = nn.Sequential(
+            conv(c, width),
+            nn.LeakyReLU(0.2),
+            conv(width, 2 * width),
+            nn.LeakyReLU(0.2),
+            conv(2 * width, 4 * width),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             n = self.features(torch.zeros(1, *shape)).shape[1]
         self.head = nn.Linear(n, 1)

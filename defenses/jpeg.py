@@ -1,4 +1,5 @@
 """JPEG compression as an input transformation (Das et al. 2017; Guo et al. 2018)."""
+
 from __future__ import annotations
 
 import io
@@ -45,7 +46,8 @@ class JPEG(Defense):
         for i, img in enumerate(pixels):
             buf = io.BytesIO()  # Pillow wants H×W (gray) or H×W×3
             Image.fromarray(img[0] if len(img) == 1 else img.transpose(1, 2, 0)).save(
-                buf, format="JPEG", quality=self.quality)
+                buf, format="JPEG", quality=self.quality
+            )
             dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
             out[i] = dec[None] if dec.ndim == 2 else dec.transpose(2, 0, 1)
         return torch.from_numpy(out).to(x.device, x.dtype) / 255

@@ -1,4 +1,5 @@
 """Median smoothing (feature squeezing, Xu, Evans & Qi, NDSS 2018)."""
+
 from __future__ import annotations
 
 import torch

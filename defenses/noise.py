@@ -1,4 +1,5 @@
 """Gaussian noise injection: the cheap randomized baseline (a subject for EOT)."""
+
 from __future__ import annotations
 
 import torch

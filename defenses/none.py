@@ -1,4 +1,5 @@
 """The no-defense baseline."""
+
 from __future__ import annotations
 
 import torch

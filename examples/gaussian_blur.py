@@ -4,6 +4,7 @@ Run it next to the built-ins by its ``module:Class`` path:
 
     python -m bench --defenses none,median,examples.gaussian_blur:GaussianBlur --attack fgsm --eps 0.3
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ class GaussianBlur(Defense):
             raise ValueError(f"sigma must be > 0, not {sigma}")
         radius = math.ceil(3 * sigma)
         t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-t ** 2 / (2 * sigma ** 2))
+        kernel = torch.exp(-(t**2) / (2 * sigma**2))
         self.register_buffer("kernel", kernel / kernel.sum())  # 1-D: the 2-D blur is separable
         self.sigma, self.radius = sigma, radius
 

@@ -1,12 +1,16 @@
 """Shared fixtures: tiny configs, one session-wide cache so a classifier trains once."""
+
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from bench.core.record import Record
+from bench.store.runs import iter_records
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -39,17 +43,25 @@ def run_args(tmp_path, tiny_toml, cache_dir):
     results = tmp_path / "results"
 
     def make(*extra: str) -> list[str]:
-        return ["--config", str(tiny_toml), "--cache-dir", str(cache_dir), "--results-dir",
-                str(results), "--limit", "48", *extra]
+        return [
+            "--config",
+            str(tiny_toml),
+            "--cache-dir",
+            str(cache_dir),
+            "--results-dir",
+            str(results),
+            "--limit",
+            "48",
+            *extra,
+        ]
+
     make.results = results
     return make
 
 
-def read_records(results: Path) -> list[dict]:
-    out = []
-    for path in sorted(results.glob("runs/*/records.jsonl")):
-        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return out
+def read_records(results: Path) -> list[Record]:
+    """A results folder's records, through the one reader."""
+    return list(iter_records(results))
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +69,12 @@ def mnist_setup(cache_dir):
     """(spec, data, classifier) on the offline MNIST digits with a one-epoch classifier."""
     from bench.builtin.classifiers import Recipe, get_classifier
     from bench.builtin.data import MNIST
+
     spec = MNIST()
     data = spec.load(Path("/nonexistent-data-root"), offline=True)
-    clf, _ = get_classifier("mnist-cnn", spec, data, Recipe(epochs=1, batch_size=128), 0,
-                            torch.device("cpu"), cache_dir)
+    clf, _ = get_classifier(
+        "mnist-cnn", spec, data, Recipe(epochs=1, batch_size=128), 0, torch.device("cpu"), cache_dir
+    )
     return spec, data, clf
 
 
@@ -71,7 +85,7 @@ def _test_plugins_importable(monkeypatch):
 
 
 def cells(results: Path) -> list[dict]:
-    return [r for r in read_records(results) if r["attack"] != "worst"]
+    return [r for r in read_records(results) if r.kind == "cell"]
 
 
 def grid(run_args, **flags) -> list[str]:
@@ -98,6 +112,7 @@ def string_mode(request):
     import warnings
 
     import pandas as pd
+
     infer, storage = STRING_MODES[request.param]
     if storage == "pyarrow":
         pytest.importorskip("pyarrow")
@@ -110,7 +125,7 @@ def string_mode(request):
         except (KeyError, pd.errors.OptionError, ValueError) as e:
             pytest.skip(f"this pandas has no {request.param} string mode: {e}")
     probe = pd.Series(["a"]).dtype
-    assert (probe == object) == (not infer), (request.param, probe)
+    assert (probe == np.dtype(object)) == (not infer), (request.param, probe)
     yield request.param
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

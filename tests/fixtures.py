@@ -1,4 +1,5 @@
 """Writers of tiny on-disk datasets in the layouts the loaders read."""
+
 from __future__ import annotations
 
 import gzip
@@ -33,8 +34,11 @@ def write_cifar(root: Path, n: int = 20) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in ["data_batch_1", "test_batch"]:
-        d = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-             b"labels": [i % 10 for i in range(n)], b"batch_label": name.encode()}
+        d = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": [i % 10 for i in range(n)],
+            b"batch_label": name.encode(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
     return folder

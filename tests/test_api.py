@@ -1,14 +1,15 @@
 """bench.api: the library entry point runs the grid the CLI runs, validated by the same path."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import read_records
 
 import bench
 from bench.cli import main
 from bench.core.errors import BenchError
-from conftest import read_records
 
 GRID = dict(defenses=["none", "bitdepth"], attack=["fgsm"], eps=[0.3], limit=48)
 
@@ -39,13 +40,16 @@ def test_evaluate_without_a_results_dir_keeps_nothing(tiny_toml, cache_dir, tmp_
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"defenses": ["none"], "limt": 5}, "unknown setting.*limt"),
-    ({"defenses": ["none"], "limit": "5"}, "limit.*positive integer"),
-    ({"defenses": ["none"], "offline": "yes"}, "offline.*boolean"),
-    ({"defenses": ["nonee"]}, "did you mean none"),
-    ({"defense_params": {"countergan": 3}}, "defense_params must be a table"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"defenses": ["none"], "limt": 5}, "unknown setting.*limt"),
+        ({"defenses": ["none"], "limit": "5"}, "limit.*positive integer"),
+        ({"defenses": ["none"], "offline": "yes"}, "offline.*boolean"),
+        ({"defenses": ["nonee"]}, "did you mean none"),
+        ({"defense_params": {"countergan": 3}}, "defense_params must be a table"),
+    ],
+)
 def test_evaluate_rejects_bad_settings_with_a_bench_error(bad, match, tiny_toml, cache_dir):
     with pytest.raises(BenchError, match=match):
         bench.evaluate(config=tiny_toml, cache_dir=str(cache_dir), **bad)

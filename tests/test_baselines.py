@@ -4,6 +4,7 @@ The generic contract (shape, range, docstring) of every registered defense is in
 test_plugins.py; here: what each baseline must compute, and that PGD adversarial training
 really buys robustness.
 """
+
 import pickle
 from pathlib import Path
 
@@ -13,10 +14,19 @@ import torch
 import torch.nn.functional as F
 
 import defenses  # noqa: F401
-from bench.core import identity
-from bench.builtin.classifiers import (TRAINING_VERSION, ModelA, Recipe, check_recipe, get_classifier, pgd, recipe_identity, resolve_recipe,
-                               train_classifier)
+from bench.builtin.classifiers import (
+    TRAINING_VERSION,
+    ModelA,
+    Recipe,
+    check_recipe,
+    get_classifier,
+    pgd,
+    recipe_identity,
+    resolve_recipe,
+    train_classifier,
+)
 from bench.builtin.data import MNIST, Data, Split
+from bench.core import identity
 from bench.core.errors import BenchError
 from bench.core.registry import DEFENSES, build
 
@@ -72,7 +82,9 @@ def test_median_removes_isolated_spikes_and_has_gradients():
 
 def _torchvision_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     import warnings
+
     from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
     with warnings.catch_warnings():  # deprecated in torchvision 0.29, still a second libjpeg build to compare with
         warnings.simplefilter("ignore", DeprecationWarning)
         pixels = list((x * 255).round().to(torch.uint8))
@@ -121,6 +133,7 @@ def test_gaussian_survives_pickling_with_its_random_stream():
 
 
 # ---- classifiers: recipes and adversarial training ------------------------------------------
+
 
 def test_resolve_recipe_precedence_and_errors():
     # defaults < [classifier] < recipe_preset < [classifiers.<name>]
@@ -198,26 +211,31 @@ def test_pgd_adversarial_training_raises_pgd_accuracy_over_standard_training():
 
 # ---- the paper's Rec setting: a classifier trained on DefenseGAN reconstructions --------------
 
+
 def test_rec_classifier_trains_on_reconstructions_and_names_its_generator(run_args, tmp_path, monkeypatch):
     import bench.builtin.classifiers as clf
     from bench.cli import main
     from tests.conftest import read_records
+
     seen = []
     real = clf.train_classifier
-    monkeypatch.setattr(clf, "train_classifier", lambda model, data, *a, **k: (seen.append(data.train),
-                                                                                real(model, data, *a, **k))[1])
+    monkeypatch.setattr(
+        clf, "train_classifier", lambda model, data, *a, **k: (seen.append(data.train), real(model, data, *a, **k))[1]
+    )
     keys = []
     for L in (2, 3):
         toml = tmp_path / f"rec{L}.toml"
-        toml.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n"
-                        f"[classifiers.mnist-cnn-rec]\nrec_L = {L}\nrec_R = 1\n")
+        toml.write_text(
+            "[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n"
+            f"[classifiers.mnist-cnn-rec]\nrec_L = {L}\nrec_R = 1\n"
+        )
         args = run_args("--classifier", "mnist-cnn-rec", "--defenses", "none", "--attack", "fgsm", "--limit", "8")
         args[args.index("--config") + 1] = str(toml)
         args[args.index("--results-dir") + 1] = str(tmp_path / f"r{L}")
         assert main(args) == 0
         (rec,) = read_records(tmp_path / f"r{L}")
-        assert rec["classifier"] == "mnist-cnn-rec" and rec["classifier_recipe"]["rec_L"] == L
-        keys.append(rec["classifier_key"])
+        assert rec["classifier"] == "mnist-cnn-rec" and rec["fit"]["classifier_recipe"]["rec_L"] == L
+        keys.append(rec["fit"]["classifier_key"])
     assert keys[0] != keys[1]  # the reconstruction budget is part of the classifier's identity
     assert len(seen) == 2 and all("(reconstructed)" in s.source for s in seen)
     # L = 2 and L = 3 reconstructions differ, and neither is the raw training data
@@ -225,8 +243,11 @@ def test_rec_classifier_trains_on_reconstructions_and_names_its_generator(run_ar
     assert not torch.equal(seen[0].x, seen[1].x) and not torch.equal(seen[0].x, digits)
     assert seen[0].x.shape == digits.shape and 0 <= seen[0].x.min() and seen[0].x.max() <= 1
     # records name the generator the training images went through (the shipped one here)
-    assert rec["classifier_reconstruction"]["L"] == 3 and rec["classifier_reconstruction"]["generator"]
-    assert rec["classifier_reconstruction"]["pretrained_sha256"] == DEFENSES.get("defensegan")().manifest("mnist")["sha256"]
+    assert rec["fit"]["classifier_reconstruction"]["L"] == 3 and rec["fit"]["classifier_reconstruction"]["generator"]
+    assert (
+        rec["fit"]["classifier_reconstruction"]["pretrained_sha256"]
+        == DEFENSES.get("defensegan")().manifest("mnist")["sha256"]
+    )
 
 
 def test_rec_recipe_is_checked():

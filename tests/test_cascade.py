@@ -2,16 +2,20 @@
 earlier stages left robust, is a cell of its own (``cascade`` in its identity, ``ran_on`` in its
 record) and agrees with the individual mode (``aa-individual``) image by image where an attack's
 result on an image does not depend on its batch companions (batch size 1)."""
+
 from __future__ import annotations
+
+from conftest import read_records
 
 from attacks.base import CASCADES
 from bench.cli import main
 from bench.core import record
 from bench.core.registry import ATTACKS
-from conftest import read_records
 
-TINY_AA = ('[attacks.aa-apgd-ce]\nsteps = 3\n[attacks.aa-apgd-t]\nsteps = 2\n[attacks.aa-fab-t]\nsteps = 2\n'
-           '[attacks.aa-square]\nn_queries = 10\n')
+TINY_AA = (
+    "[attacks.aa-apgd-ce]\nsteps = 3\n[attacks.aa-apgd-t]\nsteps = 2\n[attacks.aa-fab-t]\nsteps = 2\n"
+    "[attacks.aa-square]\nn_queries = 10\n"
+)
 
 
 def _args(run_args, tmp_path, extra, *flags):
@@ -30,8 +34,28 @@ def test_the_cascade_runs_each_stage_on_the_images_still_robust_and_agrees_with_
     n = 8
     # Batch size 1: an image's result does not depend on its batch companions (APGD's and Square's
     # random starts are drawn per batch position), so both modes must agree image by image.
-    assert main(_args(run_args, tmp_path, TINY_AA, "--defenses", "none,bitdepth", "--attack", "aa,aa-individual",
-                      "--eps", "0.3", "--threat", "white", "--limit", str(n), "--batch-size", "1")) == 0
+    assert (
+        main(
+            _args(
+                run_args,
+                tmp_path,
+                TINY_AA,
+                "--defenses",
+                "none,bitdepth",
+                "--attack",
+                "aa,aa-individual",
+                "--eps",
+                "0.3",
+                "--threat",
+                "white",
+                "--limit",
+                str(n),
+                "--batch-size",
+                "1",
+            )
+        )
+        == 0
+    )
     recs = read_records(run_args.results)
     stages = CASCADES["aa"]
     for defense in ("none", "bitdepth"):
@@ -45,8 +69,9 @@ def test_the_cascade_runs_each_stage_on_the_images_still_robust_and_agrees_with_
         previous = staged[stages[0]]
         for i, name in enumerate(stages[1:], 1):
             cell = staged[name]
-            assert cell["identity"]["cascade"] == [{"attack": m, "attack_params": staged[m]["attack_params"]}
-                                                   for m in stages[:i]]
+            assert cell["identity"]["cascade"] == [
+                {"attack": m, "attack_params": staged[m]["attack_params"]} for m in stages[:i]
+            ]
             assert cell["cascade"] == list(stages[:i]) and cell["cell_key"] != alone[name]["cell_key"]
             ran = record.decode(cell["ran_on"], n)
             # It ran exactly on the images the previous stages left robust …
@@ -74,7 +99,8 @@ def test_the_cascade_runs_each_stage_on_the_images_still_robust_and_agrees_with_
 
 
 def test_a_cascade_counts_passes_on_the_images_it_ran_on_and_keeps_a_gradient_free_stage_per_threat(
-        run_args, tmp_path, monkeypatch):
+    run_args, tmp_path, monkeypatch
+):
     """A toy cascade FGSM → PGD-3 → Square: FGSM makes 1 forward and 1 backward pass per image; PGD
     3 of each on the m images FGSM left robust (3m/n per test image); Square, gradient-free, no
     backward pass. Square's cascade stage is one cell per threat (its images are what that threat's
@@ -84,8 +110,26 @@ def test_a_cascade_counts_passes_on_the_images_it_ran_on_and_keeps_a_gradient_fr
     monkeypatch.setitem(CASCADES, "toy", members)
     n = 16
     extra = '[attacks.pgd]\nsteps = 3\n[attacks."torchattacks:Square"]\nn_queries = 20\nseed = 0\n'
-    assert main(_args(run_args, tmp_path, extra, "--defenses", "none,bitdepth", "--attack", "toy", "--eps", "0.1",
-                      "--threat", "white,bpda", "--limit", str(n))) == 0
+    assert (
+        main(
+            _args(
+                run_args,
+                tmp_path,
+                extra,
+                "--defenses",
+                "none,bitdepth",
+                "--attack",
+                "toy",
+                "--eps",
+                "0.1",
+                "--threat",
+                "white,bpda",
+                "--limit",
+                str(n),
+            )
+        )
+        == 0
+    )
     recs = read_records(run_args.results)
     ran_somewhere = False
     for r in (r for r in recs if r["kind"] == "cell"):

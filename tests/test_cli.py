@@ -1,4 +1,5 @@
 """Bad input: one line on stderr, exit 2, stored results untouched."""
+
 import hashlib
 import os
 import subprocess
@@ -21,12 +22,23 @@ def snapshot(folder: Path) -> dict:
 def stored(tmp_path_factory, cache_dir):
     """One real stored run that every bad input below must leave untouched."""
     from conftest import TINY_TOML
+
     tmp = tmp_path_factory.mktemp("stored")
     (tmp / "tiny.toml").write_text(TINY_TOML)
 
     def make(*extra):
-        return ["--config", str(tmp / "tiny.toml"), "--cache-dir", str(cache_dir), "--results-dir",
-                str(tmp / "results"), "--limit", "48", *extra]
+        return [
+            "--config",
+            str(tmp / "tiny.toml"),
+            "--cache-dir",
+            str(cache_dir),
+            "--results-dir",
+            str(tmp / "results"),
+            "--limit",
+            "48",
+            *extra,
+        ]
+
     make.results = tmp / "results"
     assert main(make("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")) == 0
     return make
@@ -72,12 +84,32 @@ def bad_inputs(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-NAMES = ["unknown defense", "unknown attack", "unknown dataset", "unknown classifier", "unknown threat",
-         "eps zero", "eps negative", "eps above one", "eps not a number", "limit zero", "limit not int",
-         "batch size negative", "missing config", "malformed config", "unknown config key",
-         "unknown config table", "unknown plugin param", "external plugin missing",
-         "dataset missing offline", "missing weights", "corrupted weights", "crafted pickle weights",
-         "unknown flag", "bad device"]
+NAMES = [
+    "unknown defense",
+    "unknown attack",
+    "unknown dataset",
+    "unknown classifier",
+    "unknown threat",
+    "eps zero",
+    "eps negative",
+    "eps above one",
+    "eps not a number",
+    "limit zero",
+    "limit not int",
+    "batch size negative",
+    "missing config",
+    "malformed config",
+    "unknown config key",
+    "unknown config table",
+    "unknown plugin param",
+    "external plugin missing",
+    "dataset missing offline",
+    "missing weights",
+    "corrupted weights",
+    "crafted pickle weights",
+    "unknown flag",
+    "bad device",
+]
 
 
 @pytest.mark.parametrize("case", NAMES)
@@ -87,7 +119,7 @@ def test_bad_input_is_one_line_exit_2_and_keeps_records(case, stored, tmp_path, 
     args = stored()
     if extra[0] == "--config":  # replace the tiny config
         i = args.index("--config")
-        args = args[:i] + args[i + 2:]
+        args = args[:i] + args[i + 2 :]
     code = main(args + extra)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
@@ -109,18 +141,29 @@ def test_cuda_without_cuda_is_refused(run_args, capsys):
 
 
 def test_subprocess_exit_code_and_single_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench", "--eps", "abc", "--results-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--eps", "abc", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: invalid eps 'abc': not a number"]
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "bench", "--eps", "abc", "--debug"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--eps", "abc", "--debug"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 
 def test_list_shows_every_plugin(capsys):
     from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES
+
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for reg in (DATASETS, CLASSIFIERS, DEFENSES, ATTACKS):

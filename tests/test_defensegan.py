@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bench.core.checkpoint import load_state, save_state
 from bench.builtin.data import CIFAR10, MNIST
+from bench.core.checkpoint import load_state, save_state
 from bench.core.registry import DEFENSES, build
 from defenses.gan_nets import DefenseGANGenerator
 
@@ -22,7 +22,7 @@ def test_reference_generator_shapes():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
 
 
-@pytest.mark.parametrize("z_init,scale", [("paper", 128 ** -0.5), ("prior", 1.0)])
+@pytest.mark.parametrize("z_init,scale", [("paper", 128**-0.5), ("prior", 1.0)])
 def test_reconstructs_an_image_in_the_generator_range(z_init, scale):
     torch.manual_seed(0)
     d = make(L=300, R=4, seed=1, z_init=z_init)
@@ -40,7 +40,7 @@ def test_reconstructs_an_image_in_the_generator_range(z_init, scale):
 def test_z_init_is_the_papers_unless_set():
     assert make().z_init == "paper" and make(recipe="paper").z_init == "paper"
     assert make(z_init="prior").hparams["z_init"] == "prior"
-    for z_init, std in (("paper", 128 ** -0.5), ("prior", 1.0)):
+    for z_init, std in (("paper", 128**-0.5), ("prior", 1.0)):
         z = make(z_init=z_init, R=10, seed=0).initial_z(100)
         assert z.shape == (1000, 128) and abs(z.std().item() / std - 1) < 0.05
 
@@ -58,7 +58,9 @@ def test_default_reconstruction_is_the_papers():
 def test_bench_toml_variants_depart_by_name_only():
     import tomllib
     from pathlib import Path
+
     from bench.run.plan import make_defense
+
     tables = tomllib.loads((Path(__file__).parent.parent / "bench.toml").read_text())["defenses"]
     variants = {k: v for k, v in tables.items() if v.get("plugin") == "defensegan"}
     assert {"defensegan-fast", "defensegan-prior"} <= set(variants)
@@ -107,6 +109,7 @@ def test_cifar_shaped_input():
 
 def test_bad_parameters():
     from bench.core.errors import BenchError
+
     with pytest.raises(BenchError, match="optimizer must be sgd or adam"):
         build(DEFENSES, "defensegan", {"optimizer": "lbfgs"})
     with pytest.raises(BenchError, match="recipe must be one of cpu, paper"):
@@ -155,19 +158,35 @@ def test_resume_refuses_other_settings(tmp_path):
 
 def test_fit_runs_the_trainer():
     from bench.builtin.data import Split
+
     d = build(DEFENSES, "defensegan", {**TINY, "iterations": 2})
     d.setup(MNIST())
     before = d.G.fc[0].weight.clone()
-    info = d.fit(Split(torch.rand(32, 1, 28, 28), torch.zeros(32, dtype=torch.long), "test"),
-                 torch.nn.Identity(), device=torch.device("cpu"), seed=0, eps=0.3)
+    info = d.fit(
+        Split(torch.rand(32, 1, 28, 28), torch.zeros(32, dtype=torch.long), "test"),
+        torch.nn.Identity(),
+        device=torch.device("cpu"),
+        seed=0,
+        eps=0.3,
+    )
     assert info["train_iterations"] == 2 and not torch.equal(before, d.G.fc[0].weight)
     assert not any(p.requires_grad for p in d.G.parameters())
 
 
 def test_curve_script_resumes_where_it_stopped(tmp_path):
     from tools.defensegan_curve import main
-    common = ["--widths", "4", "--batch-size", "8", "--probe-every", "2", "--no-probe",
-              "--results-dir", str(tmp_path / "results")]
+
+    common = [
+        "--widths",
+        "4",
+        "--batch-size",
+        "8",
+        "--probe-every",
+        "2",
+        "--no-probe",
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
     main([*common, "--iterations", "3", "--out", str(tmp_path / "a")])
     main([*common, "--iterations", "5", "--out", str(tmp_path / "a")])  # a restart continues
     main([*common, "--iterations", "5", "--out", str(tmp_path / "b")])
@@ -175,18 +194,33 @@ def test_curve_script_resumes_where_it_stopped(tmp_path):
     assert a["iteration"] == b["iteration"] == 5 and len(a["meta"]["commands"]) == 2
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"])
     assert sorted(p.name for p in (tmp_path / "a" / "w4").glob("gen-*.pt")) == [
-        "gen-it0000000.pt", "gen-it0000002.pt", "gen-it0000003.pt", "gen-it0000004.pt", "gen-it0000005.pt"]
+        "gen-it0000000.pt",
+        "gen-it0000002.pt",
+        "gen-it0000003.pt",
+        "gen-it0000004.pt",
+        "gen-it0000005.pt",
+    ]
 
 
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """A tiny generator shipped by the curve script's ship command into a temporary folder."""
     from types import SimpleNamespace
+
     from tools.defensegan_curve import ship
+
     d, t = tiny_trainer()
     t.train(torch.rand(16, 1, 28, 28), 1)
-    t.save(tmp_path / "w4" / "train.pt", {"dataset": "mnist", "data_fingerprint": "f" * 16,
-                                          "data_source": "test", "device": ["cpu"], "commands": [["x"]]})
+    t.save(
+        tmp_path / "w4" / "train.pt",
+        {
+            "dataset": "mnist",
+            "data_fingerprint": "f" * 16,
+            "data_source": "test",
+            "device": ["cpu"],
+            "commands": [["x"]],
+        },
+    )
     ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "pretrained")
     monkeypatch.setattr(type(d), "pretrained_dir", tmp_path / "pretrained")
     data = SimpleNamespace(name="mnist", fingerprint="f" * 16)
@@ -208,14 +242,17 @@ def test_shipped_generator_is_loaded_when_everything_matches(shipped):
     assert not any(p.requires_grad for p in d.G.parameters())
 
 
-@pytest.mark.parametrize("change,message", [
-    ("fingerprint", "trained on data ffffffffffffffff"),
-    ("hash", "has sha256"),
-    ("width", "architecture"),
-    ("iterations", "training settings"),
-    ("batch", "training settings"),
-    ("off", None),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ("fingerprint", "trained on data ffffffffffffffff"),
+        ("hash", "has sha256"),
+        ("width", "architecture"),
+        ("iterations", "training settings"),
+        ("batch", "training settings"),
+        ("off", None),
+    ],
+)
 def test_shipped_generator_is_refused_on_any_mismatch(shipped, capsys, change, message):
     data, params = shipped.data, {}
     if change == "fingerprint":

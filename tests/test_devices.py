@@ -1,7 +1,7 @@
 """bench.render.devices and ``report --devices``: CPU beside GPU, from stored measurements only."""
+
 import json
 
-import pandas as pd
 import pytest
 
 from bench.analysis.frame import frame
@@ -13,21 +13,49 @@ GPU = {"device_type": "cuda", "device": "NVIDIA H200", "gpu": "NVIDIA H200", "to
 
 
 def cell(defense, ms, on, run="r1", n=100, classifier="m", acc=0.5, t=1.0, params=None):
-    ident = {"kind": "cell", "data": {"dataset": "mnist", "fingerprint": "f"}, "classifier": classifier,
-             "classifier_hash": "c", "defense": defense, "defense_params": params or {}, "attack": "fgsm",
-             "attack_params": {}, "eps": 0.3, "threat": "gray", "n": n, "device_type": on["device_type"]}
-    return {"kind": "cell", "cell_key": f"{defense}-{on['device_type']}-{run}-{n}-{classifier}", "identity": ident,
-            "dataset": "mnist", "classifier": classifier, "defense": defense, "defense_params": params or {},
-            "attack": "fgsm", "eps": 0.3, "threat": "gray", "n": n, "clean_acc": 1.0, "adv_acc": 0.1,
-            "defended_clean_acc": 1.0, "defended_adv_acc": acc, "defense_ms_per_sample": ms, "run_id": run,
-            "time": t, **on}
+    ident = {
+        "kind": "cell",
+        "data": {"dataset": "mnist", "fingerprint": "f"},
+        "classifier": classifier,
+        "classifier_hash": "c",
+        "defense": defense,
+        "defense_params": params or {},
+        "attack": "fgsm",
+        "attack_params": {},
+        "eps": 0.3,
+        "threat": "gray",
+        "n": n,
+        "device_type": on["device_type"],
+    }
+    return {
+        "kind": "cell",
+        "cell_key": f"{defense}-{on['device_type']}-{run}-{n}-{classifier}",
+        "identity": ident,
+        "dataset": "mnist",
+        "classifier": classifier,
+        "defense": defense,
+        "defense_params": params or {},
+        "attack": "fgsm",
+        "eps": 0.3,
+        "threat": "gray",
+        "n": n,
+        "clean_acc": 1.0,
+        "adv_acc": 0.1,
+        "defended_clean_acc": 1.0,
+        "defended_adv_acc": acc,
+        "defense_ms_per_sample": ms,
+        "run_id": run,
+        "time": t,
+        **on,
+    }
 
 
 def test_timing_pairs_each_cell_with_its_twin_on_the_other_device():
     cpu = frame([cell("jpeg", 0.2, CPU, acc=0.13), cell("countergan", 0.3, CPU), cell("median", 0.1, CPU)])
-    gpu = frame([cell("jpeg", 0.1, GPU, acc=0.12), cell("countergan", 0.003, GPU),
-                 cell("median", 0.01, GPU, n=50)])  # another n: another cell, no twin
-    (title, t), = dv.timing(cpu, gpu, ("cpu", "gpu"))
+    gpu = frame(
+        [cell("jpeg", 0.1, GPU, acc=0.12), cell("countergan", 0.003, GPU), cell("median", 0.01, GPU, n=50)]
+    )  # another n: another cell, no twin
+    ((title, t),) = dv.timing(cpu, gpu, ("cpu", "gpu"))
     assert "mnist · m · fgsm ε = 0.3 · gray-box, the first 100 test images" in title
     assert "CPU, 2 threads (Xeon) beside NVIDIA H200" in title
     assert list(t["defense"]) == ["countergan", "jpeg"]
@@ -46,9 +74,16 @@ def test_timing_wants_one_device_per_folder():
 
 
 def test_pairs_prefer_one_run_and_say_when_they_join_two():
-    rerun = dict(cell("countergan", 0.001, GPU, run="h", t=9.0), cell_key=cell("countergan", 0, GPU, run="g")["cell_key"])
-    gpu = frame([cell("defensegan", 1.2, GPU, run="g", params={"L": 200, "R": 10}), cell("countergan", 0.006, GPU, run="g"),
-                 rerun])  # the same cell recomputed later (--rerun): one row per identity, the latest
+    rerun = dict(
+        cell("countergan", 0.001, GPU, run="h", t=9.0), cell_key=cell("countergan", 0, GPU, run="g")["cell_key"]
+    )
+    gpu = frame(
+        [
+            cell("defensegan", 1.2, GPU, run="g", params={"L": 200, "R": 10}),
+            cell("countergan", 0.006, GPU, run="g"),
+            rerun,
+        ]
+    )  # the same cell recomputed later (--rerun): one row per identity, the latest
     cpu = frame([cell("defensegan", 600.0, CPU, run="c1", params={"L": 200, "R": 10})])
     cpu_b = frame([cell("countergan", 0.6, CPU, run="c2"), cell("countergan", 0.1, CPU, run="c3", classifier="other")])
     t = dv.pairs({"gpu": gpu, "cpu": cpu, "cpu-b": cpu_b})
@@ -65,11 +100,13 @@ def test_pairs_prefer_one_run_and_say_when_they_join_two():
 
 def test_reconstruction_table_shows_each_variant_with_its_speed_up_and_what_was_skipped(tmp_path):
     base = {"L": 200, "R": 10, "batch": 256, "device": "NVIDIA H200", "torch": "2.11", "compile_backend": "inductor"}
-    lines = [dict(base, width=16, variant="eager", status="ok", ms_per_sample=1.2, runs=[1.2, 1.3, 1.1]),
-             dict(base, width=16, variant="graphs", status="ok", ms_per_sample=0.6, runs=[0.6, 0.6, 0.6]),
-             dict(base, width=16, variant="floor", status="ok", ms_per_sample=1.5, runs=[1.5, 1.5, 1.5]),
-             dict(base, width=64, variant="eager", status="ok", ms_per_sample=2.0, runs=[2.0, 2.0, 2.0]),
-             dict(base, width=64, variant="graphs", status="skipped", note="budget gone")]
+    lines = [
+        dict(base, width=16, variant="eager", status="ok", ms_per_sample=1.2, runs=[1.2, 1.3, 1.1]),
+        dict(base, width=16, variant="graphs", status="ok", ms_per_sample=0.6, runs=[0.6, 0.6, 0.6]),
+        dict(base, width=16, variant="floor", status="ok", ms_per_sample=1.5, runs=[1.5, 1.5, 1.5]),
+        dict(base, width=64, variant="eager", status="ok", ms_per_sample=2.0, runs=[2.0, 2.0, 2.0]),
+        dict(base, width=64, variant="graphs", status="skipped", note="budget gone"),
+    ]
     path = tmp_path / dv.RECONSTRUCTION
     path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"torn": ')
     title, t = dv.reconstruction(dv.read_reconstruction(path))
@@ -92,8 +129,10 @@ def test_report_devices_fills_the_readme_block(tmp_path, capsys):
     write_run(cpu, "c1", [cell("countergan", 0.3, CPU, run="c1"), cell("defensegan", 30.0, CPU, run="c1")])
     write_run(gpu, "g1", [cell("countergan", 0.003, GPU, run="g1"), cell("defensegan", 0.3, GPU, run="g1")])
     extra.mkdir()
-    (extra / dv.RECONSTRUCTION).write_text(json.dumps({"width": 16, "variant": "eager", "status": "ok",
-                                                       "ms_per_sample": 1.0, "device": "NVIDIA H200"}) + "\n")
+    (extra / dv.RECONSTRUCTION).write_text(
+        json.dumps({"width": 16, "variant": "eager", "status": "ok", "ms_per_sample": 1.0, "device": "NVIDIA H200"})
+        + "\n"
+    )
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- devices:start -->\nstale table\n<!-- devices:end -->\nrest\n")
     args = ["report", "--readme", str(readme), "--devices", f"{cpu},{gpu}", "--devices-from", str(extra)]
@@ -118,6 +157,7 @@ def test_the_readme_devices_block_is_what_todays_code_makes_of_the_committed_rec
     import re
     import shlex
     from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
     text = (root / "README.md").read_text()
     block = text.split("<!-- devices:start -->", 1)[1].split("<!-- devices:end -->", 1)[0]

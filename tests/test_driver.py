@@ -1,28 +1,46 @@
 """bench.run.driver: per-sample worst-case rows over attacks and threat models."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import read_records
 
 from bench.cli import main
-from conftest import read_records
 
 
 def test_worst_case_rows_group_by_norm(run_args, tmp_path):
-    (tmp_path / "l2.toml").write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\n"
-                                      "batch_size = 128\n[attacks.\"torchattacks:PGDL2\"]\nsteps = 3\n")
-    args = run_args("--defenses", "none", "--attack", "fgsm,pgd,torchattacks:PGDL2", "--eps", "0.3",
-                    "--limit", "16")
+    (tmp_path / "l2.toml").write_text(
+        "[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\n"
+        'batch_size = 128\n[attacks."torchattacks:PGDL2"]\nsteps = 3\n'
+    )
+    args = run_args("--defenses", "none", "--attack", "fgsm,pgd,torchattacks:PGDL2", "--eps", "0.3", "--limit", "16")
     args[args.index("--config") + 1] = str(tmp_path / "l2.toml")
     assert main(args) == 0
-    (worst,) = [r for r in read_records(run_args.results) if r["attack"] == "worst"]
+    (worst,) = [r for r in read_records(run_args.results) if r.kind == "worst"]
     assert worst["norm"] == "Linf" and sorted(worst["attack_params"]["attacks"]) == ["fgsm", "pgd"]
 
 
 def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args):
     from bench.core.record import decode_tensor as unbits
-    assert main(run_args("--defenses", "trust_plugins:Blur", "--attack", "fgsm", "--eps", "0.2",
-                         "--threat", "gray,white,bpda", "--limit", "32")) == 0
+
+    assert (
+        main(
+            run_args(
+                "--defenses",
+                "trust_plugins:Blur",
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.2",
+                "--threat",
+                "gray,white,bpda",
+                "--limit",
+                "32",
+            )
+        )
+        == 0
+    )
     recs = read_records(run_args.results)
     (worst,) = [r for r in recs if r["threat"] == "all"]
     assert worst["attack"] == "worst"
@@ -33,4 +51,4 @@ def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args)
     both = torch.stack([unbits(r["correct"]["defended_adv"], 32) for r in parts]).all(0)
     assert worst["defended_adv_acc"] == pytest.approx(both.float().mean().item())
     assert worst["defended_adv_acc"] <= min(r["defended_adv_acc"] for r in parts)
-    assert not [r for r in recs if r["attack"] == "worst" and r["threat"] == "gray"]  # one attack: no row
+    assert not [r for r in recs if r.kind == "worst" and r["threat"] == "gray"]  # one attack: no row

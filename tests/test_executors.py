@@ -1,11 +1,12 @@
 """The Ray executor: same records as the local one; clean errors without Ray."""
+
 import builtins
 import os
 
 import pytest
+from conftest import read_records
 
 from bench.cli import main
-from conftest import read_records
 
 ray = pytest.importorskip("ray")
 
@@ -37,18 +38,36 @@ def plugin_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_local(plugin_dir):
-    env = {"PYTHONPATH": os.pathsep.join([str(plugin_dir), ROOT]),
-           "DEFENSE_BENCH_KILL_MARKER": str(plugin_dir / "killed-once")}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env})
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(plugin_dir), ROOT]),
+        "DEFENSE_BENCH_KILL_MARKER": str(plugin_dir / "killed-once"),
+    }
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env}
+    )
     yield
     ray.shutdown()
 
 
 def test_a_killed_worker_costs_a_retry_not_a_record(run_args, plugin_dir, ray_local, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin_dir))
-    assert main(run_args("--defenses", "none,killer:DieOnce", "--attack", "fgsm", "--eps", "0.1,0.2",
-                         "--limit", "16", "--executor", "ray")) == 0
+    assert (
+        main(
+            run_args(
+                "--defenses",
+                "none,killer:DieOnce",
+                "--attack",
+                "fgsm",
+                "--eps",
+                "0.1,0.2",
+                "--limit",
+                "16",
+                "--executor",
+                "ray",
+            )
+        )
+        == 0
+    )
     assert (plugin_dir / "killed-once").exists()  # a worker really died
     recs = read_records(run_args.results)
     keys = [(r["defense"], r["eps"]) for r in recs]
@@ -56,8 +75,16 @@ def test_a_killed_worker_costs_a_retry_not_a_record(run_args, plugin_dir, ray_lo
 
 
 def test_ray_and_local_store_identical_accuracies(run_args, tmp_path, ray_local):
-    grid = ("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm,pgd",
-            "--eps", "0.1,0.3", "--limit", "32")
+    grid = (
+        "--defenses",
+        "none,examples.gaussian_blur:GaussianBlur",
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.1,0.3",
+        "--limit",
+        "32",
+    )
     assert main(run_args(*grid)) == 0
     local = read_records(run_args.results)
     args = run_args(*grid, "--executor", "ray", "--rerun")
@@ -80,6 +107,7 @@ def test_missing_ray_is_a_clean_error(run_args, monkeypatch, capsys):
         if name == "ray" or name.startswith("ray."):
             raise ImportError("No module named 'ray'")
         return real_import(name, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "__import__", no_ray)
     assert main(run_args("--executor", "ray")) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -93,8 +121,10 @@ def test_unknown_executor(run_args, capsys):
 
 @pytest.mark.slow  # ~45 s on 2 cores (Ray workers start, import torch, run AutoAttack's four stages)
 def test_ray_sends_a_cascade_stage_after_its_previous_stage_and_matches_local(run_args, tmp_path, ray_local):
-    budgets = ('[attacks.aa-apgd-ce]\nsteps = 2\n[attacks.aa-apgd-t]\nsteps = 1\n[attacks.aa-fab-t]\nsteps = 1\n'
-               '[attacks.aa-square]\nn_queries = 5\n')
+    budgets = (
+        "[attacks.aa-apgd-ce]\nsteps = 2\n[attacks.aa-apgd-t]\nsteps = 1\n[attacks.aa-fab-t]\nsteps = 1\n"
+        "[attacks.aa-square]\nn_queries = 5\n"
+    )
     config = tmp_path / "aa.toml"
     config.write_text("[run]\noffline = true\nbatch_size = 32\n[classifier]\nepochs = 1\nbatch_size = 128\n" + budgets)
     grid = ("--defenses", "bitdepth", "--attack", "aa", "--eps", "0.3", "--threat", "white", "--limit", "8")
@@ -108,4 +138,6 @@ def test_ray_sends_a_cascade_stage_after_its_previous_stage_and_matches_local(ru
     by_key = {r["cell_key"]: r for r in local}
     assert any(r.get("ran_on") for r in remote)
     for r in remote:
-        assert r["correct"] == by_key[r["cell_key"]]["correct"] and r.get("ran_on") == by_key[r["cell_key"]].get("ran_on")
+        assert r["correct"] == by_key[r["cell_key"]]["correct"] and r.get("ran_on") == by_key[r["cell_key"]].get(
+            "ran_on"
+        )

@@ -1,16 +1,19 @@
 """A defense defined in a file outside the repo runs in the grid and shows up in the report."""
+
 import sys
 import textwrap
 
-from bench.cli import main
 from conftest import read_records
+
+from bench.cli import main
 
 
 def test_external_defense_module_end_to_end(run_args, tmp_path, monkeypatch):
     pkg = tmp_path / "ext_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "squeeze.py").write_text(textwrap.dedent('''
+    (pkg / "squeeze.py").write_text(
+        textwrap.dedent('''
         import torch
         from defenses.base import Defense
 
@@ -23,10 +26,13 @@ def test_external_defense_module_end_to_end(run_args, tmp_path, monkeypatch):
 
             def forward(self, x):
                 return torch.round(x * self.levels) / self.levels
-    '''))
+    ''')
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "ext.toml").write_text('[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n'
-                                       '[defenses."ext_pkg.squeeze:BitDepth"]\nbits = 1\n')
+    (tmp_path / "ext.toml").write_text(
+        "[run]\noffline = true\n[classifier]\nepochs = 1\nbatch_size = 128\n"
+        '[defenses."ext_pkg.squeeze:BitDepth"]\nbits = 1\n'
+    )
     args = run_args("--defenses", "none,ext_pkg.squeeze:BitDepth", "--attack", "fgsm", "--eps", "0.3")
     args[args.index("--config") + 1] = str(tmp_path / "ext.toml")
     assert main(args) == 0
@@ -41,7 +47,9 @@ def test_external_defense_module_end_to_end(run_args, tmp_path, monkeypatch):
 
 def test_shipped_example_loads_by_module_path_and_keeps_the_contract():
     import torch
+
     from bench.core.registry import DEFENSES, build
+
     name = "examples.gaussian_blur:GaussianBlur"
     assert name not in DEFENSES.names() and DEFENSES.get(name).__name__ == "GaussianBlur"
     blur = build(DEFENSES, name, {"sigma": 1.5})

@@ -1,5 +1,6 @@
 """The committed GPU measurements (results/gpu/<run>/): provenance named, grids runnable, reports
 regenerated from their records."""
+
 import json
 import re
 import shutil
@@ -42,6 +43,7 @@ def test_every_gpu_grid_writes_into_its_folder_and_ends_with_its_report():
 
 def test_committed_gpu_records_regenerate_their_tables_byte_for_byte(tmp_path):
     from bench.render.report import write_report
+
     grids = [p.parent for p in sorted(GPU.glob("*/*/results.md"))]
     assert grids
     for grid in grids:

@@ -1,4 +1,5 @@
 """tools.gpu (issue 11): the GPU script's dry run on CPU, as CI runs it, and its pieces."""
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "tools.gpu", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.gpu", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_dry_run_runs_every_step_and_packs_the_results(tmp_path):
@@ -46,17 +48,19 @@ def test_dry_run_runs_every_step_and_packs_the_results(tmp_path):
     else:
         assert "skipped" in steps["1b"]["status"]
     # the tables
-    assert "| defense " in log and "| countergan " in log and "| defensegan-fast " in log       # step 2
-    assert steps["3"]["ratio"] > 0 and "[step 3] DefenseGAN" in log                              # step 3
-    rows = {r["variant"]: r for r in map(json.loads, (tmp_path / "work" / "step4-reconstruction.jsonl")
-                                         .read_text().splitlines())}
-    for variant in ("eager", "eager-func", "floor"):                                             # step 4
+    assert "| defense " in log and "| countergan " in log and "| defensegan-fast " in log  # step 2
+    assert steps["3"]["ratio"] > 0 and "[step 3] DefenseGAN" in log  # step 3
+    rows = {
+        r["variant"]: r
+        for r in map(json.loads, (tmp_path / "work" / "step4-reconstruction.jsonl").read_text().splitlines())
+    }
+    for variant in ("eager", "eager-func", "floor"):  # step 4
         assert rows[variant]["status"] == "ok" and rows[variant]["ms_per_sample"] > 0
     assert rows["eager-func"]["max_abs_diff"] < 1e-4  # the rewritten descent is the defense's
     assert rows["graphs"]["status"] == "skipped" and "CUDA" in rows["graphs"]["note"]
     assert rows["compile"]["status"] in ("ok", "skipped"), rows["compile"]
     assert "| width | variant " in log
-    assert {c.split("/")[1] for c in steps["5"]["cells"]} == {"gray", "bpda", "bpda-eot"}       # step 5
+    assert {c.split("/")[1] for c in steps["5"]["cells"]} == {"gray", "bpda", "bpda-eot"}  # step 5
     # step aa: every planned unit ran, and every planned (classifier, defense, threat) has its four
     # AutoAttack components' cells (Square's under BPDA / BPDA+EOT is its white-box one) at the dry n
     aa = steps["aa"]
@@ -86,12 +90,14 @@ def test_dry_run_runs_every_step_and_packs_the_results(tmp_path):
 
 def importlib_available(name: str) -> bool:
     import importlib.util
+
     return importlib.util.find_spec(name) is not None
 
 
 def test_a_spent_budget_skips_every_step_with_a_message(tmp_path):
-    res = _script("--dry-run", "--budget", "0", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
-                  timeout=120)
+    res = _script(
+        "--dry-run", "--budget", "0", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), timeout=120
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert res.stdout.count("skipped: the budget is gone") == len(gpu.STEP_ORDER)
     steps = json.loads((tmp_path / "o" / "summary.json").read_text())["steps"]
@@ -100,19 +106,27 @@ def test_a_spent_budget_skips_every_step_with_a_message(tmp_path):
 
 
 def test_unknown_step_is_refused(tmp_path):
-    res = _script("--dry-run", "--steps", "1,9", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
-                  timeout=120)
+    res = _script(
+        "--dry-run", "--steps", "1,9", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), timeout=120
+    )
     assert res.returncode == 2 and "unknown step(s) 9" in res.stdout
 
 
 def _wheel(folder: Path, name: str, version: str = "0.1") -> Path:
     """A minimal pure-Python wheel (what `pip download` brings for torchattacks and mlxtend)."""
-    files = {f"{name}/__init__.py": b"VALUE = 42\n",
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                  b"Tag: py3-none-any\n"}
-    record = "".join(f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},"
-                     f"{len(d)}\n" for p, d in files.items()) + f"{name}-{version}.dist-info/RECORD,,\n"
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = (
+        "".join(
+            f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}\n"
+            for p, d in files.items()
+        )
+        + f"{name}-{version}.dist-info/RECORD,,\n"
+    )
     path = folder / f"{name}-{version}-py3-none-any.whl"
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as z:
@@ -137,21 +151,26 @@ def test_carried_wheels_install_offline_into_a_target_folder(tmp_path, monkeypat
 
 def test_step_configs_are_bench_toml_plus_overrides():
     base = tomllib.loads((ROOT / "bench.toml").read_text())
-    doc = {**base, "defenses": {**base.get("defenses", {}), "defensegan": {"L": 200, "R": 10}},
-           "attacks": {"pgd": {"steps": 40}, "torchattacks:MIFGSM": {"decay": 1.0}}}
+    doc = {
+        **base,
+        "defenses": {**base.get("defenses", {}), "defensegan": {"L": 200, "R": 10}},
+        "attacks": {"pgd": {"steps": 40}, "torchattacks:MIFGSM": {"decay": 1.0}},
+    }
     assert tomllib.loads(gpu.dump_toml(doc)) == doc
 
 
 def test_records_are_picked_per_cell_latest_first(tmp_path):
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
-    rows = [{"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 8, "time": 1, "v": 1},
-            {"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 8, "time": 2, "v": 2},
-            {"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 16, "time": 3, "v": 3},
-            {"defense": "b", "attack": "pgd", "threat": "bpda", "eps": 0.3, "limit": 8, "time": 1, "v": 4}]
+    rows = [
+        {"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 8, "time": 1, "defended_adv_acc": 1},
+        {"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 8, "time": 2, "defended_adv_acc": 2},
+        {"defense": "a", "attack": "fgsm", "threat": "gray", "eps": 0.3, "limit": 16, "time": 3, "defended_adv_acc": 3},
+        {"defense": "b", "attack": "pgd", "threat": "bpda", "eps": 0.3, "limit": 8, "time": 1, "defended_adv_acc": 4},
+    ]
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn": ')
     got = gpu.pick(tmp_path, ["a", "b"], ["fgsm"], 0.3, ["gray"], 8)
-    assert [r["v"] for r in got] == [2]
+    assert [r["defended_adv_acc"] for r in got] == [2]
 
 
 # ---- step aa: AutoAttack on the headline's MNIST defenses (issue 29) ----------------------------------
@@ -160,33 +179,53 @@ def test_aa_plan_orders_by_what_is_informative_and_shares_computations():
     rows = [(u["group"], u["tier"], u["classifier"], tuple(u["defenses"]), tuple(u["threats"])) for u in units]
     assert [u["id"] for u in units] == list(range(1, len(units) + 1))
     cnn = "mnist-cnn"
-    open_white = [("open", "white", "mnist-cnn-pgdat", ("none",), ("white",)),  # gray-box etc. are the same
-                  ("open", "white", cnn, ("bitdepth",), ("white", "bpda", "bpda-eot")),  # no gradients, deterministic
-                  ("open", "white", cnn, ("countergan-adaptive-long",), ("white",)),
-                  ("open", "white", cnn, ("countergan-adaptive",), ("white",)),
-                  ("open", "white", cnn, ("defensegan-L10-R1",), ("white",))]
-    open_rest = [("open", "bpda", cnn, ("countergan-adaptive-long",), ("bpda", "bpda-eot")),  # deterministic
-                 ("open", "bpda", cnn, ("countergan-adaptive",), ("bpda", "bpda-eot")),
-                 ("open", "bpda", cnn, ("defensegan-L10-R1",), ("bpda",)),                   # randomised
-                 ("open", "bpda-eot", cnn, ("defensegan-L10-R1",), ("bpda-eot",)),
-                 ("open", "gray", cnn, ("bitdepth", "countergan-adaptive-long", "countergan-adaptive",
-                                        "defensegan-L10-R1"), ("gray",))]
+    open_white = [
+        ("open", "white", "mnist-cnn-pgdat", ("none",), ("white",)),  # gray-box etc. are the same
+        ("open", "white", cnn, ("bitdepth",), ("white", "bpda", "bpda-eot")),  # no gradients, deterministic
+        ("open", "white", cnn, ("countergan-adaptive-long",), ("white",)),
+        ("open", "white", cnn, ("countergan-adaptive",), ("white",)),
+        ("open", "white", cnn, ("defensegan-L10-R1",), ("white",)),
+    ]
+    open_rest = [
+        ("open", "bpda", cnn, ("countergan-adaptive-long",), ("bpda", "bpda-eot")),  # deterministic
+        ("open", "bpda", cnn, ("countergan-adaptive",), ("bpda", "bpda-eot")),
+        ("open", "bpda", cnn, ("defensegan-L10-R1",), ("bpda",)),  # randomised
+        ("open", "bpda-eot", cnn, ("defensegan-L10-R1",), ("bpda-eot",)),
+        (
+            "open",
+            "gray",
+            cnn,
+            ("bitdepth", "countergan-adaptive-long", "countergan-adaptive", "defensegan-L10-R1"),
+            ("gray",),
+        ),
+    ]
     assert rows[:10] == open_white + open_rest
     rest = rows[10:]
     assert {g for g, *_ in rest} == {"rest"}
     assert [t for _, t, *_ in rest] == sorted((t for _, t, *_ in rest), key=gpu.AA_TIERS.index)  # tiers in order
     white = [d for _, t, _, (d,), _ in (r for r in rest if r[1] == "white")]
     # highest headline worst case first (ties: the 500-image FGSM/PGD figure), the 0.000 ones last
-    assert white == ["countergan-conv-mse", "countergan-conv-bce", "countergan-linear-bce", "countergan-linear-mse",
-                     "countergan-linear-wgangp", "gaussian", "median", "jpeg", "none", "countergan"]
+    assert white == [
+        "countergan-conv-mse",
+        "countergan-conv-bce",
+        "countergan-linear-bce",
+        "countergan-linear-mse",
+        "countergan-linear-wgangp",
+        "gaussian",
+        "median",
+        "jpeg",
+        "none",
+        "countergan",
+    ]
     by = {(t, ds): th for _, t, _, ds, th in rest}
     assert by[("white", ("jpeg",))] == ("white", "bpda", "bpda-eot") and ("bpda", ("jpeg",)) not in by
     assert by[("white", ("none",))] == ("white",) and ("bpda", ("none",)) not in by  # scored in the gray unit
     assert by[("bpda", ("gaussian",))] == ("bpda",) and by[("bpda-eot", ("gaussian",))] == ("bpda-eot",)
     assert by[("bpda", ("median",))] == ("bpda", "bpda-eot")
     gray = [ds for _, t, _, ds, _ in rest if t == "gray"]
-    assert len(gray) == 1 and set(gray[0]) == {d for c, d in gpu.AA_HEADLINE if c == cnn and gpu.AA_HEADLINE[(c, d)][0]
-                                              < gpu.AA_OPEN}
+    assert len(gray) == 1 and set(gray[0]) == {
+        d for c, d in gpu.AA_HEADLINE if c == cnn and gpu.AA_HEADLINE[(c, d)][0] < gpu.AA_OPEN
+    }
     # no pair twice, and every threat model of every headline row is either stored or the same computation
     pairs = gpu.aa_pairs(units)
     assert len(pairs) == sum(len(u["defenses"]) * len(u["threats"]) for u in units)
@@ -197,17 +236,31 @@ def test_aa_plan_orders_by_what_is_informative_and_shares_computations():
 
 
 def test_aa_plan_follows_the_threshold_and_the_kinds_it_is_given():
-    head = {("c", "a"): (0.9, 0.9), ("c", "b"): (0.01, 0.2), ("c", "i"): (0.0, 0.0), ("k", "r"): (0.5, 0.4),
-            ("k", "j"): (0.95, 0.9)}
+    head = {
+        ("c", "a"): (0.9, 0.9),
+        ("c", "b"): (0.01, 0.2),
+        ("c", "i"): (0.0, 0.0),
+        ("k", "r"): (0.5, 0.4),
+        ("k", "j"): (0.95, 0.9),
+    }
     kinds = {"i": ("identity",), "j": ("identity",), "r": ("randomized", "no-gradient")}
-    rows = [(u["tier"], u["classifier"], tuple(u["defenses"]), tuple(u["threats"]))
-            for u in gpu.plan_aa(head, kinds, open_at=0.3)]
-    assert rows == [("white", "k", ("j",), ("white",)), ("white", "c", ("a",), ("white",)),
-                    ("white", "k", ("r",), ("white", "bpda")),
-                    ("bpda", "c", ("a",), ("bpda", "bpda-eot")), ("bpda-eot", "k", ("r",), ("bpda-eot",)),
-                    ("gray", "k", ("j", "r"), ("gray",)), ("gray", "c", ("a",), ("gray",)),
-                    ("white", "c", ("b",), ("white",)), ("white", "c", ("i",), ("white",)),
-                    ("bpda", "c", ("b",), ("bpda", "bpda-eot")), ("gray", "c", ("b", "i"), ("gray",))]
+    rows = [
+        (u["tier"], u["classifier"], tuple(u["defenses"]), tuple(u["threats"]))
+        for u in gpu.plan_aa(head, kinds, open_at=0.3)
+    ]
+    assert rows == [
+        ("white", "k", ("j",), ("white",)),
+        ("white", "c", ("a",), ("white",)),
+        ("white", "k", ("r",), ("white", "bpda")),
+        ("bpda", "c", ("a",), ("bpda", "bpda-eot")),
+        ("bpda-eot", "k", ("r",), ("bpda-eot",)),
+        ("gray", "k", ("j", "r"), ("gray",)),
+        ("gray", "c", ("a",), ("gray",)),
+        ("white", "c", ("b",), ("white",)),
+        ("white", "c", ("i",), ("white",)),
+        ("bpda", "c", ("b",), ("bpda", "bpda-eot")),
+        ("gray", "c", ("b", "i"), ("gray",)),
+    ]
     alone = gpu.plan_aa({("k", "j"): (0.9, 0.9)}, kinds)  # an identity defense alone: white-box is all of it
     assert [(u["tier"], u["threats"]) for u in alone] == [("white", ["white"])]
 
@@ -219,13 +272,21 @@ def test_aa_plan_covers_the_headline_grids_with_their_settings():
     import attacks.aa_component  # noqa: F401  (registers the suite)
     from bench.core.registry import ATTACKS
     from bench.run.plan import make_defense
+
     grid = tomllib.loads(gpu.AA_GRID.read_text())
     assert grid["run"]["eps"] == [gpu.AA_EPS] and set(grid["run"]["threat"]) == set(gpu.AA_TIERS)
     adaptive = tomllib.loads((ROOT / "results/reference/adaptive/grid.toml").read_text())
-    aa_adaptive = {d for step in adaptive["grid"]["steps"] if {"aa", "aa-individual"} & set(",".join(step).split(","))
-                   for d in step[step.index("--defenses") + 1].split(",")}
-    assert set(gpu.AA_HEADLINE) == ({("mnist-cnn", d) for d in grid["run"]["defenses"]}
-                                    | {("mnist-cnn", d) for d in aa_adaptive} | {("mnist-cnn-pgdat", "none")})
+    aa_adaptive = {
+        d
+        for step in adaptive["grid"]["steps"]
+        if {"aa", "aa-individual"} & set(",".join(step).split(","))
+        for d in step[step.index("--defenses") + 1].split(",")
+    }
+    assert set(gpu.AA_HEADLINE) == (
+        {("mnist-cnn", d) for d in grid["run"]["defenses"]}
+        | {("mnist-cnn", d) for d in aa_adaptive}
+        | {("mnist-cnn-pgdat", "none")}
+    )
     assert ATTACKS.suites["aa"][0] == gpu.AA_COMPONENTS
     base = tomllib.loads((ROOT / "bench.toml").read_text())
     tables = {**base.get("defenses", {}), **grid.get("defenses", {})}
@@ -251,13 +312,22 @@ def test_aa_config_is_the_grids_plus_countergan_adaptive_long(tmp_path):
 
 def test_aa_coverage_counts_squares_white_box_cell_under_bpda():
     def cell(attack, threat, n=8):
-        return {"classifier": "c", "defense": "d", "attack": attack, "threat": threat, "eps": 0.3, "limit": n,
-                "kind": "cell", "time": 1}
+        return {
+            "classifier": "c",
+            "defense": "d",
+            "attack": attack,
+            "threat": threat,
+            "eps": 0.3,
+            "limit": n,
+            "kind": "cell",
+            "time": 1,
+        }
+
     recs = [cell(a, "white") for a in gpu.AA_COMPONENTS] + [cell(a, "bpda") for a in gpu.AA_COMPONENTS[:3]]
     recs += [cell(a, "gray") for a in gpu.AA_COMPONENTS[:3]] + [cell("aa-square", "gray", n=64)]
     cells = gpu.aa_cells(recs + [{**cell("aa", "white"), "kind": "worst"}], 8)
     assert gpu.aa_complete(cells, "c", "d", "white") and gpu.aa_complete(cells, "c", "d", "bpda")
-    assert not gpu.aa_complete(cells, "c", "d", "gray")       # its Square cell is on other images
+    assert not gpu.aa_complete(cells, "c", "d", "gray")  # its Square cell is on other images
     assert not gpu.aa_complete(cells, "c", "d", "bpda-eot")
 
 
@@ -281,6 +351,7 @@ def test_a_failing_report_keeps_the_records_and_the_pack(tmp_path, monkeypatch):
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
+
         monkeypatch.setattr(gpu, "run", report)
         gpu.finish(ctx, [])
         summary = json.loads((ctx.out / "summary.json").read_text())

@@ -1,4 +1,5 @@
 """bench.analysis.grading: a recomputed cell graded against its record, without a run."""
+
 import numpy as np
 
 from bench.analysis.grading import grade, machine_differences, machine_of, summary
@@ -6,19 +7,40 @@ from bench.core.record import encode
 from bench.core.stats import wilson
 
 N = 200
-INTEL = {"device_type": "cpu", "device": "cpu (x86_64, 2 threads)", "cpu_model": "Intel(R) Xeon(R) Processor",
-         "blas": "mkl (MKL 2024.2); cpu kernels AVX512"}
-AMD = {"device_type": "cpu", "device": "cpu (x86_64, 2 threads)", "cpu_model": "AMD EPYC", "cpu_vendor": "AuthenticAMD",
-       "cpu_capability": "AVX512", "blas": "mkl (MKL 2024.2); cpu kernels AVX512", "numerics": "native"}
+INTEL = {
+    "device_type": "cpu",
+    "device": "cpu (x86_64, 2 threads)",
+    "cpu_model": "Intel(R) Xeon(R) Processor",
+    "blas": "mkl (MKL 2024.2); cpu kernels AVX512",
+}
+AMD = {
+    "device_type": "cpu",
+    "device": "cpu (x86_64, 2 threads)",
+    "cpu_model": "AMD EPYC",
+    "cpu_vendor": "AuthenticAMD",
+    "cpu_capability": "AVX512",
+    "blas": "mkl (MKL 2024.2); cpu kernels AVX512",
+    "numerics": "native",
+}
 
 
 def record(bits: np.ndarray, **machine) -> dict:
     k = int(bits.sum())
     lo, hi = wilson(k, N)
     ones = np.ones(N, dtype=bool)
-    return {"n": N, "correct": {"clean": encode(ones), "adv": encode(ones), "defended_clean": encode(ones),
-                                "defended_adv": encode(bits)},
-            "defended_adv_acc": k / N, "defended_adv_acc_ci_low": lo, "defended_adv_acc_ci_high": hi, **machine}
+    return {
+        "n": N,
+        "correct": {
+            "clean": encode(ones),
+            "adv": encode(ones),
+            "defended_clean": encode(ones),
+            "defended_adv": encode(bits),
+        },
+        "defended_adv_acc": k / N,
+        "defended_adv_acc_ci_low": lo,
+        "defended_adv_acc_ci_high": hi,
+        **machine,
+    }
 
 
 def base() -> np.ndarray:

@@ -1,14 +1,15 @@
 """bench.cli.grid: reference grids are files (their steps beside their records), run by name."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 from bench.cli import main
 from bench.core.config import load_grid
-from conftest import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "results" / "reference"
@@ -21,18 +22,22 @@ def test_a_grid_file_runs_its_steps_in_order(tmp_path, tiny_toml, cache_dir):
         "[grid]\nsteps = [\n"
         f'  [{common}, "--defenses", "none"],\n'
         f'  [{common}, "--defenses", "bitdepth"],\n'
-        f'  ["report", "--results-dir", "{out}", "--no-plots"],\n]\n')
+        f'  ["report", "--results-dir", "{out}", "--no-plots"],\n]\n'
+    )
     assert main(["grid", str(tmp_path)]) == 0
     assert sorted(r["defense"] for r in read_records(out)) == ["bitdepth", "none"]
     assert "bitdepth" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("text, match", [
-    ("[run]\nlimit = 5\n", "no \\[grid\\] steps"),
-    ("[grid]\nsteps = [[]]\n", "no \\[grid\\] steps"),
-    ("[grid]\nsteps = [['--limit', 5]]\n", "no \\[grid\\] steps"),
-    ("[grid]\nsteps = [['--limit', '5']]\nextra = 1\n", "unknown key.*extra"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[run]\nlimit = 5\n", "no \\[grid\\] steps"),
+        ("[grid]\nsteps = [[]]\n", "no \\[grid\\] steps"),
+        ("[grid]\nsteps = [['--limit', 5]]\n", "no \\[grid\\] steps"),
+        ("[grid]\nsteps = [['--limit', '5']]\nextra = 1\n", "unknown key.*extra"),
+    ],
+)
 def test_a_bad_grid_file_is_one_line_and_exit_2(tmp_path, capsys, text, match):
     (tmp_path / "grid.toml").write_text(text)
     assert main(["grid", str(tmp_path / "grid.toml")]) == 2

@@ -2,6 +2,7 @@
 
 (The headline's first tests, through the CLI on real runs, are in tests/test_report.py.)
 """
+
 import numpy as np
 import pandas as pd
 
@@ -14,26 +15,74 @@ CPU = {"device_type": "cpu", "device": "cpu (x86_64, 2 threads)"}
 
 def cell(defense, attack, threat, bits, key, on=CPU, data="a", params=None, eps=0.3):
     n = len(bits)
-    ident = {"kind": "cell", "data": {"fingerprint": data}, "classifier_hash": "c", "defense": defense,
-             "defense_params": {}, "attack": attack, "attack_params": params or {}, "threat": threat, "n": n,
-             "eps": eps, "device_type": on["device_type"]}
-    return {"kind": "cell", "attack": attack, "threat": threat, "dataset": "d", "classifier": "m", "defense": defense,
-            "eps": eps, "n": n, "identity": ident, "cell_key": key, "norm": "Linf", "attack_labels": "true",
-            "correct": {"defended_adv": record.encode(bits)}, "defended_clean_acc": 1.0,
-            "defended_adv_acc": sum(bits) / n, **on}
+    ident = {
+        "kind": "cell",
+        "data": {"fingerprint": data},
+        "classifier_hash": "c",
+        "defense": defense,
+        "defense_params": {},
+        "attack": attack,
+        "attack_params": params or {},
+        "threat": threat,
+        "n": n,
+        "eps": eps,
+        "device_type": on["device_type"],
+    }
+    return {
+        "kind": "cell",
+        "attack": attack,
+        "threat": threat,
+        "dataset": "d",
+        "classifier": "m",
+        "defense": defense,
+        "eps": eps,
+        "n": n,
+        "identity": ident,
+        "cell_key": key,
+        "norm": "Linf",
+        "attack_labels": "true",
+        "correct": {"defended_adv": record.encode(bits)},
+        "defended_clean_acc": 1.0,
+        "defended_adv_acc": sum(bits) / n,
+        **on,
+    }
 
 
 def worst(defense, cells, key, data="a"):
     """The driver's worst-over-all row of ``cells`` (one run: one n)."""
     n = cells[0]["n"]
     bits = np.logical_and.reduce([record.decode(c["correct"]["defended_adv"], n) for c in cells])
-    ident = {"kind": "cell", "data": {"fingerprint": data}, "classifier_hash": "c", "defense": defense,
-             "defense_params": {}, "attack": "worst", "attack_params": {"cells": [c["cell_key"] for c in cells]},
-             "threat": "all", "n": n, "eps": 0.3, "device_type": "cpu"}
-    return {"kind": "worst", "attack": "worst", "threat": "all", "dataset": "d", "classifier": "m",
-            "defense": defense, "eps": 0.3, "n": n, "identity": ident, "cell_key": key, "norm": "Linf",
-            "attack_labels": "true", "correct": {"defended_adv": record.encode(bits)}, "defended_clean_acc": 1.0,
-            "defended_adv_acc": float(bits.mean()), **CPU}
+    ident = {
+        "kind": "cell",
+        "data": {"fingerprint": data},
+        "classifier_hash": "c",
+        "defense": defense,
+        "defense_params": {},
+        "attack": "worst",
+        "attack_params": {"cells": [c["cell_key"] for c in cells]},
+        "threat": "all",
+        "n": n,
+        "eps": 0.3,
+        "device_type": "cpu",
+    }
+    return {
+        "kind": "worst",
+        "attack": "worst",
+        "threat": "all",
+        "dataset": "d",
+        "classifier": "m",
+        "defense": defense,
+        "eps": 0.3,
+        "n": n,
+        "identity": ident,
+        "cell_key": key,
+        "norm": "Linf",
+        "attack_labels": "true",
+        "correct": {"defended_adv": record.encode(bits)},
+        "defended_clean_acc": 1.0,
+        "defended_adv_acc": float(bits.mean()),
+        **CPU,
+    }
 
 
 def table(recs):
@@ -50,14 +99,15 @@ def test_gpu_cells_count_image_by_image_with_the_cpu_rows_on_the_images_each_sco
     row = t.loc["x"]
     assert row["n"] == 4
     assert row["worst case"].startswith("0.500 [")  # [1,1,1,0] & [1,0,1,1]: survives 2 of 4
-    assert row["over"] == ("2 attacks × 1 threat models (white-box) on CPU; "
-                           "aa-apgd-ce · white-box on NVIDIA H200 (n=8)")
+    assert row["over"] == ("2 attacks × 1 threat model (white-box) on CPU; aa-apgd-ce · white-box on NVIDIA H200 (n=8)")
     # on its first 4 images the GPU cell alone leaves 0.75, the CPU one 0.75 too: the first met wins
     assert row["strongest single attack"] == "aa-apgd-ce · white-box on CPU (0.750)"
     # 8 images: the CPU PGD cell and the GPU cell, image by image: 5 of 8
     assert row["on more images"].startswith("0.625 [")
-    assert "(n=8, 1 attacks × 1 threat models (white-box) on CPU; aa-apgd-ce · white-box on NVIDIA H200)" \
+    assert (
+        "(n=8, 1 attack × 1 threat model (white-box) on CPU; aa-apgd-ce · white-box on NVIDIA H200)"
         in row["on more images"]
+    )
 
 
 def test_a_partial_suite_on_another_device_names_the_components_it_lacks():
@@ -82,7 +132,7 @@ def test_only_cells_of_the_same_leaderboard_row_combine_and_cells_alone_make_no_
     t = table([fgsm, worst("x", [fgsm], "w"), other_data, other_eps, alone])
     assert list(t.index) == ["x"]
     assert t.loc["x", "worst case"].startswith("1.000 [")
-    assert t.loc["x", "over"] == "1 attacks × 1 threat models (gray-box)"  # one device: none named
+    assert t.loc["x", "over"] == "1 attack × 1 threat model (gray-box)"  # one device: none named
 
 
 def test_a_budget_sweep_no_worst_row_holds_counts_and_is_named():
@@ -90,7 +140,7 @@ def test_a_budget_sweep_no_worst_row_holds_counts_and_is_named():
     sweep = cell("x", "pgd", "bpda", [1, 1, 0, 1], "s", params={"steps": 200})
     t = table([pgd, sweep, worst("x", [pgd], "w")])
     assert t.loc["x", "worst case"].startswith("0.750 [")
-    assert t.loc["x", "over"] == "1 attacks × 1 threat models (BPDA), pgd at 2 settings"
+    assert t.loc["x", "over"] == "1 attack × 1 threat model (BPDA), pgd at 2 settings"
     assert t.loc["x", "strongest single attack"] == "pgd · BPDA (0.750)"
 
 
@@ -99,7 +149,7 @@ def test_a_cell_of_fewer_images_than_the_worst_rows_sets_the_images_all_scored()
     small = cell("x", "aa-square", "white", [1, 0, 1, 1], "s", on=GPU)
     t = table([pgd, small, worst("x", [pgd], "w")])
     assert t.loc["x", "n"] == 4 and t.loc["x", "worst case"].startswith("0.750 [")
-    assert t.loc["x", "on more images"].startswith("0.875 [") and "(n=8, 1 attacks" in t.loc["x", "on more images"]
+    assert t.loc["x", "on more images"].startswith("0.875 [") and "(n=8, 1 attack" in t.loc["x", "on more images"]
 
 
 def test_devices_are_named_by_gpu_or_as_cpu():
@@ -115,6 +165,7 @@ def test_the_readme_headline_is_what_todays_code_makes_of_the_committed_records(
     from pathlib import Path
 
     from bench.cli import main
+
     root = Path(__file__).resolve().parent.parent
     text = (root / "README.md").read_text()
     block = text.split("<!-- headline:start -->", 1)[1].split("<!-- headline:end -->", 1)[0]

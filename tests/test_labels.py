@@ -1,4 +1,5 @@
 """bench.core.labels: one display rule each, shared by tables, plots and the page."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -28,8 +29,20 @@ def test_defense_label_cuts_the_variant_only():
 def test_leaderboard_rows_of_two_long_variants_stay_apart():
     """Regression: the page cut labels to 12 characters, so two variants whose differing value
     shared a long prefix read alike and their cells were merged into one row."""
-    g = pd.DataFrame([{"defense": "d", "defense_params": {"pretrained": f"generator-weights-{x}"},
-                       "threat": "gray", "attack": "fgsm", "attack_params": {}, "eps": 0.3, "n": 10,
-                       "run_id": "r"} for x in ("aaaa", "bbbb")])
+    g = pd.DataFrame(
+        [
+            {
+                "defense": "d",
+                "defense_params": {"pretrained": f"generator-weights-{x}"},
+                "threat": "gray",
+                "attack": "fgsm",
+                "attack_params": {},
+                "eps": 0.3,
+                "n": 10,
+                "run_id": "r",
+            }
+            for x in ("aaaa", "bbbb")
+        ]
+    )
     labels = row_variants(g)
     assert labels.nunique() == 2, list(labels)

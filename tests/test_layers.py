@@ -5,6 +5,7 @@ Data flows one way — config → plan → execute → store → analyse → ren
 every module's imports with ``ast`` (nothing is imported) and fails on any import the rule does
 not allow, on a circle among modules, and on a ``bench`` import hidden inside a function body.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,11 +23,28 @@ LAYERS: dict[str, set[str]] = {
     "bench.analysis": {"bench.core", "bench.store"},
     "bench.render": {"bench.analysis", "bench.store", "bench.core"},
     "bench.run": {"bench.builtin", "bench.analysis", "bench.store", "bench.core", "attacks", "defenses"},
-    "bench.api": {"bench.run", "bench.analysis", "bench.render", "bench.builtin", "bench.store", "bench.core",
-                  "attacks", "defenses"},
-    "bench.cli": {"bench.api", "bench.run", "bench.render", "bench.analysis", "bench.builtin", "bench.store",
-                  "bench.core", "attacks", "defenses"},
-    "bench": {"bench.cli", "bench.api"},       # bench/__init__.py, bench/__main__.py
+    "bench.api": {
+        "bench.run",
+        "bench.analysis",
+        "bench.render",
+        "bench.builtin",
+        "bench.store",
+        "bench.core",
+        "attacks",
+        "defenses",
+    },
+    "bench.cli": {
+        "bench.api",
+        "bench.run",
+        "bench.render",
+        "bench.analysis",
+        "bench.builtin",
+        "bench.store",
+        "bench.core",
+        "attacks",
+        "defenses",
+    },
+    "bench": {"bench.cli", "bench.api"},  # bench/__init__.py, bench/__main__.py
     # Plugins see the core only: a plugin written against the registry and the tensor contract
     # keeps working whatever the runner, the store or the report become.
     "attacks": {"bench.core"},
@@ -61,8 +79,9 @@ def layer_of(module: str) -> str:
 def imports(module: str, path: Path, known: dict[str, Path]) -> list[tuple[str, int, bool]]:
     """(imported project module, line, inside a function body) for every import of ours."""
     tree = ast.parse(path.read_text(), str(path))
-    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f)}
+    inner = {
+        id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+    }
     out = []
     for node in ast.walk(tree):
         names: list[str] = []
@@ -70,8 +89,9 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> list[tuple[str, 
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from bench.core import identity` imports the module bench.core.identity
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         for name in names:
             if name.split(".")[0] in ("bench", "attacks", "defenses"):
                 out.append((name, node.lineno, id(node) in inner))
@@ -100,9 +120,12 @@ def test_each_layer_imports_only_what_the_rule_allows():
 
 
 def test_no_import_inside_a_function_body_unless_listed():
-    bad = [f"{m}:{line} imports {t} inside a function"
-           for m, imps in edges().items() for t, line, inner in imps
-           if inner and (m, t) not in DEFERRED]
+    bad = [
+        f"{m}:{line} imports {t} inside a function"
+        for m, imps in edges().items()
+        for t, line, inner in imps
+        if inner and (m, t) not in DEFERRED
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -121,7 +144,7 @@ def test_no_import_circle():
         stack.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t):] + [t]
+                cycle = stack[stack.index(t) :] + [t]
                 pytest.fail("import circle: " + " → ".join(cycle))
             if t not in state:
                 visit(t)

@@ -1,4 +1,5 @@
 """bench.core.numerics and bench.cli.numerics: the numerics mode, decided before torch loads."""
+
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ def test_portable_sets_its_variables_and_native_leaves_the_environment_alone():
 
 def test_a_process_that_loaded_torch_cannot_switch_modes(monkeypatch):
     import torch  # noqa: F401  (loaded, as in this test process)
+
     for k in numerics.PORTABLE_ENV:
         monkeypatch.delenv(k, raising=False)
     assert not numerics.apply("portable")
@@ -57,9 +59,27 @@ def test_a_fresh_run_records_the_portable_mode_it_ran_under(tmp_path):
     every record and env.json say so with the CPU vendor."""
     env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}
     env["PYTHONPATH"] = str(ROOT)
-    res = subprocess.run([sys.executable, "-m", "bench", "--offline", "--defenses", "none", "--limit", "8",
-                          "--results-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--offline",
+            "--defenses",
+            "none",
+            "--limit",
+            "8",
+            "--results-dir",
+            str(tmp_path),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run = next(tmp_path.glob("runs/*"))
     rec = json.loads((run / "records.jsonl").read_text().splitlines()[0])
@@ -73,10 +93,16 @@ def test_a_cuda_worker_turns_on_deterministic_cuda_before_any_work_and_records_i
     deterministic algorithms on before the first cell, and the machine facts every record and
     env.json carry say so. No GPU here: the device is faked, the settings are torch's own flags."""
     import torch
+
     from bench.core.config import Config
     from bench.run import worker
-    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     monkeypatch.setattr(worker, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Fake GPU")
     torch.backends.cudnn.benchmark = True

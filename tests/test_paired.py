@@ -1,4 +1,5 @@
 """Paired significance (bench.analysis.paired, bench.render.paired): exact McNemar, Holm, Newcombe's paired interval, report hooks."""
+
 import json
 import math
 
@@ -6,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cli import main
-from bench.analysis.paired import decode, holm, mcnemar_exact, newcombe_paired, pairs
 from bench.analysis.frame import frame
-from bench.core.record import decode_tensor as unbits, encode as bits
+from bench.analysis.paired import decode, holm, mcnemar_exact, newcombe_paired, pairs
+from bench.cli import main
 from bench.core.record import accuracies as _accuracies
+from bench.core.record import decode_tensor as unbits
+from bench.core.record import encode as bits
 
 
 def record(defense, ok, *, attack="fgsm", params=None, threat="gray", key=None, t=1.0):
@@ -18,13 +20,29 @@ def record(defense, ok, *, attack="fgsm", params=None, threat="gray", key=None, 
     ok = torch.as_tensor(np.asarray(ok, dtype=bool))
     n = len(ok)
     ones = torch.ones(n, dtype=torch.bool)
-    rec = dict(dataset="mnist", classifier="mnist-cnn", classifier_hash="c0", data_fingerprint="d0",
-               test_source="t", defense=defense, defense_params={}, threat=threat, attack=attack,
-               attack_params=params or {"steps": 1}, attack_labels="true", norm="Linf", eps=0.3, n=n, seed=0,
-               device="cpu (test)", defense_ms_per_sample=0.1, time=t, run_id="r1",
-               cell_key=key or f"{defense}-{attack}-{json.dumps(params)}-{threat}",
-               correct={"clean": bits(ones), "adv": bits(ok), "defended_clean": bits(ones),
-                        "defended_adv": bits(ok)})
+    rec = dict(
+        dataset="mnist",
+        classifier="mnist-cnn",
+        classifier_hash="c0",
+        data_fingerprint="d0",
+        test_source="t",
+        defense=defense,
+        defense_params={},
+        threat=threat,
+        attack=attack,
+        attack_params=params or {"steps": 1},
+        attack_labels="true",
+        norm="Linf",
+        eps=0.3,
+        n=n,
+        seed=0,
+        device="cpu (test)",
+        defense_ms_per_sample=0.1,
+        time=t,
+        run_id="r1",
+        cell_key=key or f"{defense}-{attack}-{json.dumps(params)}-{threat}",
+        correct={"clean": bits(ones), "adv": bits(ok), "defended_clean": bits(ones), "defended_adv": bits(ok)},
+    )
     rec.update(_accuracies({"clean": ones, "adv": ok, "defended_clean": ones, "defended_adv": ok}))
     return rec
 
@@ -80,9 +98,13 @@ def test_decode_matches_the_stored_bitmaps():
 def test_pairs_only_on_shared_cells_with_holm_per_table():
     a, b = outcomes(30, 12, 2, 6)
     c = [1] * 25 + [0] * 25
-    recs = [record("a", a), record("b", b), record("c", c),
-            record("a", a, params={"steps": 5}),   # another attack budget: its own table
-            record("d", b, params={"steps": 5})]
+    recs = [
+        record("a", a),
+        record("b", b),
+        record("c", c),
+        record("a", a, params={"steps": 5}),  # another attack budget: its own table
+        record("d", b, params={"steps": 5}),
+    ]
     found = pairs(frame(recs))
     tables = {}
     for p in found:
@@ -105,16 +127,16 @@ def test_report_marks_non_significant_pairs_and_compare_prints_the_table(tmp_pat
     assert main(["report", "--results-dir", str(tmp_path), "--no-plots"]) == 0
     md = (tmp_path / "results.md").read_text()
     assert "## Paired comparisons (exact McNemar, Holm-corrected)" in md
-    line = next(l for l in md.splitlines() if l.startswith("| a ") and "near" in l)
+    line = next(x for x in md.splitlines() if x.startswith("| a ") and "near" in x)
     assert "n.s." in line
-    line = next(l for l in md.splitlines() if l.startswith("| a ") and "| b " in l)
+    line = next(x for x in md.splitlines() if x.startswith("| a ") and "| b " in x)
     assert "n.s." not in line  # p = 0.0129, Holm over 3 pairs: 0.0388 < 0.05
     capsys.readouterr()
 
     assert main(["report", "--results-dir", str(tmp_path), "--compare", "b,a"]) == 0
     out = capsys.readouterr().out
     assert "mnist · mnist-cnn · gray-box · fgsm eps=0.3" in out
-    rows = [l.split() for l in out.splitlines() if l.startswith(("b correct", "b wrong"))]
+    rows = [x.split() for x in out.splitlines() if x.startswith(("b correct", "b wrong"))]
     assert rows == [["b", "correct", "30", "2"], ["b", "wrong", "12", "6"]]
     assert "p = 0.013" in out and "Holm-adjusted over the 3 pair(s)" in out
     assert "difference -0.2000" in out and "Newcombe" in out

@@ -1,5 +1,6 @@
 """bench.run.passes: forward and backward passes through the attacked model, per image, on a toy
 model whose counts can be worked out by hand."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,12 +18,15 @@ def _toy():
     return model, torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
 
 
-@pytest.mark.parametrize("make, forward, backward", [
-    (lambda m: torchattacks.FGSM(m, eps=0.1), 1, 1),                                  # one step
-    (lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.05, steps=3), 3, 3),              # k steps (random start: no pass)
-    (lambda m: torchattacks.FGSM(MeanOverDraws(m, 3), eps=0.1), 3, 3),                # EOT: each draw a pass
-    (lambda m: torchattacks.EOTPGD(m, eps=0.1, alpha=0.1, steps=2, eot_iter=3), 6, 6),  # steps × draws
-])
+@pytest.mark.parametrize(
+    "make, forward, backward",
+    [
+        (lambda m: torchattacks.FGSM(m, eps=0.1), 1, 1),  # one step
+        (lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.05, steps=3), 3, 3),  # k steps (random start: no pass)
+        (lambda m: torchattacks.FGSM(MeanOverDraws(m, 3), eps=0.1), 3, 3),  # EOT: each draw a pass
+        (lambda m: torchattacks.EOTPGD(m, eps=0.1, alpha=0.1, steps=2, eot_iter=3), 6, 6),  # steps × draws
+    ],
+)
 def test_passes_per_image(make, forward, backward):
     model, x, y = _toy()
     passes = Passes()

@@ -1,12 +1,13 @@
 """Every registered plugin is tested automatically (parametrised over the registries)."""
+
 import pytest
 import torch
+from fixtures import write_dataset
 
 import attacks  # noqa: F401
 import defenses  # noqa: F401
 from bench.builtin import classifiers, data  # noqa: F401
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES, build
-from fixtures import write_dataset
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -38,8 +39,8 @@ def test_defense_contract(name, mnist_setup):
     defense.setup(spec)
     if defense.trainable:
         from bench.builtin.data import Split
-        defense.fit(Split(d.train.x[:256], d.train.y[:256], "subset"), clf,
-                    device=torch.device("cpu"), seed=0, eps=0.3)
+
+        defense.fit(Split(d.train.x[:256], d.train.y[:256], "subset"), clf, device=torch.device("cpu"), seed=0, eps=0.3)
     defense.eval()
     x = torch.rand(5, *spec.shape)
     with torch.no_grad():
@@ -52,6 +53,7 @@ def test_defense_contract(name, mnist_setup):
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_attack_respects_budget_and_range(name, mnist_setup):
     from bench.run.plan import make_attack
+
     spec, d, clf = mnist_setup
     attack = make_attack(name, None)
     x, y = d.test.x[:3], d.test.y[:3]
@@ -66,6 +68,7 @@ def test_attack_respects_budget_and_range(name, mnist_setup):
 def test_generic_torchattacks_attack(mnist_setup):
     from bench.core.errors import BenchError
     from bench.run.plan import make_attack
+
     spec, d, clf = mnist_setup
     att = make_attack("torchattacks:MIFGSM", {"steps": 3})
     adv = att.perturb(clf, d.test.x[:4], d.test.y[:4], 0.1, spec)

@@ -1,4 +1,8 @@
 """bench.core.record: the one record type, its constructor and reader, the bitmap codec, the worst case."""
+
+import json
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -23,21 +27,24 @@ def test_stored_reference_bitmaps_decode():
     assert record.decode("80", 3).tolist() == [True, False, False]
 
 
-def test_worst_case_is_right_only_where_every_cell_is():
-    a = {k: record.encode(np.array([1, 1, 0, 1], bool)) for k in record.OUTCOMES}
-    b = {k: record.encode(np.array([1, 0, 1, 1], bool)) for k in record.OUTCOMES}
-    worst = record.worst_case([a, b], 4)
-    assert set(worst) == set(record.OUTCOMES)
-    assert worst["defended_adv"].tolist() == [True, False, False, True]
-
-
 def _outcomes(n=4):
     return {k: np.array([1, 0, 1, 1][:n], bool) for k in record.OUTCOMES}
 
 
 def test_make_builds_bitmaps_accuracies_and_refuses_a_record_missing_identity():
-    fields = dict(cell_key="k", identity={"kind": "cell"}, dataset="mnist", classifier="c", defense="none",
-                  attack="fgsm", eps=0.3, threat="gray", n=4, device="cpu", time=0.0)
+    fields = dict(
+        cell_key="k",
+        identity={"kind": "cell"},
+        dataset="mnist",
+        classifier="c",
+        defense="none",
+        attack="fgsm",
+        eps=0.3,
+        threat="gray",
+        n=4,
+        device="cpu",
+        time=0.0,
+    )
     rec = record.make("cell", _outcomes(), **fields)
     assert rec["schema"] == record.SCHEMA and rec["kind"] == "cell" and rec["checks"] == []
     assert rec["defended_adv_acc"] == 0.75 and rec["defended_adv_acc_ci_low"] < 0.75 < rec["defended_adv_acc_ci_high"]
@@ -46,24 +53,105 @@ def test_make_builds_bitmaps_accuracies_and_refuses_a_record_missing_identity():
         record.make("cell", _outcomes(), **{k: v for k, v in fields.items() if k != "identity"})
 
 
-def test_load_brings_older_records_up_to_the_schema():
+def test_from_json_brings_older_records_up_to_the_schema():
     old = {"attack": "worst", "defense": "none", "checks": None}
-    rec = record.load(old)
-    assert rec["kind"] == "worst" and rec["checks"] == [] and rec["schema"] == record.SCHEMA
+    rec = record.Record.from_json(old)
+    assert rec["kind"] == "worst" and rec.is_worst and rec["checks"] == [] and rec["schema"] == record.SCHEMA
     assert old == {"attack": "worst", "defense": "none", "checks": None}  # the stored dict is not touched
-    assert record.load({"attack": "pgd"})["kind"] == "cell"
+    assert record.Record.from_json({"attack": "pgd"})["kind"] == "cell"
 
 
-def test_committed_reference_records_all_load():
-    """Every record the repository ships (written by older schemas) loads through the one reader."""
+def test_schema_2_fit_facts_move_under_fit_and_the_flat_row_is_unchanged():
+    """A schema-2 record stored whatever fit() returned at the top level: schema 3 reads those
+    under ``fit``, and the flat row tables are built from is the stored dict as it was."""
+    old = {
+        "schema": 2,
+        "kind": "cell",
+        "attack": "pgd",
+        "defense": "countergan",
+        "n": 4,
+        "checks": [],
+        "classifier_source": "shipped:abc",
+        "defense_weights_hash": "w",
+        "generator_iterations": 300,
+    }
+    rec = record.Record.from_json(json.dumps(old))
+    assert rec["fit"] == {"classifier_source": "shipped:abc", "defense_weights_hash": "w", "generator_iterations": 300}
+    assert "classifier_source" not in rec and rec.row() == {**old, "schema": record.SCHEMA, "check_codes": []}
+    assert record.Record.from_json(rec.to_json()) == rec  # a schema-3 line reads back the same
+
+
+def test_stored_warnings_get_their_codes_and_new_ones_are_stored_with_theirs():
+    from bench.core.checkcodes import Check
+
+    old = {"schema": 2, "kind": "cell", "checks": ["pgd is weaker than FGSM at the same eps on x", "something new"]}
+    rec = record.Record.from_json(old)
+    assert rec["check_codes"] == ["weaker-than-fgsm", "other"]
+    made = record.make(
+        "cell", _outcomes(), **_fields(), checks=[Check("leaves-range", "adversarial images leave [0,1]")]
+    )
+    assert made["checks"] == ["adversarial images leave [0,1]"] and made["check_codes"] == ["leaves-range"]
+    assert made.with_checks([]).check_list() == [] and made.check_list()[0].code == "leaves-range"
+    with pytest.raises(ValueError, match="unknown check code"):
+        Check("made-up", "x")
+
+
+def test_a_record_is_immutable_declared_and_strict():
+    rec = record.make("cell", _outcomes(), **_fields())
+    with pytest.raises(AttributeError):
+        rec.n = 5
+    with pytest.raises(TypeError):
+        rec["n"] = 5  # type: ignore[index]
+    with pytest.raises(KeyError, match="not a record field"):
+        rec.get("defense_fit_ky")  # a typo cannot read None
+    with pytest.raises(ValueError, match="undeclared record field"):
+        record.make("cell", _outcomes(), **_fields(), classifier_source="shipped:x")  # fit facts go under fit
+    with pytest.raises(ValueError, match="kind"):
+        record.Record({"kind": "other"})
+    assert rec.replace(n=5)["n"] == 5 and rec["n"] == 4
+    assert rec.defended_adv_acc == rec["defended_adv_acc"] and rec.samples is None
+    assert pickle.loads(pickle.dumps(rec)) == rec  # Ray ships records between processes
+    with pytest.raises(ValueError, match="newer code"):
+        record.Record.from_json({"schema": record.SCHEMA + 1, "kind": "cell"})
+
+
+def test_every_field_is_declared_with_a_group_and_a_meaning():
+    assert all(f.group in record.GROUPS and len(f.meaning) > 10 for f in record.FIELDS.values())
+    rec = record.make("cell", _outcomes(), **_fields(), fit={"defense_source": "trained:x"})
+    assert rec.group("fit") == {"fit": {"defense_source": "trained:x"}}
+    assert set(rec.group("outcomes")) >= {"correct", "defended_adv_acc", "checks"}
+
+
+def _fields():
+    return dict(
+        cell_key="k",
+        identity={"kind": "cell"},
+        dataset="mnist",
+        classifier="c",
+        defense="none",
+        attack="fgsm",
+        eps=0.3,
+        threat="gray",
+        n=4,
+        device="cpu",
+        time=0.0,
+    )
+
+
+def test_committed_records_all_load_and_round_trip():
+    """Every record the repository ships (written by schemas 1 and 2, on CPU and GPU) loads into a
+    ``Record`` (every key it holds is declared, or a fit fact), and writes and reads back as itself."""
     from pathlib import Path
 
     from bench.store.runs import iter_records
-    root = Path(__file__).resolve().parents[1] / "results" / "reference"
-    recs = [r for d in sorted(p for p in root.iterdir() if p.is_dir()) for r in iter_records(d)]
-    assert len(recs) > 100
-    assert all(r["kind"] in ("cell", "worst") and r["schema"] == record.SCHEMA for r in recs)
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    folders = sorted({p.parents[2] for p in root.glob("**/runs/*/records.jsonl")})
+    recs = [r for d in folders for r in iter_records(d)]
+    assert len(recs) > 1000
+    assert all(isinstance(r, record.Record) and r.kind in record.KINDS and r.schema == record.SCHEMA for r in recs)
     assert all(set(r["correct"]) == set(record.OUTCOMES) for r in recs if isinstance(r.get("correct"), dict))
+    assert all(record.Record.from_json(r.to_json()) == r for r in recs)
 
 
 def test_record_make_is_the_only_writer_of_records():
@@ -72,6 +160,7 @@ def test_record_make_is_the_only_writer_of_records():
     adds bitmaps and accuracies; ``bench verify`` compares a bare ``correct``)."""
     import ast
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1] / "bench"
     bad = []
     for path in root.rglob("*.py"):

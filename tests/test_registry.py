@@ -17,6 +17,7 @@ def test_duplicate_names_are_refused():
 
 def test_unknown_name_suggests_and_lists():
     import defenses  # noqa: F401
+
     with pytest.raises(BenchError) as e:
         DEFENSES.get("nonee")
     msg = str(e.value)
@@ -32,6 +33,7 @@ def test_external_plugin_import_errors_are_clear():
 
 def test_build_validates_parameter_names_and_types():
     import attacks  # noqa: F401
+
     with pytest.raises(BenchError, match="unknown parameter.*stepz.*valid: .*steps"):
         build(ATTACKS, "pgd", {"stepz": 3})
     with pytest.raises(BenchError, match="invalid parameter steps='ten'"):
@@ -50,6 +52,7 @@ def test_a_variant_is_a_table_row_that_pickles_like_a_class():
     import pytest
 
     from bench.core.registry import DEFENSES, Registry
+
     cls = DEFENSES.get("countergan-linear-bce")
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert cls.__qualname__ == "CounterGANLinearBCE" and cls.preset["gan_loss"] == "bce"

@@ -1,10 +1,10 @@
 import json
 
 import pandas as pd
-
-from bench.cli import main
-from bench.analysis.frame import frame
 from conftest import read_records
+
+from bench.analysis.frame import frame
+from bench.cli import main
 
 
 def write_records(results, records):
@@ -17,10 +17,23 @@ def write_records(results, records):
 
 
 def rec(defense, adv, t, **extra):
-    base = dict(dataset="mnist", classifier="mnist-cnn", defense=defense, threat="gray", attack="fgsm",
-                eps=0.3, n=100, clean_acc=0.99, adv_acc=0.2, defended_clean_acc=0.98,
-                defended_adv_acc=adv, defense_ms_per_sample=0.5, attack_ms_per_sample=1.0,
-                device="cpu", time=t)
+    base = dict(
+        dataset="mnist",
+        classifier="mnist-cnn",
+        defense=defense,
+        threat="gray",
+        attack="fgsm",
+        eps=0.3,
+        n=100,
+        clean_acc=0.99,
+        adv_acc=0.2,
+        defended_clean_acc=0.98,
+        defended_adv_acc=adv,
+        defense_ms_per_sample=0.5,
+        attack_ms_per_sample=1.0,
+        device="cpu",
+        time=t,
+    )
     base.update(extra)
     return base
 
@@ -57,8 +70,10 @@ def test_empty_store():
 
 
 def test_run_then_report_writes_tables_and_every_plot_kind(run_args, capsys):
-    assert main(run_args("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm",
-                         "--eps", "0.1,0.3")) == 0
+    assert (
+        main(run_args("--defenses", "none,examples.gaussian_blur:GaussianBlur", "--attack", "fgsm", "--eps", "0.1,0.3"))
+        == 0
+    )
     res = run_args.results
     assert (res / "site" / "index.html").is_file()  # a run writes its page too (issue 29)
     for p in [res / "results.md", res / "results.csv"]:
@@ -85,7 +100,9 @@ def test_report_filters_and_bad_format(tmp_path, capsys):
 
 def test_pareto_front():
     import numpy as np
+
     from bench.render.plots import pareto_front
+
     cost = np.array([1.0, 2.0, 3.0, 0.5, 10.0])
     acc = np.array([0.5, 0.4, 0.9, 0.1, 0.95])
     assert pareto_front(cost, acc).tolist() == [3, 0, 2, 4]
@@ -134,9 +151,18 @@ def test_gray_box_compares_fgsm_and_pgd_on_the_model_they_attacked():
 
 
 def test_worst_case_columns_are_not_split_by_their_cells():
-    rows = [rec(d, 0.1, 1.0, attack="worst", threat="white", cell_key=f"w{d}",
-                identity={"defense": d, "attack": "worst", "attack_params": {"cells": [f"{d}1", f"{d}2"]}})
-            for d in ("a", "b")]
+    rows = [
+        rec(
+            d,
+            0.1,
+            1.0,
+            attack="worst",
+            threat="white",
+            cell_key=f"w{d}",
+            identity={"defense": d, "attack": "worst", "attack_params": {"cells": [f"{d}1", f"{d}2"]}},
+        )
+        for d in ("a", "b")
+    ]
     df = frame(rows)
     assert list(df["attack_variant"]) == ["", ""]
 
@@ -153,8 +179,11 @@ def test_fgsm_check_survives_filters_and_never_pairs_other_classifiers():
 
 def test_headline_names_each_defenses_worst_case_and_the_attack_that_set_it(run_args, tmp_path):
     from bench.cli import main
-    assert main(run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--eps", "0.3",
-                         "--threat", "gray,white")) == 0
+
+    assert (
+        main(run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--eps", "0.3", "--threat", "gray,white"))
+        == 0
+    )
     readme = tmp_path / "R.md"
     readme.write_text("intro\n<!-- headline:start -->\nold\n<!-- headline:end -->\nrest\n")
     assert main(["report", "--readme", str(readme), "--headline", str(run_args.results), "--headline-eps", "0.3"]) == 0
@@ -171,8 +200,10 @@ def test_headline_combines_runs_of_different_n_image_by_image(run_args, tmp_path
     """AutoAttack on fewer images than PGD: the headline's worst case is per image over both runs'
     worst rows on the images both scored, with the bigger run's own value beside it."""
     import numpy as np
+
     from bench.cli import main
     from bench.core import record
+
     base = ("--defenses", "bitdepth", "--eps", "0.3", "--threat", "gray,white")
     assert main(run_args(*base, "--attack", "fgsm,pgd", "--limit", "16")) == 0
     assert main(run_args(*base, "--attack", "fgsm,bim", "--limit", "8", "--defenses", "bitdepth")) == 0
@@ -180,14 +211,16 @@ def test_headline_combines_runs_of_different_n_image_by_image(run_args, tmp_path
     readme.write_text("<!-- headline:start -->\n<!-- headline:end -->\n")
     assert main(["report", "--readme", str(readme), "--headline", str(run_args.results)]) == 0
     rows = {r["n"]: r for r in read_records(run_args.results) if r["threat"] == "all"}
-    both = np.logical_and(record.decode(rows[16]["correct"]["defended_adv"], 16)[:8],
-                          record.decode(rows[8]["correct"]["defended_adv"], 8))
+    both = np.logical_and(
+        record.decode(rows[16]["correct"]["defended_adv"], 16)[:8], record.decode(rows[8]["correct"]["defended_adv"], 8)
+    )
     (line,) = [ln for ln in readme.read_text().splitlines() if ln.startswith("| bitdepth ")]
-    assert f"| 8   | " in line and f"{both.mean():.3f} [" in line and "3 attacks × 2 threat models" in line
+    assert "| 8   | " in line and f"{both.mean():.3f} [" in line and "3 attacks × 2 threat models" in line
     assert f"{rows[16]['defended_adv_acc']:.3f} [" in line and "(n=16, 2 attacks" in line
 
 
 # --- moved from the former tests/test_trust.py ---------------------------------------
+
 
 def test_report_never_replaces_a_row_with_another_cell(run_args):
     args = run_args("--defenses", "none", "--attack", "fgsm", "--eps", "0.3")
@@ -197,6 +230,7 @@ def test_report_never_replaces_a_row_with_another_cell(run_args):
     assert main(small) == 0
     from bench.analysis.frame import frame
     from bench.store.runs import iter_records
+
     df = frame(iter_records(run_args.results))
     assert sorted(df["n"]) == [24, 48]
     assert set(df["variant"]) == {"n=24", "n=48"}
@@ -208,6 +242,7 @@ def test_report_never_replaces_a_row_with_another_cell(run_args):
     first_n = json.loads((run_args.results / "runs" / runs[0] / "records.jsonl").read_text().splitlines()[0])["n"]
     assert main(["report", "--results-dir", str(run_args.results), "--run", runs[0], "--no-plots"]) == 0
     import pandas as pd
+
     assert list(pd.read_csv(run_args.results / "results.csv")["n"]) == [first_n]
     assert main(["report", "--results-dir", str(run_args.results), "--run", "nope"]) == 2
 
@@ -229,17 +264,43 @@ def test_one_table_column_never_mixes_settings_across_defenses():
     from bench.render.report import paper_view
 
     def rec(defense, steps, labels, key, t):
-        ident = {"kind": "cell", "data": {"dataset": "mnist"}, "n": 10, "classifier": "c", "defense": defense,
-                 "defense_params": {}, "attack": "pgd", "attack_params": {"steps": steps}, "eps": 0.3,
-                 "attack_labels": labels, "threat": "gray"}
-        return {"dataset": "mnist", "classifier": "c", "defense": defense, "threat": "gray", "attack": "pgd",
-                "eps": 0.3, "n": 10, "clean_acc": 1.0, "adv_acc": 0.0, "defended_clean_acc": 1.0,
-                "defended_adv_acc": t / 10, "cell_key": key, "identity": ident, "time": t, "device": "cpu"}
+        ident = {
+            "kind": "cell",
+            "data": {"dataset": "mnist"},
+            "n": 10,
+            "classifier": "c",
+            "defense": defense,
+            "defense_params": {},
+            "attack": "pgd",
+            "attack_params": {"steps": steps},
+            "eps": 0.3,
+            "attack_labels": labels,
+            "threat": "gray",
+        }
+        return {
+            "dataset": "mnist",
+            "classifier": "c",
+            "defense": defense,
+            "threat": "gray",
+            "attack": "pgd",
+            "eps": 0.3,
+            "n": 10,
+            "clean_acc": 1.0,
+            "adv_acc": 0.0,
+            "defended_clean_acc": 1.0,
+            "defended_adv_acc": t / 10,
+            "cell_key": key,
+            "identity": ident,
+            "time": t,
+            "device": "cpu",
+        }
+
     df = frame([rec("none", 10, "predicted", "k1", 1), rec("jpeg", 40, "true", "k2", 2)])
     assert set(df["attack_variant"]) == {"attack_params.steps=10", "attack_params.steps=40"}
-    assert set(df["variant"]) == {"attack_labels=\"predicted\"", "attack_labels=\"true\""} or \
-        all("attack_labels=" in v for v in df["variant"])
-    (_, table), = paper_view(df)
+    assert set(df["variant"]) == {'attack_labels="predicted"', 'attack_labels="true"'} or all(
+        "attack_labels=" in v for v in df["variant"]
+    )
+    ((_, table),) = paper_view(df)
     assert table.shape[0] == 2 and sum(c.startswith("pgd 0.3") for c in table.columns) == 2
 
 
@@ -247,8 +308,23 @@ def test_plots_draw_no_one_point_curves_and_keep_one_colour_per_defense(tmp_path
     import pandas as pd
 
     from bench.render import plots
-    rows = [dict(dataset="mnist", classifier="c", threat="gray", attack="fgsm", eps=e, defense=d, variant="",
-                 defended_adv_acc=0.5, defense_ms_per_sample=1.0, device="cpu") for d in ("a", "b") for e in (0.3,)]
+
+    rows = [
+        dict(
+            dataset="mnist",
+            classifier="c",
+            threat="gray",
+            attack="fgsm",
+            eps=e,
+            defense=d,
+            variant="",
+            defended_adv_acc=0.5,
+            defense_ms_per_sample=1.0,
+            device="cpu",
+        )
+        for d in ("a", "b")
+        for e in (0.3,)
+    ]
     assert plots.accuracy_vs_eps(pd.DataFrame(rows), tmp_path) == []  # one eps: no curve to draw
     rows += [{**r, "eps": 0.1} for r in rows]
     assert len(plots.accuracy_vs_eps(pd.DataFrame(rows), tmp_path)) == 1
@@ -272,6 +348,7 @@ def test_a_report_removes_the_plots_it_no_longer_draws(run_args):
 
 def test_headline_eps_may_name_a_dataset():
     from bench.cli.report import _eps_kept, headline_eps
+
     eps = headline_eps(["0.3", "fashion-mnist=0.1", "cifar10=8/255"])
     assert eps == {None: [0.3], "fashion-mnist": [0.1], "cifar10": [8 / 255]}
     assert _eps_kept(eps, "mnist", 0.3) and not _eps_kept(eps, "mnist", 0.1)
@@ -280,16 +357,30 @@ def test_headline_eps_may_name_a_dataset():
 
 def test_headline_never_combines_rows_of_different_data():
     import pandas as pd
+
     from bench.core import record
     from bench.render.headline import rows
 
     def worst(fp, n, bits):
-        ident = {"data": {"fingerprint": fp}, "classifier_hash": "c", "defense": "x",
-                 "attack_params": {"cells": []}}
-        return {"attack": "worst", "threat": "all", "dataset": "d", "classifier": "m", "defense": "x", "eps": 0.3,
-                "n": n, "identity": ident, "cell_key": fp + str(n), "norm": "Linf", "attack_labels": "true",
-                "correct": {"defended_adv": record.encode(bits)}, "defended_clean_acc": 1.0,
-                "defended_adv_acc": sum(bits) / n}
+        ident = {"data": {"fingerprint": fp}, "classifier_hash": "c", "defense": "x", "attack_params": {"cells": []}}
+        return {
+            "kind": "worst",
+            "attack": "worst",
+            "threat": "all",
+            "dataset": "d",
+            "classifier": "m",
+            "defense": "x",
+            "eps": 0.3,
+            "n": n,
+            "identity": ident,
+            "cell_key": fp + str(n),
+            "norm": "Linf",
+            "attack_labels": "true",
+            "correct": {"defended_adv": record.encode(bits)},
+            "defended_clean_acc": 1.0,
+            "defended_adv_acc": sum(bits) / n,
+        }
+
     df = pd.DataFrame([worst("a", 4, [1, 1, 0, 0]), worst("b", 2, [0, 1]), worst("a", 2, [1, 0])])
     (t,) = rows(df).values()
     assert sorted(t["n"]) == [2, 2]  # data a: 4 and 2 images combined on 2; data b alone
@@ -302,6 +393,7 @@ def test_report_page_headline_and_comparison_are_the_same_whatever_pandas_string
     Every renderer formats values itself: the same bytes as the committed report in every mode."""
     import shutil
     from pathlib import Path
+
     ref = Path(__file__).resolve().parent.parent / "results" / "reference"
     grid = tmp_path / "adaptive"
     shutil.copytree(ref / "adaptive" / "runs", grid / "runs")
@@ -324,8 +416,14 @@ def test_report_says_when_rows_come_from_several_package_versions(tmp_path):
         folder = tmp_path / "runs" / run
         folder.mkdir(parents=True)
         (folder / "records.jsonl").write_text(json.dumps(rec(defense, 0.5, 1.0, run_id=run)) + "\n")
-        (folder / "env.json").write_text(json.dumps({"git_commit": "a" * 40, "versions": {
-            "python": "3.11.7", "torch": torch_version, "torchvision": "0.29.1", "pandas": run}}))
+        (folder / "env.json").write_text(
+            json.dumps(
+                {
+                    "git_commit": "a" * 40,
+                    "versions": {"python": "3.11.7", "torch": torch_version, "torchvision": "0.29.1", "pandas": run},
+                }
+            )
+        )
     assert main(["report", "--results-dir", str(tmp_path), "--no-plots"]) == 0
     text = (tmp_path / "results.md").read_text()
     assert "2 package version sets" in text and "torch 2.11.0" in text and "torch 2.14.1" in text
@@ -337,6 +435,7 @@ def test_report_says_when_rows_come_from_several_package_versions(tmp_path):
 
 def test_pass_and_cascade_columns_appear_only_where_records_have_them(tmp_path):
     from bench.core import record
+
     old = tmp_path / "old"
     write_records(old, [rec("a", 0.5, 1.0)])
     assert main(["report", "--results-dir", str(old), "--no-plots"]) == 0
@@ -344,9 +443,23 @@ def test_pass_and_cascade_columns_appear_only_where_records_have_them(tmp_path):
     assert "attack fwd/img" not in md and "cascade" not in md
     new = tmp_path / "new"
     ran = record.encode([True, False, True, True])
-    write_records(new, [rec("a", 0.5, 1.0, attack_forward_per_sample=6.625, attack_backward_per_sample=5.625),
-                        rec("a", 0.25, 1.0, attack="aa-apgd-t", n=4, cascade=["aa-apgd-ce"], ran_on=ran,
-                            attack_forward_per_sample=30.0, attack_backward_per_sample=20.0)])
+    write_records(
+        new,
+        [
+            rec("a", 0.5, 1.0, attack_forward_per_sample=6.625, attack_backward_per_sample=5.625),
+            rec(
+                "a",
+                0.25,
+                1.0,
+                attack="aa-apgd-t",
+                n=4,
+                cascade=["aa-apgd-ce"],
+                ran_on=ran,
+                attack_forward_per_sample=30.0,
+                attack_backward_per_sample=20.0,
+            ),
+        ],
+    )
     assert main(["report", "--results-dir", str(new), "--no-plots"]) == 0
     md = (new / "results.md").read_text()
     assert "attack fwd/img" in md and "attack bwd/img" in md

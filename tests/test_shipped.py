@@ -1,4 +1,5 @@
 """The shipped weights zoo (bench/core/shipped.py): used only when identity and hash fit."""
+
 import json
 from pathlib import Path
 
@@ -6,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.core import identity, shipped
-from bench.core.checkpoint import save_state, state_hash
 from bench.builtin.classifiers import Recipe, get_classifier
 from bench.builtin.data import MNIST, Data, Split
+from bench.core import identity, shipped
+from bench.core.checkpoint import save_state, state_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +32,13 @@ def ship(zoo: Path, model: torch.nn.Module, ident: dict, name: str = "mnist-cnn"
     stem = shipped.stem("classifier", "tiny", name)
     path = zoo / f"{stem}.pt"
     save_state(model, path)
-    meta = {"file": path.name, "sha256": shipped.sha256_file(path), "key": identity.key(ident), "identity": ident,
-            "weights_hash": state_hash(model)}
+    meta = {
+        "file": path.name,
+        "sha256": shipped.sha256_file(path),
+        "key": identity.key(ident),
+        "identity": ident,
+        "weights_hash": state_hash(model),
+    }
     (zoo / f"{stem}.json").write_text(json.dumps(meta))
     return path
 
@@ -86,17 +92,19 @@ def test_retrain_skips_zoo_and_cache_and_gives_the_same_weights_twice(trained, t
     cache = tmp_path / "cache1"
     hashes = []
     for _ in range(2):
-        _, got = get_classifier("mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), cache, zoo_dir=zoo,
-                                retrain=True)
+        _, got = get_classifier(
+            "mnist-cnn", spec, data, recipe, 0, torch.device("cpu"), cache, zoo_dir=zoo, retrain=True
+        )
         assert got["classifier_source"].startswith("trained:")
         hashes.append(got["classifier_hash"])
     assert hashes[0] == hashes[1] == info["classifier_hash"]
 
 
 def test_a_shipped_countergan_has_no_discriminator_and_loads(tmp_path):
+    import defenses  # noqa: F401
     from bench.core.checkpoint import load_state
     from bench.core.registry import DEFENSES, build
-    import defenses  # noqa: F401
+
     spec = MNIST()
     torch.manual_seed(0)
     a = build(DEFENSES, "countergan-linear-bce", {})
@@ -127,8 +135,9 @@ def test_every_shipped_file_checks_and_names_a_clean_commit():
 
 
 def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
-    from bench.store import runs as store
     from bench.core.errors import BenchError
+    from bench.store import runs as store
+
     monkeypatch.setattr(store, "git_state", lambda: ("abc", ["bench/driver.py"]))
     with pytest.raises(BenchError, match="dirty tree.*bench/driver.py"):
         store.refuse_dirty_reference(ROOT / "results" / "reference" / "default")
@@ -137,6 +146,7 @@ def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
 
 def test_env_names_cpu_threads_and_blas():
     from bench.store.provenance import make_env
+
     env = make_env(["--x"], torch.device("cpu"), 0)
     assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["blas"]
 
@@ -144,16 +154,19 @@ def test_env_names_cpu_threads_and_blas():
 def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tmp_path, capsys):
     """`bench weights --ship` into a (temporary) zoo, then `bench weights` again: every model is
     retrained and compared with what was shipped, and a CPU retraining is bit-identical."""
-    from bench.store import runs as store
-    from bench.run import weights
     from bench.cli import main
+    from bench.run import weights
+
     zoo = tmp_path / "zoo"
     zoo.mkdir()
-    (zoo / "zoo.toml").write_text('[[model]]\ndataset = "mnist"\nclassifier = "mnist-cnn"\n'
-                                  'defenses = ["countergan-linear-bce"]\n')
+    (zoo / "zoo.toml").write_text(
+        '[[model]]\ndataset = "mnist"\nclassifier = "mnist-cnn"\ndefenses = ["countergan-linear-bce"]\n'
+    )
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text("[classifier]\nepochs = 1\nbatch_size = 256\n"
-                   "[defenses.countergan-linear-bce]\niterations = 3\nbatch_size = 32\n")
+    cfg.write_text(
+        "[classifier]\nepochs = 1\nbatch_size = 256\n"
+        "[defenses.countergan-linear-bce]\niterations = 3\nbatch_size = 32\n"
+    )
     monkeypatch.setattr(shipped, "ZOO_DIR", zoo)
     monkeypatch.setattr(weights, "PLAN", zoo / "zoo.toml")
     monkeypatch.setattr(weights, "git_state", lambda: ("c0ffee", []))
@@ -161,7 +174,9 @@ def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tm
     out = capsys.readouterr().out
     assert "nothing shipped to compare with" in out and (zoo / "defense-mnist-countergan-linear-bce.pt").is_file()
     meta = json.loads((zoo / "classifier-mnist-mnist-cnn.json").read_text())
-    assert meta["git_commit"] == "c0ffee" and meta["torch_threads"] == 1 and meta["command"][-2:] == ["--config", str(cfg)]
+    assert (
+        meta["git_commit"] == "c0ffee" and meta["torch_threads"] == 1 and meta["command"][-2:] == ["--config", str(cfg)]
+    )
     assert main(["weights", "--config", str(cfg)]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[weights] mnist/")]
     assert len(lines) == 2 and all("identical to the shipped weights" in ln for ln in lines)
@@ -178,6 +193,7 @@ def test_every_shipped_defense_keeps_its_fit_key_under_todays_code():
 
     from bench.core.registry import DATASETS
     from bench.run.plan import fit_ident, make_defense
+
     tables = tomllib.loads((ROOT / "bench.toml").read_text()).get("defenses", {})
     checked = 0
     for meta_path in sorted((ROOT / "bench" / "zoo").glob("defense-*.json")):
@@ -196,14 +212,17 @@ def test_every_shipped_classifier_keeps_its_recipe_under_todays_code():
     """The classifier variants (a table of recipes over one architecture) resolve to the recipes
     their shipped weights were trained with, from today's registry and bench.toml."""
     import tomllib
+    from dataclasses import asdict
 
     from bench.builtin.classifiers import recipe_identity, resolve_recipe
-    from dataclasses import asdict
+
     cfg = tomllib.loads((ROOT / "bench.toml").read_text())
     checked = 0
     for meta_path in sorted((ROOT / "bench" / "zoo").glob("classifier-*.json")):
         ident = json.loads(meta_path.read_text())["identity"]
-        recipe = resolve_recipe(ident["arch"], cfg.get("classifier", {}), cfg.get("classifiers", {}).get(ident["arch"], {}))
+        recipe = resolve_recipe(
+            ident["arch"], cfg.get("classifier", {}), cfg.get("classifiers", {}).get(ident["arch"], {})
+        )
         assert recipe_identity(asdict(recipe)) == ident["recipe"], meta_path.name
         checked += 1
     assert checked >= 4

@@ -4,6 +4,7 @@ The browser test drives Debian's headless ``chromium`` through ``chromium-driver
 (nothing downloads a browser; ``make test`` installs both packages when it runs as root). It
 skips when they are missing outside CI, and fails under CI (``CI`` set), where they must be there.
 """
+
 import json
 import os
 import re
@@ -14,10 +15,10 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.render.site import THREATS, browser_paths
-from bench.core.stats import wilson
-from bench.core.record import encode as bits
 from bench.core.record import accuracies as _accuracies
+from bench.core.record import encode as bits
+from bench.core.stats import wilson
+from bench.render.site import THREATS, browser_paths
 
 N = 40
 CPU, GPU = "cpu (x86_64, 2 threads)", "NVIDIA H200"
@@ -27,18 +28,48 @@ def outcome(seed, p):
     return np.random.default_rng(seed).random(N) < p
 
 
-def rec(defense, ok, *, threat="gray", attack="fgsm", steps=None, eps=0.3, device=CPU, ms=0.5,
-        randomized=False, eot=None, run="r1"):
+def rec(
+    defense,
+    ok,
+    *,
+    threat="gray",
+    attack="fgsm",
+    steps=None,
+    eps=0.3,
+    device=CPU,
+    ms=0.5,
+    randomized=False,
+    eot=None,
+    run="r1",
+):
     ok_t = torch.as_tensor(ok)
     ones = torch.ones(N, dtype=torch.bool)
     params = {"steps": steps, "alpha": 0.75 / steps, "random_start": True} if steps else {}
-    r = dict(dataset="mnist", classifier="mnist-cnn", classifier_hash="c0", data_fingerprint="d0", defense=defense,
-             defense_params={}, defense_randomized=randomized, threat=threat, attack=attack, attack_params=params,
-             attack_labels="true", norm="Linf", eps=eps, n=N, seed=0, eot_samples=eot, device=device,
-             defense_ms_per_sample=ms, run_id=run, time=1.0, checks=[],
-             cell_key=f"{defense}-{threat}-{attack}-{steps}-{eps}-{device}",
-             correct={"clean": bits(ones), "adv": bits(ok_t), "defended_clean": bits(ones),
-                      "defended_adv": bits(ok_t)})
+    r = dict(
+        dataset="mnist",
+        classifier="mnist-cnn",
+        classifier_hash="c0",
+        data_fingerprint="d0",
+        defense=defense,
+        defense_params={},
+        defense_randomized=randomized,
+        threat=threat,
+        attack=attack,
+        attack_params=params,
+        attack_labels="true",
+        norm="Linf",
+        eps=eps,
+        n=N,
+        seed=0,
+        eot_samples=eot,
+        device=device,
+        defense_ms_per_sample=ms,
+        run_id=run,
+        time=1.0,
+        checks=[],
+        cell_key=f"{defense}-{threat}-{attack}-{steps}-{eps}-{device}",
+        correct={"clean": bits(ones), "adv": bits(ok_t), "defended_clean": bits(ones), "defended_adv": bits(ok_t)},
+    )
     r.update(_accuracies({"clean": ones, "adv": ok_t, "defended_clean": ones, "defended_adv": ok_t}))
     r["defended_clean_acc"] = 0.975
     return r
@@ -47,16 +78,26 @@ def rec(defense, ok, *, threat="gray", attack="fgsm", steps=None, eps=0.3, devic
 def fixture_records():
     """Defense a: two gray attacks, a gray cell on a GPU too, an under-budget white PGD sweep;
     b: randomised, gray and bpda-eot; none: gray; c: another eps (its own table)."""
-    a = {"fgsm": outcome(1, 0.8), "pgd": outcome(2, 0.7), "gpu": outcome(3, 0.8),
-         "w10": outcome(4, 0.7), "w20": outcome(5, 0.5), "w40": outcome(6, 0.3)}
+    a = {
+        "fgsm": outcome(1, 0.8),
+        "pgd": outcome(2, 0.7),
+        "gpu": outcome(3, 0.8),
+        "w10": outcome(4, 0.7),
+        "w20": outcome(5, 0.5),
+        "w40": outcome(6, 0.3),
+    }
     b = {"gray": outcome(7, 0.6), "eot": outcome(8, 0.4)}
     none = outcome(9, 0.1)
-    records = [rec("a", a["fgsm"]), rec("a", a["pgd"], attack="pgd", steps=40, ms=0.7),
-               rec("a", a["gpu"], device=GPU, ms=0.05),
-               *[rec("a", a[f"w{s}"], threat="white", attack="pgd", steps=s, ms=0.6) for s in (10, 20, 40)],
-               rec("b", b["gray"], ms=3.0, randomized=True),
-               rec("b", b["eot"], threat="bpda-eot", attack="pgd", steps=40, ms=3.0, randomized=True, eot=8),
-               rec("none", none, ms=0.0001, run="r2"), rec("c", outcome(10, 0.5), eps=0.1)]
+    records = [
+        rec("a", a["fgsm"]),
+        rec("a", a["pgd"], attack="pgd", steps=40, ms=0.7),
+        rec("a", a["gpu"], device=GPU, ms=0.05),
+        *[rec("a", a[f"w{s}"], threat="white", attack="pgd", steps=s, ms=0.6) for s in (10, 20, 40)],
+        rec("b", b["gray"], ms=3.0, randomized=True),
+        rec("b", b["eot"], threat="bpda-eot", attack="pgd", steps=40, ms=3.0, randomized=True, eot=8),
+        rec("none", none, ms=0.0001, run="r2"),
+        rec("c", outcome(10, 0.5), eps=0.1),
+    ]
     gray_a = a["fgsm"] & a["pgd"] & a["gpu"]
     white_a = a["w10"] & a["w20"] & a["w40"]
     expected = {  # per defense: n, clean, gray, white, bpda, bpda-eot, worst, ms CPU, ms GPU
@@ -161,13 +202,15 @@ def _browser_or_skip():
     binary, driver = browser_paths()
     try:
         import selenium  # noqa: F401
+
         have_client = True
     except ImportError:
         have_client = False
     if binary and driver and have_client:
         return
-    missing = ", ".join(n for n, ok in (("chromium", binary), ("chromium-driver", driver),
-                                        ("selenium", have_client)) if not ok)
+    missing = ", ".join(
+        n for n, ok in (("chromium", binary), ("chromium-driver", driver), ("selenium", have_client)) if not ok
+    )
     msg = f"{missing} missing: `make test` installs them (apt-get install chromium chromium-driver as root)"
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(f"under CI the browser test must run: {msg}")
@@ -177,7 +220,9 @@ def _browser_or_skip():
 def test_page_in_headless_chromium(tmp_path):
     _browser_or_skip()
     from selenium.webdriver.common.by import By
+
     from bench.render.site import browser
+
     records, expected = fixture_records()
     write(tmp_path, records)
     assert main(["report", "--results-dir", str(tmp_path), "--html"]) == 0
@@ -204,7 +249,8 @@ def test_page_in_headless_chromium(tmp_path):
             badges = r.find_elements(By.CSS_SELECTOR, ".badge")
             assert bool(badges) == (name == "b")
         link = next(r for r in rows() if r.get_attribute("data-defense") == "a").find_element(
-            By.CSS_SELECTOR, "td.links a")
+            By.CSS_SELECTOR, "td.links a"
+        )
         assert link.get_attribute("href").endswith("/runs/r1/records.jsonl")
 
         gray = table.find_elements(By.CSS_SELECTOR, "thead th")[3]
@@ -243,9 +289,20 @@ def test_one_page_over_several_results_dirs_links_each_run_into_its_own(tmp_path
     write(a, records)
     (a / "plots").mkdir()
     (a / "plots" / "acc_vs_eps_x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    write(b, [{**r, "run_id": "r9", "dataset": "fashion-mnist", "cell_key": f"{r.get('cell_key')}-b",
-               "identity": {**(r.get("identity") or {}), "data": {"dataset": "fashion-mnist"}}}
-              for r in records if r.get("run_id") == "r1"])
+    write(
+        b,
+        [
+            {
+                **r,
+                "run_id": "r9",
+                "dataset": "fashion-mnist",
+                "cell_key": f"{r.get('cell_key')}-b",
+                "identity": {**(r.get("identity") or {}), "data": {"dataset": "fashion-mnist"}},
+            }
+            for r in records
+            if r.get("run_id") == "r1"
+        ],
+    )
     out = tmp_path / "all"
     out.mkdir()
     assert main(["report", "--results-dir", str(out), "--site-from", f"{a},{b}"]) == 0
@@ -265,13 +322,25 @@ def test_cells_of_different_n_meet_image_by_image_on_the_first_images():
     named is one measured on those 8 images."""
     import numpy as np
     import pandas as pd
+
     from bench.core import record
     from bench.render.site import combine
+
     pgd = np.array([1] * 12 + [0] * 4, bool)
     aa = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
-    cells = pd.DataFrame([
-        {"threat": "white", "attack": a, "n": len(m), "defended_adv_acc": m.mean(), "kind": "cell",
-         "correct": {"defended_adv": record.encode(m)}} for a, m in (("pgd", pgd), ("aa-square", aa))])
+    cells = pd.DataFrame(
+        [
+            {
+                "threat": "white",
+                "attack": a,
+                "n": len(m),
+                "defended_adv_acc": m.mean(),
+                "kind": "cell",
+                "correct": {"defended_adv": record.encode(m)},
+            }
+            for a, m in (("pgd", pgd), ("aa-square", aa))
+        ]
+    )
     v = combine(cells, "white-box")
     assert v.n == 8 and v.acc == (pgd[:8] & aa).mean() == 0.75
     assert "first 8 images" in v.detail and "set by aa-square" in v.detail
@@ -280,16 +349,32 @@ def test_cells_of_different_n_meet_image_by_image_on_the_first_images():
 def test_a_cells_tooltip_names_its_cascade_stage_and_its_passes_where_stored():
     import numpy as np
     import pandas as pd
+
     from bench.core import record
     from bench.render.site import combine
+
     ok = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
     ran = np.array([1, 0, 1, 1, 1, 1, 1, 0], bool)
-    base = {"threat": "white", "n": 8, "defended_adv_acc": ok.mean(), "kind": "cell",
-            "correct": {"defended_adv": record.encode(ok)}}
-    cells = pd.DataFrame([{**base, "attack": "pgd"},
-                          {**base, "attack": "aa-square", "cascade": ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t"],
-                           "ran_on": record.encode(ran), "attack_forward_per_sample": 12.5,
-                           "attack_backward_per_sample": 0.0}])
+    base = {
+        "threat": "white",
+        "n": 8,
+        "defended_adv_acc": ok.mean(),
+        "kind": "cell",
+        "correct": {"defended_adv": record.encode(ok)},
+    }
+    cells = pd.DataFrame(
+        [
+            {**base, "attack": "pgd"},
+            {
+                **base,
+                "attack": "aa-square",
+                "cascade": ["aa-apgd-ce", "aa-apgd-t", "aa-fab-t"],
+                "ran_on": record.encode(ran),
+                "attack_forward_per_sample": 12.5,
+                "attack_backward_per_sample": 0.0,
+            },
+        ]
+    )
     detail = combine(cells, "white-box").detail
     assert "aa-square · cascade after aa-apgd-ce, aa-apgd-t, aa-fab-t (ran on 6)" in detail
     assert "12.5 forward + 0 backward passes/image" in detail

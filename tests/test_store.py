@@ -1,4 +1,5 @@
 """bench.store: the results folder lock and the git state every record names."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 def test_a_results_dir_in_use_is_refused(tmp_path):
     from bench.core.errors import BenchError
     from bench.store.runs import ResultsLock
+
     lock = ResultsLock(tmp_path)
     with pytest.raises(BenchError, match="in use by another run"):
         ResultsLock(tmp_path)
@@ -18,6 +20,7 @@ def test_git_state_names_dirty_code_files_but_not_growing_results(tmp_path):
     import subprocess
 
     import bench.store.provenance as store
+
     repo = tmp_path / "repo"
     (repo / "bench").mkdir(parents=True)
     (repo / "results" / "reference").mkdir(parents=True)

@@ -7,7 +7,7 @@ from bench.run.timing import BatchTimer
 
 def test_cpu_timer_medians_per_sample_and_skips_warmup():
     t = BatchTimer(torch.device("cpu"), warmup=1)
-    assert t(lambda: time.sleep(0.05) or "first", 1) == "first"   # slow warm-up batch
+    assert t(lambda: time.sleep(0.05) or "first", 1) == "first"  # slow warm-up batch
     for _ in range(3):
         t(lambda: time.sleep(0.002), 2)
     assert len(t.timed) == 3
@@ -23,9 +23,11 @@ def test_single_batch_is_kept_even_with_warmup():
 
 # --- moved from the former tests/test_trust.py ---------------------------------------
 
+
 def test_cuda_timer_uses_the_chosen_device(monkeypatch):
     """No GPU here: a stand-in torch.cuda records which device and stream the timer uses."""
     from bench.run import timing
+
     calls = []
 
     class Event:

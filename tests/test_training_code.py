@@ -3,7 +3,7 @@
 Every classifier and every trainable defense is trained for a few steps on a tiny fixed
 fixture; a fingerprint of the resulting weights is compared with the one stored in
 ``tests/data/training_fingerprints.json`` for the training-code version the code declares
-(``bench.classifiers.TRAINING_VERSION``, a defense class's ``training_version``). Those versions
+(``bench.builtin.classifiers.TRAINING_VERSION``, a defense class's ``training_version``). Those versions
 are part of every classifier and fit key, so:
 
 * changed training code that trains the same weights (a refactor) keeps every key;
@@ -25,6 +25,7 @@ an AMD EPYC failed against fingerprints from an Intel Xeon, both AVX512). A mach
 fingerprints skips, saying how to record them; a version bumped on one class drops the others'
 entries for that case (they describe the old code), which then skip until recorded there.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import attacks  # noqa: E402,F401
 import defenses  # noqa: E402,F401
 from bench.builtin import classifiers  # noqa: E402
+from bench.builtin.data import MNIST, Data, Split  # noqa: E402
 from bench.core.checkpoint import inference_state  # noqa: E402
-from bench.builtin.data import Data, MNIST, Split  # noqa: E402
 from bench.core.registry import CLASSIFIERS, DEFENSES, build  # noqa: E402
 
 STORE = Path(__file__).resolve().parent / "data" / "training_fingerprints.json"
@@ -58,8 +59,9 @@ def fixture(shape: tuple[int, int, int], n: int = 16) -> Data:
 
 def fingerprint(module: torch.nn.Module, ignore: tuple[str, ...] = ()) -> list[float]:
     """16 evenly spaced weights, their sum and their absolute sum."""
-    flat = torch.cat([v.flatten().double() for _, v in sorted(inference_state(module, ignore).items())
-                      if v.is_floating_point()])
+    flat = torch.cat(
+        [v.flatten().double() for _, v in sorted(inference_state(module, ignore).items()) if v.is_floating_point()]
+    )
     idx = torch.linspace(0, len(flat) - 1, 16).long()
     return [*flat[idx].tolist(), flat.sum().item(), flat.abs().sum().item()]
 
@@ -89,8 +91,9 @@ def train_classifier_case(name: str) -> tuple[int, list[float]]:
     recipe = tiny_recipe(name)
     if recipe.rec_L > 0:  # the Rec path: reconstruct the training images with a tiny DefenseGAN
         torch.manual_seed(0)
-        d = build(DEFENSES, "defensegan", {"L": recipe.rec_L, "R": recipe.rec_R, "width": 8, "pretrained": "",
-                                           "seed": 0})
+        d = build(
+            DEFENSES, "defensegan", {"L": recipe.rec_L, "R": recipe.rec_R, "width": 8, "pretrained": "", "seed": 0}
+        )
         d.setup(spec)
         data = classifiers.reconstructed(data, d.eval(), torch.device("cpu"), batch=16)
     torch.manual_seed(0)
@@ -139,6 +142,7 @@ def machine_class() -> str:
     """What decides the last bits of a CPU training here: vendor/instruction set/BLAS/numerics mode."""
     from bench.core import numerics
     from bench.store.provenance import blas
+
     return f"{numerics.cpu_vendor()}/{numerics.cpu_capability()}/{blas().split(' ')[0]}/{numerics.mode_in_force()}"
 
 
@@ -158,31 +162,44 @@ def stored() -> dict[str, dict]:
 @pytest.mark.parametrize("case", cases())
 def test_training_code_matches_its_version(case):
     machines, here = stored(), machine_class()
-    version_now = (classifiers.TRAINING_VERSION if case.startswith("classifier:")
-                   else DEFENSES.get(case.split(":", 1)[1]).training_version)
+    version_now = (
+        classifiers.TRAINING_VERSION
+        if case.startswith("classifier:")
+        else DEFENSES.get(case.split(":", 1)[1]).training_version
+    )
     recorded_anywhere = [m for m, cases in machines.items() if cases.get(case, {}).get("version") == version_now]
-    assert recorded_anywhere, (f"no training fingerprint for {case} at training-code version {version_now} on any "
-                               "machine class: run `python tests/test_training_code.py --update` and commit "
-                               "tests/data/training_fingerprints.json")
+    assert recorded_anywhere, (
+        f"no training fingerprint for {case} at training-code version {version_now} on any "
+        "machine class: run `python tests/test_training_code.py --update` and commit "
+        "tests/data/training_fingerprints.json"
+    )
     entry = machines.get(here, {}).get(case)
     if entry is None or entry["version"] != version_now:
-        pytest.skip(f"{case}: fingerprints are recorded on {', '.join(sorted(recorded_anywhere))}, not on this "
-                    f"machine class ({here}): the last bits of a training differ across them; "
-                    "`python tests/test_training_code.py --update` on a clean checkout here records them")
+        pytest.skip(
+            f"{case}: fingerprints are recorded on {', '.join(sorted(recorded_anywhere))}, not on this "
+            f"machine class ({here}): the last bits of a training differ across them; "
+            "`python tests/test_training_code.py --update` on a clean checkout here records them"
+        )
     version, values = compute(case)
     assert version == version_now
     ok = torch.allclose(torch.tensor(values), torch.tensor(entry["values"]), atol=ATOL, rtol=RTOL)
-    kind = "bench.builtin.classifiers.TRAINING_VERSION" if case.startswith("classifier:") else \
-        f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
-    assert ok, (f"{case}: the training code now trains different weights from the same settings on this machine "
-                f"class ({here}), so old cached and shipped models would be taken for the new code's. Bump {kind} "
-                "(it is part of the cache key), then run `python tests/test_training_code.py --update`")
+    kind = (
+        "bench.builtin.classifiers.TRAINING_VERSION"
+        if case.startswith("classifier:")
+        else f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
+    )
+    assert ok, (
+        f"{case}: the training code now trains different weights from the same settings on this machine "
+        f"class ({here}), so old cached and shipped models would be taken for the new code's. Bump {kind} "
+        "(it is part of the cache key), then run `python tests/test_training_code.py --update`"
+    )
 
 
 def test_a_changed_training_path_changes_the_key():
     """The mechanism end to end: the version is in the key, so a bump gives a new key."""
     from bench.core import identity
     from bench.run.plan import fit_key
+
     spec = spec_for((1, 28, 28))
     d = build(DEFENSES, "countergan", {})
     d.setup(spec)
@@ -236,6 +253,7 @@ def test_a_changed_defense_trainer_fails_here_and_another_machine_class_skips(mo
     changes (here: counterGAN's AdamW at 1.5× its learning rate), and a machine class with no
     fingerprints of its own skips with the command that records them instead of failing."""
     import _pytest.outcomes
+
     if stored().get(machine_class(), {}).get("defense:countergan") is None:
         pytest.skip(f"no fingerprints for this machine class ({machine_class()})")
     real = torch.optim.AdamW

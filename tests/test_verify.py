@@ -1,9 +1,11 @@
 """`python -m bench verify`: stored cells recomputed from their identity, bit for bit."""
+
 import json
 from pathlib import Path
 
-from bench.cli import main
 from conftest import read_records
+
+from bench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -12,7 +14,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     assert main(run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--eps", "0.2")) == 0
     results = run_args.results
     stored = read_records(results)
-    assert any(r["attack"] == "worst" for r in stored)
+    assert any(r.kind == "worst" for r in stored)
     verify = ["verify", "--results-dir", str(results), "--cache-dir", run_args()[3]]
     capsys.readouterr()
     assert main(verify) == 0
@@ -37,16 +39,24 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     # Issue 33: a hardware-like difference — the record names another CPU, a few images flipped
     # both ways — is graded equivalent (exit 0); the same flips as a GPU record beyond noise are
     # "not comparable" (exit 3), never reported as a bug.
-    i, rec = next((i, json.loads(line)) for i, line in enumerate(lines)
-                  if json.loads(line)["attack"] == "pgd" and json.loads(line)["defense"] == "bitdepth")
+    i, rec = next(
+        (i, json.loads(line))
+        for i, line in enumerate(lines)
+        if json.loads(line)["attack"] == "pgd" and json.loads(line)["defense"] == "bitdepth"
+    )
     bits = bytearray(bytes.fromhex(rec["correct"]["defended_adv"]))
     ones = [j for j in range(48) if bits[j // 8] >> (7 - j % 8) & 1]
     zeros = [j for j in range(48) if not bits[j // 8] >> (7 - j % 8) & 1]
     assert ones and zeros
     for j in (ones[0], zeros[0]):  # one image right → wrong, one wrong → right
         bits[j // 8] ^= 0x80 >> (j % 8)
-    planted = dict(rec, correct=dict(rec["correct"], defended_adv=bits.hex()), cpu_vendor="GenuineIntel",
-                   cpu_model="Intel(R) Xeon(R) Processor", cpu_capability="AVX512")
+    planted = dict(
+        rec,
+        correct=dict(rec["correct"], defended_adv=bits.hex()),
+        cpu_vendor="GenuineIntel",
+        cpu_model="Intel(R) Xeon(R) Processor",
+        cpu_capability="AVX512",
+    )
     lines[i] = json.dumps(planted)
     path.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
@@ -56,8 +66,9 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     assert "1 cell(s): 0 identical, 1 equivalent" in out
     # a GPU record whose every right image went wrong: beyond noise, on another device
     gone = bytes(len(bits)).hex()
-    lines[i] = json.dumps(dict(rec, correct=dict(rec["correct"], defended_adv=gone), device="NVIDIA H200",
-                               device_type="cuda"))
+    lines[i] = json.dumps(
+        dict(rec, correct=dict(rec["correct"], defended_adv=gone), device="NVIDIA H200", device_type="cuda")
+    )
     path.write_text("\n".join(lines) + "\n")
     assert main(verify + ["--cells", rec["cell_key"][:8]]) == 3
     assert "NOT COMPARABLE" in capsys.readouterr().out
@@ -66,8 +77,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
 def test_verify_sample_takes_the_cheapest_cells(run_args, capsys):
     assert main(run_args("--defenses", "none", "--attack", "fgsm,pgd", "--eps", "0.2")) == 0
     capsys.readouterr()
-    assert main(["verify", "--results-dir", str(run_args.results), "--cache-dir", run_args()[3],
-                 "--sample", "1"]) == 0
+    assert main(["verify", "--results-dir", str(run_args.results), "--cache-dir", run_args()[3], "--sample", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 cell(s): 1 identical" in out and " fgsm " in out  # FGSM costs less than PGD
 
@@ -83,6 +93,7 @@ def test_suite_rows_are_recombined_from_their_parts_never_recomputed_under_their
     """`aa` now plans the cascade: a stored individual-mode `aa` row (kind worst, attack aa) must be
     checked by recombining its component cells, and never be a cheap "sample" (it has no timing)."""
     from bench.run.verify import combined, parts, select, stored_cells
+
     records, _ = stored_cells(ROOT / "results" / "reference" / "threat-matrix-aa")
     suite = [r for r in records if r.get("attack") == "aa" and r.get("kind") == "worst"]
     assert suite and all(combined(r) and len(parts(r)) >= 4 for r in suite)
@@ -97,6 +108,7 @@ def test_a_gpu_record_is_matched_to_its_cpu_recomputation_by_identity_but_device
     another key; verify pairs them by the rest of the identity and grades the pair (measured on the
     H200's `none` FGSM cell: equivalent, 7 of 1,000 images flipped, exit 0)."""
     from bench.run.verify import other_device
+
     ident = {"attack": "fgsm", "defense": "none", "n": 8, "device_type": "cuda"}
     gpu = {"cell_key": "g", "identity": ident}
     cpu = {"cell_key": "c", "identity": {**ident, "device_type": "cpu"}}

@@ -1,4 +1,5 @@
 """Defenses planted by the trust tests (named as external plugins, module:Class)."""
+
 from __future__ import annotations
 
 import torch

@@ -12,6 +12,7 @@ speed claim is this script's printed ratio from one run, never a timed test.
     python -m tools.aa_cascade --defenses none,bitdepth --limit 32
     python -m tools.aa_cascade --defenses none,bitdepth --limit 32 --config small-aa.toml  # budgets
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,9 +51,17 @@ def main() -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--data-root", default=None)
     a = p.parse_args()
-    cli = {"defenses": a.defenses.split(","), "limit": a.limit, "threat": a.threat.split(","),
-           "eps": None if a.eps is None else [a.eps], "batch_size": a.batch_size, "device": a.device,
-           "cache_dir": a.cache_dir, "data_root": a.data_root, "offline": True}
+    cli = {
+        "defenses": a.defenses.split(","),
+        "limit": a.limit,
+        "threat": a.threat.split(","),
+        "eps": None if a.eps is None else [a.eps],
+        "batch_size": a.batch_size,
+        "device": a.device,
+        "cache_dir": a.cache_dir,
+        "data_root": a.data_root,
+        "offline": True,
+    }
     got: dict[str, tuple[float, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         run({**cli, "attack": ["fgsm"]}, a.config, Path(tmp) / "warm")  # classifier and defenses loaded/trained
@@ -71,22 +80,28 @@ def main() -> None:
             continue
         n = int(c["n"])
         differ = int((decode(c["correct"]["defended_adv"], n) != decode(i["correct"]["defended_adv"], n)).sum())
-        print(f"  {key[0]} ({key[1]}, eps {key[2]:g}): robust {c['defended_adv_acc']:.3f} cascade / "
-              f"{i['defended_adv_acc']:.3f} individual ({differ} image(s) differ); passes per image "
-              f"{c.get('attack_forward_per_sample', 0):.1f} fwd + {c.get('attack_backward_per_sample', 0):.1f} bwd "
-              f"cascade / {i.get('attack_forward_per_sample', 0):.1f} fwd + "
-              f"{i.get('attack_backward_per_sample', 0):.1f} bwd individual")
+        print(
+            f"  {key[0]} ({key[1]}, eps {key[2]:g}): robust {c['defended_adv_acc']:.3f} cascade / "
+            f"{i['defended_adv_acc']:.3f} individual ({differ} image(s) differ); passes per image "
+            f"{c.get('attack_forward_per_sample', 0):.1f} fwd + {c.get('attack_backward_per_sample', 0):.1f} bwd "
+            f"cascade / {i.get('attack_forward_per_sample', 0):.1f} fwd + "
+            f"{i.get('attack_backward_per_sample', 0):.1f} bwd individual"
+        )
         for mode, r in (("cascade", c), ("individual", i)):
             total[mode][0] += r.get("attack_forward_per_sample") or 0
             total[mode][1] += r.get("attack_backward_per_sample") or 0
     for mode in MODES:
-        print(f"{mode:10s} {got[mode][0]:8.1f} s   passes per image (summed over defenses): "
-              f"{total[mode][0]:.1f} forward, {total[mode][1]:.1f} backward")
+        print(
+            f"{mode:10s} {got[mode][0]:8.1f} s   passes per image (summed over defenses): "
+            f"{total[mode][0]:.1f} forward, {total[mode][1]:.1f} backward"
+        )
     sec = got["individual"][0] / max(got["cascade"][0], 1e-9)
     fwd = total["individual"][0] / max(total["cascade"][0], 1e-9)
     bwd = total["individual"][1] / max(total["cascade"][1], 1e-9)
-    print(f"ratio individual/cascade: {sec:.2f}× seconds, {fwd:.2f}× forward passes, {bwd:.2f}× backward passes "
-          "(one run each)")
+    print(
+        f"ratio individual/cascade: {sec:.2f}× seconds, {fwd:.2f}× forward passes, {bwd:.2f}× backward passes "
+        "(one run each)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
     python -m tools.defensegan --limit 100 --batch 50 [--device cuda] [--results-dir results]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ def floor_loop(G: torch.nn.Module, x: torch.Tensor, L: int, R: int, z_dim: int, 
     target = x.repeat_interleave(R, 0)
     with torch.enable_grad():
         for _ in range(L):
-            g, = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
+            (g,) = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
             z = (z - lr * g).detach().requires_grad_(True)
     return z
 
@@ -53,14 +54,22 @@ def main() -> None:
     a = p.parse_args()
     device = resolve_device(a.device)
     base = {"plugin": "defensegan", "recipe": a.recipe, **({"z_init": a.z_init} if a.z_init else {})}
-    cfg = Config(defenses=["defensegan"], attack=["fgsm"], device=a.device, data_root=a.data_root,
-                 cache_dir=a.cache_dir, results_dir=a.results_dir, offline=True, limit=a.limit,
-                 defense_params={"defensegan": {"recipe": a.recipe}})
+    cfg = Config(
+        defenses=["defensegan"],
+        attack=["fgsm"],
+        device=a.device,
+        data_root=a.data_root,
+        cache_dir=a.cache_dir,
+        results_dir=a.results_dir,
+        offline=True,
+        limit=a.limit,
+        defense_params={"defensegan": {"recipe": a.recipe}},
+    )
     spec = DATASETS.get("mnist")()
     cfg.defense_params = {"defensegan": {**base, "L": a.L, "R": a.R}}
     with Runner(cfg, [Path(sys.executable).name, "-m", "tools.defensegan", *sys.argv[1:]]) as runner:
         d, _, data = runner.trained_defense(spec, "defensegan")
-    x = data.test.x[:a.batch].to(device)
+    x = data.test.x[: a.batch].to(device)
     t_def, t_floor = BatchTimer(device, 1), BatchTimer(device, 1)
     with torch.no_grad():
         for _ in range(a.repeats + 1):  # the first of each is warm-up
@@ -68,10 +77,14 @@ def main() -> None:
             t_floor(lambda: floor_loop(d.G, x, a.L, a.R, d.z_dim, d.lr), len(x))
     dm, fm = t_def.ms_per_sample(), t_floor.ms_per_sample()
     print(f"device: {device_name(device)}")
-    print(f"DefenseGAN L={a.L} R={a.R}, batch {len(x)}: {dm:.3f} ms/sample (runs: "
-          f"{', '.join(f'{v:.3f}' for v in t_def.timed)})")
-    print(f"floor (L·R batched G fwd+bwd only):  {fm:.3f} ms/sample (runs: "
-          f"{', '.join(f'{v:.3f}' for v in t_floor.timed)})")
+    print(
+        f"DefenseGAN L={a.L} R={a.R}, batch {len(x)}: {dm:.3f} ms/sample (runs: "
+        f"{', '.join(f'{v:.3f}' for v in t_def.timed)})"
+    )
+    print(
+        f"floor (L·R batched G fwd+bwd only):  {fm:.3f} ms/sample (runs: "
+        f"{', '.join(f'{v:.3f}' for v in t_floor.timed)})"
+    )
     print(f"ratio defense/floor = {dm / fm:.3f}  (goal ≤ 1.25)")
     if a.no_sweep:
         return
@@ -81,9 +94,18 @@ def main() -> None:
             name = f"defensegan-L{L}-R{R}"
             names.append(name)
             params[name] = {**base, "L": L, "R": R}
-    sweep = Config(defenses=names, attack=["fgsm"], eps=[spec.default_eps], limit=a.limit,
-                   device=a.device, data_root=a.data_root, cache_dir=a.cache_dir, offline=True,
-                   results_dir=a.results_dir, defense_params=params)
+    sweep = Config(
+        defenses=names,
+        attack=["fgsm"],
+        eps=[spec.default_eps],
+        limit=a.limit,
+        device=a.device,
+        data_root=a.data_root,
+        cache_dir=a.cache_dir,
+        offline=True,
+        results_dir=a.results_dir,
+        defense_params=params,
+    )
     t0 = time.perf_counter()
     with Runner(sweep, ["perf-defensegan-sweep"]) as runner:
         records = runner.run()
@@ -91,8 +113,10 @@ def main() -> None:
     print(f"{'L':>5} {'R':>4} {'defended clean':>15} {'defended adv':>13} {'ms/sample':>10}")
     for r in records:
         hp = r["defense_params"]
-        print(f"{hp['L']:>5} {hp['R']:>4} {r['defended_clean_acc']:>15.3f} {r['defended_adv_acc']:>13.3f} "
-              f"{r['defense_ms_per_sample']:>10.3f}")
+        print(
+            f"{hp['L']:>5} {hp['R']:>4} {r['defended_clean_acc']:>15.3f} {r['defended_adv_acc']:>13.3f} "
+            f"{r['defense_ms_per_sample']:>10.3f}"
+        )
 
 
 if __name__ == "__main__":

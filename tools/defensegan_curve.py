@@ -21,12 +21,12 @@ weights an uninterrupted run would have had (the probes already recorded are not
     python -m tools.defensegan_curve --ship build/defensegan-curve/w32/gen-it0003000.pt [--tag default]
     python -m tools.defensegan_curve --ship best     # the probed snapshot that defends best
 """
+
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,21 +35,30 @@ from typing import Any
 import torch
 
 from bench.builtin.data import MNIST
-from bench.core import identity
+from bench.core import identity, record
+from bench.core.record import Record
 from bench.core.registry import DEFENSES, build
-from bench.core import record
 from bench.store.provenance import device_name, make_env
 from bench.store.runs import RunWriter
 from defenses.defensegan import DefenseGAN, sha256_file
 
 CLASSIFIER = ("mnist-cnn", {"epochs": 6, "lr": 1e-3, "batch_size": 64}, 0)  # name, recipe, seed
 EPS = 0.3
-DOC_MARKERS = ("<!-- curve:start -->", "<!-- curve:end -->")
 
 
 def make_defense(width: int, args: argparse.Namespace, **over: Any) -> DefenseGAN:
-    d = build(DEFENSES, "defensegan", {"width": width, "gan_lr": args.lr, "batch_size": args.batch_size,
-                                       "pretrained": "", "critic_iters": args.critic_iters, **over})
+    d = build(
+        DEFENSES,
+        "defensegan",
+        {
+            "width": width,
+            "gan_lr": args.lr,
+            "batch_size": args.batch_size,
+            "pretrained": "",
+            "critic_iters": args.critic_iters,
+            **over,
+        },
+    )
     d.setup(MNIST())
     return d
 
@@ -59,12 +68,15 @@ class Probe:
 
     def __init__(self, data, args: argparse.Namespace, device: torch.device) -> None:
         import torchattacks
+
         from bench.builtin.classifiers import check_recipe, get_classifier
+
         name, recipe, seed = CLASSIFIER
         for attempt in range(5):  # get_classifier is being reworked by others: retry transient breakage
             try:
-                self.model, info = get_classifier(name, MNIST(), data, check_recipe(dict(recipe)), seed, device,
-                                                  Path(args.cache_dir).expanduser())
+                self.model, info = get_classifier(
+                    name, MNIST(), data, check_recipe(dict(recipe)), seed, device, Path(args.cache_dir).expanduser()
+                )
                 break
             except Exception as exc:  # noqa: BLE001
                 if attempt == 4:
@@ -72,8 +84,8 @@ class Probe:
                 print(f"[curve] get_classifier failed ({type(exc).__name__}: {exc}); retrying in 30 s", flush=True)
                 time.sleep(30)
         self.classifier_hash, self.device = info["classifier_hash"], device
-        self.x = data.test.x[:args.probe_n].to(device)
-        self.y = data.test.y[:args.probe_n].to(device)
+        self.x = data.test.x[: args.probe_n].to(device)
+        self.y = data.test.y[: args.probe_n].to(device)
         self.x_adv = torchattacks.FGSM(self.model, eps=EPS)(self.x, self.y).detach()
         with torch.no_grad():
             self.clean_ok = self.model(self.x).argmax(1) == self.y
@@ -85,15 +97,19 @@ class Probe:
         for key, x in (("defended_clean", self.x), ("defended_adv", self.x_adv)):
             d.seed(0)  # the same restarts for every generator: the curve differs only by G
             with torch.no_grad():
-                rec = torch.cat([d(x[i:i + batch]) for i in range(0, len(x), batch)])
+                rec = torch.cat([d(x[i : i + batch]) for i in range(0, len(x), batch)])
                 out[key] = self.model(rec).argmax(1) == self.y
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         ms = (time.perf_counter() - t0) * 1000 / (2 * len(self.x))
         outcomes = {"clean": self.clean_ok, "adv": self.adv_ok, **out}
         # The runner's own codec and Wilson intervals (bench.core.record), so the log reads like a record.
-        return {"n": len(self.x), "defense_ms_per_sample": ms,
-                "correct": {name: record.encode(ok) for name, ok in outcomes.items()}, **record.accuracies(outcomes)}
+        return {
+            "n": len(self.x),
+            "defense_ms_per_sample": ms,
+            "correct": {name: record.encode(ok) for name, ok in outcomes.items()},
+            **record.accuracies(outcomes),
+        }
 
 
 def train_curve(args: argparse.Namespace) -> None:
@@ -106,8 +122,11 @@ def train_curve(args: argparse.Namespace) -> None:
 
 
 def _train_curve(args: argparse.Namespace) -> None:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = MNIST().load(Path(args.data_root), offline=True)
@@ -121,22 +140,34 @@ def _train_curve(args: argparse.Namespace) -> None:
         d = make_defense(w, args)
         t = d.trainer(device, args.seed)
         ck = out / f"w{w}" / "train.pt"
-        meta = {"commands": [], "probed": [], "data_fingerprint": data.fingerprint,
-                "data_source": data.train.source, "dataset": data.name, "device": []}
+        meta = {
+            "commands": [],
+            "probed": [],
+            "data_fingerprint": data.fingerprint,
+            "data_source": data.train.source,
+            "dataset": data.name,
+            "device": [],
+        }
         if ck.is_file():
             meta = t.load(ck)
             if meta["data_fingerprint"] != data.fingerprint:
-                raise SystemExit(f"{ck} was trained on data {meta['data_fingerprint']}, this data is {data.fingerprint}")
+                raise SystemExit(
+                    f"{ck} was trained on data {meta['data_fingerprint']}, this data is {data.fingerprint}"
+                )
             print(f"[curve] width {w}: resumed at iteration {t.iteration} ({t.seconds:.0f} s trained)", flush=True)
         meta["commands"].append(command)
         meta["device"].append(device_name(device))
         runs[w] = {"d": d, "t": t, "ck": ck, "meta": meta}
     probe = None if args.no_probe else Probe(data, args, device)
     if probe:
-        print(f"[curve] probe: {args.probe_n} test images, classifier clean {probe.clean_ok.float().mean():.3f}, "
-              f"FGSM {EPS} {probe.adv_ok.float().mean():.3f}", flush=True)
-    writer = RunWriter(Path(args.results_dir), {k: v for k, v in vars(args).items()},
-                       make_env(command, device, args.seed))
+        print(
+            f"[curve] probe: {args.probe_n} test images, classifier clean {probe.clean_ok.float().mean():.3f}, "
+            f"FGSM {EPS} {probe.adv_ok.float().mean():.3f}",
+            flush=True,
+        )
+    writer = RunWriter(
+        Path(args.results_dir), {k: v for k, v in vars(args).items()}, make_env(command, device, args.seed)
+    )
 
     def do_probe(w: int) -> None:
         r, t = runs[w], runs[w]["t"]
@@ -151,28 +182,74 @@ def _train_curve(args: argparse.Namespace) -> None:
             d = make_defense(w, args, L=args.probe_L, R=args.probe_R, z_init=z_init, seed=0)
             d.G.load_state_dict(r["d"].G.state_dict())
             res = probe.measure(d, args.probe_batch)
-            rec = {"dataset": data.name, "data_fingerprint": data.fingerprint, "classifier": CLASSIFIER[0],
-                   "classifier_hash": probe.classifier_hash,
-                   "defense": f"defensegan-w{w}" + ("" if z_init == "paper" else f"-{z_init}"),
-                   "defense_params": {"plugin": "defensegan", "width": w, "z_init": z_init, "L": d.L, "R": d.R,
-                                      "lr": d.lr, "momentum": d.momentum, "lr_cut": d.lr_cut, "seed": 0,
-                                      "z_dim": d.z_dim, "gan_lr": d.gan_lr, "batch_size": d.batch_size,
-                                      "critic_iters": d.critic_iters},
-                   "generator_iterations": t.iteration, "generator_seconds": round(t.seconds, 1),
-                   "generator_snapshot": snap.as_posix(), "attack": "fgsm", "attack_labels": "true",
-                   "eps": EPS, "norm": "Linf", "threat": "gray", **res, "device": device_name(device),
-                   "device_type": device.type, "time": time.time(), "run_id": writer.run_id,
-                   "experiment": "defensegan-curve"}
-            ident = {"kind": "defensegan-curve-probe", **{k: rec[k] for k in (
-                "dataset", "data_fingerprint", "classifier_hash", "defense", "defense_params", "generator_iterations",
-                "attack", "attack_labels", "eps", "norm", "threat", "n", "device_type")}}
+            rec = {
+                "dataset": data.name,
+                "data_fingerprint": data.fingerprint,
+                "classifier": CLASSIFIER[0],
+                "classifier_hash": probe.classifier_hash,
+                "defense": f"defensegan-w{w}" + ("" if z_init == "paper" else f"-{z_init}"),
+                "defense_params": {
+                    "plugin": "defensegan",
+                    "width": w,
+                    "z_init": z_init,
+                    "L": d.L,
+                    "R": d.R,
+                    "lr": d.lr,
+                    "momentum": d.momentum,
+                    "lr_cut": d.lr_cut,
+                    "seed": 0,
+                    "z_dim": d.z_dim,
+                    "gan_lr": d.gan_lr,
+                    "batch_size": d.batch_size,
+                    "critic_iters": d.critic_iters,
+                },
+                "generator_iterations": t.iteration,
+                "generator_seconds": round(t.seconds, 1),
+                "generator_snapshot": snap.as_posix(),
+                "attack": "fgsm",
+                "attack_labels": "true",
+                "eps": EPS,
+                "norm": "Linf",
+                "threat": "gray",
+                **res,
+                "device": device_name(device),
+                "device_type": device.type,
+                "time": time.time(),
+                "run_id": writer.run_id,
+                "experiment": "defensegan-curve",
+            }
+            ident = {
+                "kind": "defensegan-curve-probe",
+                **{
+                    k: rec[k]
+                    for k in (
+                        "dataset",
+                        "data_fingerprint",
+                        "classifier_hash",
+                        "defense",
+                        "defense_params",
+                        "generator_iterations",
+                        "attack",
+                        "attack_labels",
+                        "eps",
+                        "norm",
+                        "threat",
+                        "n",
+                        "device_type",
+                    )
+                },
+            }
             rec.update(identity=ident, cell_key=identity.key(ident))
-            writer.append(rec)
+            # Stored through the one reader: a probe is a cell record whose generator facts are fit facts.
+            writer.append(Record.from_json({**rec, "kind": "cell"}))
             with open(out / "probes.jsonl", "a") as f:
                 f.write(json.dumps({k: v for k, v in rec.items() if k != "correct"}) + "\n")
-            print(f"[curve] w{w} it {t.iteration:>6} ({t.seconds:>6.0f} s) z_init {z_init:<5} L{d.L} R{d.R}: "
-                  f"defended clean {rec['defended_clean_acc']:.3f}  FGSM {rec['defended_adv_acc']:.3f}  "
-                  f"({res['defense_ms_per_sample']:.1f} ms/sample)", flush=True)
+            print(
+                f"[curve] w{w} it {t.iteration:>6} ({t.seconds:>6.0f} s) z_init {z_init:<5} L{d.L} R{d.R}: "
+                f"defended clean {rec['defended_clean_acc']:.3f}  FGSM {rec['defended_adv_acc']:.3f}  "
+                f"({res['defense_ms_per_sample']:.1f} ms/sample)",
+                flush=True,
+            )
         r["meta"]["probed"].append(t.iteration)
         t.save(r["ck"], r["meta"])
 
@@ -198,15 +275,25 @@ def _train_curve(args: argparse.Namespace) -> None:
             active.remove(w)
         if time.perf_counter() - last_log > 300:
             last_log = time.perf_counter()
-            print(f"[curve] {dt.datetime.now(dt.timezone.utc):%H:%M:%S} " + ", ".join(
-                f"w{v}: it {runs[v]['t'].iteration} ({runs[v]['t'].seconds:.0f} s, "
-                f"{runs[v]['t'].iteration / max(runs[v]['t'].seconds, 1e-9):.2f} it/s, losses "
-                f"{runs[v]['t'].losses()[0]:.3f}/{runs[v]['t'].losses()[1]:.3f})" for v in widths), flush=True)
+            print(
+                f"[curve] {dt.datetime.now(dt.UTC):%H:%M:%S} "
+                + ", ".join(
+                    f"w{v}: it {runs[v]['t'].iteration} ({runs[v]['t'].seconds:.0f} s, "
+                    f"{runs[v]['t'].iteration / max(runs[v]['t'].seconds, 1e-9):.2f} it/s, losses "
+                    f"{runs[v]['t'].losses()[0]:.3f}/{runs[v]['t'].losses()[1]:.3f})"
+                    for v in widths
+                ),
+                flush=True,
+            )
     for w in widths:  # the end point of each curve
         if runs[w]["t"].iteration not in runs[w]["meta"]["probed"]:
             do_probe(w)
-    print("[curve] done: " + ", ".join(f"w{w}: {runs[w]['t'].iteration} iterations, {runs[w]['t'].seconds:.0f} s"
-                                      for w in widths) + f"; records in {writer.dir}", flush=True)
+    print(
+        "[curve] done: "
+        + ", ".join(f"w{w}: {runs[w]['t'].iteration} iterations, {runs[w]['t'].seconds:.0f} s" for w in widths)
+        + f"; records in {writer.dir}",
+        flush=True,
+    )
 
 
 def ship(path: Path, tag: str, dest: Path) -> Path:
@@ -223,38 +310,66 @@ def ship(path: Path, tag: str, dest: Path) -> Path:
     probes = []
     log = path.parent.parent / "probes.jsonl"
     if log.is_file():
-        keep = ("defense", "defense_params", "n", "clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc",
-                "run_id")
-        probes = [{k: r.get(k) for k in keep} for r in map(json.loads, log.read_text().splitlines())
-                  if r["defense_params"]["width"] == cfg["width"] and r["generator_iterations"] == ck["iteration"]]
-    prov = {"file": weights.name, "sha256": sha256_file(weights), "dataset": meta["dataset"],
-            "data_fingerprint": meta["data_fingerprint"], "data_source": meta["data_source"],
-            "architecture": type(d.G).__name__, "shape": list(d.spec.shape), "width": cfg["width"],
-            "z_dim": cfg["z_dim"], "training": {k: cfg[k] for k in ("lr", "critic_iters", "gp_weight",
-                                                                    "batch_size", "seed")},
-            "iterations": int(ck["iteration"]), "seconds": round(float(ck["seconds"]), 1),
-            "device": sorted(set(meta["device"])), "commands": meta["commands"],
-            "shipped_from": path.as_posix(), "ship_command": [Path(sys.executable).name, "-m",
-                                                              "tools.defensegan_curve", *sys.argv[1:]],
-            "probes_at_this_iteration": probes, "torch": torch.__version__,
-            "shipped": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        keep = (
+            "defense",
+            "defense_params",
+            "n",
+            "clean_acc",
+            "adv_acc",
+            "defended_clean_acc",
+            "defended_adv_acc",
+            "run_id",
+        )
+        probes = [
+            {k: r.get(k) for k in keep}
+            for r in map(json.loads, log.read_text().splitlines())
+            if r["defense_params"]["width"] == cfg["width"] and r["generator_iterations"] == ck["iteration"]
+        ]
+    prov = {
+        "file": weights.name,
+        "sha256": sha256_file(weights),
+        "dataset": meta["dataset"],
+        "data_fingerprint": meta["data_fingerprint"],
+        "data_source": meta["data_source"],
+        "architecture": type(d.G).__name__,
+        "shape": list(d.spec.shape),
+        "width": cfg["width"],
+        "z_dim": cfg["z_dim"],
+        "training": {k: cfg[k] for k in ("lr", "critic_iters", "gp_weight", "batch_size", "seed")},
+        "iterations": int(ck["iteration"]),
+        "seconds": round(float(ck["seconds"]), 1),
+        "device": sorted(set(meta["device"])),
+        "commands": meta["commands"],
+        "shipped_from": path.as_posix(),
+        "ship_command": [Path(sys.executable).name, "-m", "tools.defensegan_curve", *sys.argv[1:]],
+        "probes_at_this_iteration": probes,
+        "torch": torch.__version__,
+        "shipped": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     (dest / f"{name}.json").write_text(json.dumps(prov, indent=2) + "\n")
-    print(f"[ship] {weights} ({weights.stat().st_size / 1e6:.1f} MB, width {cfg['width']}, "
-          f"{prov['iterations']} iterations, {prov['seconds']:.0f} s) sha256 {prov['sha256'][:12]}…")
+    print(
+        f"[ship] {weights} ({weights.stat().st_size / 1e6:.1f} MB, width {cfg['width']}, "
+        f"{prov['iterations']} iterations, {prov['seconds']:.0f} s) sha256 {prov['sha256'][:12]}…"
+    )
     return weights
 
 
 def best_snapshot(out: Path, z_init: str = "paper") -> Path:
     """The probed snapshot with the highest defended accuracy under attack for ``z_init`` (the
     default's descent start), then the highest defended clean accuracy, then the most iterations."""
-    recs = [r for r in map(json.loads, (out / "probes.jsonl").read_text().splitlines())
-            if r["defense_params"]["z_init"] == z_init and Path(r["generator_snapshot"]).is_file()]
+    recs = [
+        r
+        for r in map(json.loads, (out / "probes.jsonl").read_text().splitlines())
+        if r["defense_params"]["z_init"] == z_init and Path(r["generator_snapshot"]).is_file()
+    ]
     if not recs:
         raise SystemExit(f"no probed snapshot with z_init {z_init} in {out / 'probes.jsonl'}")
     r = max(recs, key=lambda r: (r["defended_adv_acc"], r["defended_clean_acc"], r["generator_iterations"]))
-    print(f"[ship] best probe: {r['defense']} at {r['generator_iterations']} iterations: defended clean "
-          f"{r['defended_clean_acc']:.3f}, under {r['attack']} {r['defended_adv_acc']:.3f} "
-          f"(L {r['defense_params']['L']}, R {r['defense_params']['R']}, n {r['n']})")
+    print(
+        f"[ship] best probe: {r['defense']} at {r['generator_iterations']} iterations: defended clean "
+        f"{r['defended_clean_acc']:.3f}, under {r['attack']} {r['defended_adv_acc']:.3f} "
+        f"(L {r['defense_params']['L']}, R {r['defense_params']['R']}, n {r['n']})"
+    )
     return Path(r["generator_snapshot"])
 
 
@@ -267,8 +382,12 @@ def table(out: Path) -> str:
     names = sorted({d for d, _ in recs}, key=lambda d: (len(d), d))
     lines = ["| iterations | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for it in sorted({i for _, i in recs}):
-        cells = [f"{r['defended_clean_acc']:.3f} / {r['defended_adv_acc']:.3f} ({r['generator_seconds']:.0f} s)"
-                 if (r := recs.get((d, it))) else "" for d in names]
+        cells = [
+            f"{r['defended_clean_acc']:.3f} / {r['defended_adv_acc']:.3f} ({r['generator_seconds']:.0f} s)"
+            if (r := recs.get((d, it)))
+            else ""
+            for d in names
+        ]
         lines.append(f"| {it:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -296,20 +415,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     p.add_argument("--out", default="build/defensegan-curve", help="work folder: checkpoints, snapshots")
     p.add_argument("--results-dir", default="docs/defensegan-curve")
-    p.add_argument("--ship", help="copy this checkpoint's generator into defenses/pretrained/ and exit; "
-                   "'best' = the probed snapshot in --out that defends best under attack (z_init paper)")
+    p.add_argument(
+        "--ship",
+        help="copy this checkpoint's generator into defenses/pretrained/ and exit; "
+        "'best' = the probed snapshot in --out that defends best under attack (z_init paper)",
+    )
     p.add_argument("--tag", default="default", help="the shipped generator's name (DefenseGAN's `pretrained`)")
     p.add_argument("--table", action="store_true", help="print the curve in --out as a markdown table and exit")
-    p.add_argument("--doc", type=Path, help="with --table: write it into this page between "
-                   "<!-- curve:start --> and <!-- curve:end -->")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        help="with --table: write it into this page between <!-- curve:start --> and <!-- curve:end -->",
+    )
     p.add_argument("--ship-dir", type=Path, default=DefenseGAN.pretrained_dir)
     args = p.parse_args(argv)
     if args.table:
         md = table(Path(args.out))
         if args.doc:  # replace the block between the markers, keep the rest of the page
-            text = args.doc.read_text()
-            a, b = text.index(DOC_MARKERS[0]) + len(DOC_MARKERS[0]), text.index(DOC_MARKERS[1])
-            args.doc.write_text(text[:a] + "\n" + md + "\n" + text[b:])
+            from bench.render.blocks import fill
+
+            fill(args.doc, "curve", [md])
         print(md)
     elif args.ship:
         path = best_snapshot(Path(args.out)) if args.ship == "best" else Path(args.ship)

@@ -54,6 +54,7 @@ tools.gpu --aa-worker``) with ``PYTHONPATH=<repo root>``: the project is never p
 Plumbing (log, child processes, TOML, record tables) is in ``gpu_io.py``; step 4's worker process
 in ``gpu_reconstruction.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,9 @@ import tarfile
 import time
 import tomllib
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Standard library only, like this file: the parent process imports nothing heavy.
 from tools import gpu_io
@@ -83,37 +85,82 @@ from tools.gpu_io import _signal, child_env, dump_toml, log, pick, record_table,
 from tools.gpu_reconstruction import step4_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEELS = ("torchattacks==3.5.1", "mlxtend==0.25.0")   # pure Python; the GPU machine has neither
-NEEDED = ("torchattacks", "mlxtend")                  # import names the carried wheels provide
+WHEELS = ("torchattacks==3.5.1", "mlxtend==0.25.0")  # pure Python; the GPU machine has neither
+NEEDED = ("torchattacks", "mlxtend")  # import names the carried wheels provide
 STEP_ORDER = ("1", "aa", "2", "3", "4", "1b", "5")
-TITLES = {"1": "environment and carried wheels", "1b": "DefenseGAN reference-recipe generator (train, keep)",
-          "aa": "AutoAttack on the headline's MNIST defenses, more images",
-          "2": "default grid on the device", "3": "DefenseGAN L·R vs counterGAN preset",
-          "4": "DefenseGAN reconstruction: eager vs compile vs CUDA graphs vs floor",
-          "5": "DefenseGAN threat matrix"}
-MAX_FILE = 16 * 1024 * 1024   # the GPU machine returns files of at most 16 MiB
+TITLES = {
+    "1": "environment and carried wheels",
+    "1b": "DefenseGAN reference-recipe generator (train, keep)",
+    "aa": "AutoAttack on the headline's MNIST defenses, more images",
+    "2": "default grid on the device",
+    "3": "DefenseGAN L·R vs counterGAN preset",
+    "4": "DefenseGAN reconstruction: eager vs compile vs CUDA graphs vs floor",
+    "5": "DefenseGAN threat matrix",
+}
+MAX_FILE = 16 * 1024 * 1024  # the GPU machine returns files of at most 16 MiB
 
 # Sizes: the GPU run and the CPU dry run differ only here.
-FULL = {"device": "cuda", "budget": 540.0, "reserve": 15.0,
-        "caps": {"1": 60, "aa": 450, "2": 150, "3": 90, "4": 150, "1b": 250, "5": 600},
-        "limit2": None, "limit3": 500, "L": 200, "R": 10,
-        "batch4": 256, "repeats4": 5, "widths4": "0,64",
-        "limit5": 200, "pgd_steps": 40, "eot": 8,
-        "limit_aa": 500, "aa_attacks": {}, "aa_last": {}, "aa_reserve": 30.0,
-        "train_width": 64, "train_lr": 1e-4, "train_batch": 50, "train_seconds": 210.0, "train_iterations": 0}
+FULL = {
+    "device": "cuda",
+    "budget": 540.0,
+    "reserve": 15.0,
+    "caps": {"1": 60, "aa": 450, "2": 150, "3": 90, "4": 150, "1b": 250, "5": 600},
+    "limit2": None,
+    "limit3": 500,
+    "L": 200,
+    "R": 10,
+    "batch4": 256,
+    "repeats4": 5,
+    "widths4": "0,64",
+    "limit5": 200,
+    "pgd_steps": 40,
+    "eot": 8,
+    "limit_aa": 500,
+    "aa_attacks": {},
+    "aa_last": {},
+    "aa_reserve": 30.0,
+    "train_width": 64,
+    "train_lr": 1e-4,
+    "train_batch": 50,
+    "train_seconds": 210.0,
+    "train_iterations": 0,
+}
 # The dry run's budgets are safety nets only (generous: CI's 2 cores may be busy).
-DRY = {"device": "cpu", "budget": 900.0, "reserve": 5.0,
-       "caps": {"1": 60, "aa": 400, "2": 240, "3": 120, "4": 120, "1b": 120, "5": 240},
-       "limit2": 16, "limit3": 16, "L": 5, "R": 2,
-       "batch4": 8, "repeats4": 2, "widths4": "8",
-       "limit5": 8, "pgd_steps": 2, "eot": 2,
-       "limit_aa": 8, "aa_reserve": 60.0, "aa_last": {"defensegan-L10-R1": {"L": 2, "R": 1}},
-       "aa_attacks": {"aa-apgd-ce": {"steps": 2}, "aa-apgd-t": {"steps": 2}, "aa-fab-t": {"steps": 2},
-                      "aa-square": {"n_queries": 10}},
-       "train_width": 8, "train_lr": 1e-4, "train_batch": 16, "train_seconds": 30.0, "train_iterations": 2}
+DRY = {
+    "device": "cpu",
+    "budget": 900.0,
+    "reserve": 5.0,
+    "caps": {"1": 60, "aa": 400, "2": 240, "3": 120, "4": 120, "1b": 120, "5": 240},
+    "limit2": 16,
+    "limit3": 16,
+    "L": 5,
+    "R": 2,
+    "batch4": 8,
+    "repeats4": 2,
+    "widths4": "8",
+    "limit5": 8,
+    "pgd_steps": 2,
+    "eot": 2,
+    "limit_aa": 8,
+    "aa_reserve": 60.0,
+    "aa_last": {"defensegan-L10-R1": {"L": 2, "R": 1}},
+    "aa_attacks": {
+        "aa-apgd-ce": {"steps": 2},
+        "aa-apgd-t": {"steps": 2},
+        "aa-fab-t": {"steps": 2},
+        "aa-square": {"n_queries": 10},
+    },
+    "train_width": 8,
+    "train_lr": 1e-4,
+    "train_batch": 16,
+    "train_seconds": 30.0,
+    "train_iterations": 2,
+}
 # Tiny training/inference for the dry run, per plugin family (as the plugins' own test_params).
-TINY = {"countergan": {"iterations": 4, "batch_size": 64},
-        "defensegan": {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}}
+TINY = {
+    "countergan": {"iterations": 4, "batch_size": 64},
+    "defensegan": {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""},
+}
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -134,9 +181,14 @@ class Ctx:
         self.site: Path | None = None
         self.py = sys.executable
         self.t0 = time.perf_counter()
-        self.summary: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                        "dry_run": self.dry, "device_requested": self.device,
-                                        "budget_s": self.s["budget"], "argv": sys.argv[1:], "steps": {}}
+        self.summary: dict[str, Any] = {
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "dry_run": self.dry,
+            "device_requested": self.device,
+            "budget_s": self.s["budget"],
+            "argv": sys.argv[1:],
+            "steps": {},
+        }
         self.base = tomllib.loads((ROOT / "bench.toml").read_text()) if (ROOT / "bench.toml").is_file() else {}
         self.abort = False
         self.seeded: set[str] = set()  # run ids copied in from the repository (results/gpu): not packed
@@ -147,9 +199,16 @@ class Ctx:
     def env(self) -> dict[str, str]:
         return child_env(self.site)
 
-    def config(self, name: str, grid: list[str], over: dict[str, dict[str, Any]] | None = None,
-               attacks: dict[str, dict[str, Any]] | None = None, base: dict[str, Any] | None = None,
-               base_name: str = "bench.toml", last: dict[str, dict[str, Any]] | None = None) -> Path:
+    def config(
+        self,
+        name: str,
+        grid: list[str],
+        over: dict[str, dict[str, Any]] | None = None,
+        attacks: dict[str, dict[str, Any]] | None = None,
+        base: dict[str, Any] | None = None,
+        base_name: str = "bench.toml",
+        last: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
         """bench.toml (or ``base``, another config's tables) with per-step overrides (and, in the dry
         run, tiny sizes for ``grid``; ``last`` overrides those)."""
         doc = copy.deepcopy(self.base if base is None else base)
@@ -171,8 +230,7 @@ class Ctx:
             doc.pop("defenses")
         path = self.work / "configs" / f"{name}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# written by tools.gpu for {name}: {base_name} plus this step's settings\n"
-                        + dump_toml(doc))
+        path.write_text(f"# written by tools.gpu for {name}: {base_name} plus this step's settings\n" + dump_toml(doc))
         return path
 
     def plugin(self, name: str) -> str:
@@ -184,8 +242,22 @@ class Ctx:
         return self.work / "steps" / name
 
     def bench_args(self, cfg: Path, results: Path) -> list[str]:
-        args = [self.py, "-m", "bench", "--config", str(cfg), "--device", self.device, "--results-dir",
-                str(results), "--cache-dir", str(self.cache), "--offline", "--wandb", "disabled"]
+        args = [
+            self.py,
+            "-m",
+            "bench",
+            "--config",
+            str(cfg),
+            "--device",
+            self.device,
+            "--results-dir",
+            str(results),
+            "--cache-dir",
+            str(self.cache),
+            "--offline",
+            "--wandb",
+            "disabled",
+        ]
         if self.dry:  # an untrained classifier: the dry run checks the path, not accuracy
             args += ["--classifier-weights", str(self.dry_classifier()), "--batch-size", "16"]
         return args
@@ -194,8 +266,10 @@ class Ctx:
         path = self.work / "dry-classifier.pt"
         if not path.is_file():
             import torch
+
             from bench.builtin.classifiers import make_classifier
             from bench.builtin.data import MNIST
+
             torch.manual_seed(0)
             torch.save(make_classifier("mnist-cnn", MNIST()).state_dict(), path)
         return path
@@ -203,8 +277,12 @@ class Ctx:
     # ---- packing ----
     def _keep(self, ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
         parts = ti.name.split("/")  # gpu-results/steps/<step>/runs/<id>/…: kept once, under results/
-        if ti.name.endswith(".lock") or (len(parts) >= 5 and parts[1] == "steps" and parts[3] == "runs"
-                                         and (self.results / "runs" / parts[4]).is_dir()):
+        if ti.name.endswith(".lock") or (
+            len(parts) >= 5
+            and parts[1] == "steps"
+            and parts[3] == "runs"
+            and (self.results / "runs" / parts[4]).is_dir()
+        ):
             return None
         if any(a == "runs" and b in self.seeded for a, b in zip(parts, parts[1:])):
             return None  # an earlier lease's run, copied in from the repository
@@ -218,14 +296,18 @@ class Ctx:
         self._summary()
         size = self._tar()
         if size > MAX_FILE:
-            log(f"[gpu] gpu-results.tar.gz is {size / 2**20:.1f} MiB, over the 16 MiB a GPU machine returns: "
-                "packed again without samples/ and plots/ (every record is kept)")
+            log(
+                f"[gpu] gpu-results.tar.gz is {size / 2**20:.1f} MiB, over the 16 MiB a GPU machine returns: "
+                "packed again without samples/ and plots/ (every record is kept)"
+            )
             self.summary["packed_without"] = ["samples", "plots"]
             self._summary()
             size = self._tar(lean=True)
         if size > MAX_FILE:
-            log(f"[gpu] warning: gpu-results.tar.gz is still {size / 2**20:.1f} MiB, over the 16 MiB a GPU "
-                "machine returns")
+            log(
+                f"[gpu] warning: gpu-results.tar.gz is still {size / 2**20:.1f} MiB, over the 16 MiB a GPU "
+                "machine returns"
+            )
 
     def _summary(self) -> None:
         (self.work / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str) + "\n")
@@ -239,6 +321,7 @@ class Ctx:
             if lean and ({"samples", "plots"} & set(ti.name.split("/")[2:])):
                 return None
             return self._keep(ti)
+
         with tarfile.open(tmp, "w:gz") as tar:
             for p in sorted(self.work.iterdir()):
                 if p.name in skip or p.name.endswith(".pt") or p.resolve() == self.out:
@@ -260,16 +343,34 @@ def install_wheels(missing: list[str], wheels: Path, site: Path) -> list[str]:
     """``pip install --no-deps --no-index`` the wheels in ``wheels`` that provide ``missing`` into
     ``site`` (a --target folder put on sys.path and the subprocesses' PYTHONPATH). Returns the files."""
     names = {m: re.compile(rf"^{re.escape(m)}-[^-]+-.*\.whl$", re.I) for m in missing}
-    files = sorted(str(f) for f in wheels.glob("*.whl") if any(rx.match(f.name) for rx in names.values())) \
-        if wheels.is_dir() else []
+    files = (
+        sorted(str(f) for f in wheels.glob("*.whl") if any(rx.match(f.name) for rx in names.values()))
+        if wheels.is_dir()
+        else []
+    )
     found = {m for m in missing if any(names[m].match(Path(f).name) for f in files)}
     if found != set(missing):
-        raise RuntimeError(f"no wheel for {', '.join(sorted(set(missing) - found))} in {wheels}: run "
-                           "`make gpu-wheels` (python -m tools.gpu --prepare) where pip has network, "
-                           "and carry that folder")
+        raise RuntimeError(
+            f"no wheel for {', '.join(sorted(set(missing) - found))} in {wheels}: run "
+            "`make gpu-wheels` (python -m tools.gpu --prepare) where pip has network, "
+            "and carry that folder"
+        )
     site.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
-           "--disable-pip-version-check", "--upgrade", "--target", str(site), *files]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--upgrade",
+        "--target",
+        str(site),
+        *files,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"pip install failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-800:]}")
@@ -310,26 +411,67 @@ def step_env(ctx: Ctx, budget: float) -> dict[str, Any]:
         for f in installed:
             log(f"[gpu] installed {Path(f).name} into {site}")
     import torch
+
     cuda = torch.cuda.is_available()
-    rows = [["python", platform.python_version(), sys.executable], ["torch", torch.__version__, ""],
-            ["torch CUDA", torch.version.cuda, f"available: {cuda}"],
-            ["cuDNN", torch.backends.cudnn.version() if cuda else None, ""]]
-    for dist in ("torchvision", "numpy", "scipy", "pandas", "matplotlib", "tqdm", "tabulate", "torchattacks",
-                 "mlxtend", "wandb"):
-        rows.append([dist, _version(dist), "installed here from the carried wheel" if any(
-            Path(f).name.lower().startswith(dist) for f in installed) else ("optional" if dist == "wandb" else "")])
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "cuda": torch.version.cuda, "packages": {r[0]: r[1] for r in rows[4:]},
-                            "installed_wheels": [Path(f).name for f in installed], "host": platform.node()}
+    rows = [
+        ["python", platform.python_version(), sys.executable],
+        ["torch", torch.__version__, ""],
+        ["torch CUDA", torch.version.cuda, f"available: {cuda}"],
+        ["cuDNN", torch.backends.cudnn.version() if cuda else None, ""],
+    ]
+    for dist in (
+        "torchvision",
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "tqdm",
+        "tabulate",
+        "torchattacks",
+        "mlxtend",
+        "wandb",
+    ):
+        rows.append(
+            [
+                dist,
+                _version(dist),
+                "installed here from the carried wheel"
+                if any(Path(f).name.lower().startswith(dist) for f in installed)
+                else ("optional" if dist == "wandb" else ""),
+            ]
+        )
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "packages": {r[0]: r[1] for r in rows[4:]},
+        "installed_wheels": [Path(f).name for f in installed],
+        "host": platform.node(),
+    }
     if cuda:
         p = torch.cuda.get_device_properties(0)
-        info.update(device_name=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
-                    multiprocessors=p.multi_processor_count, device_count=torch.cuda.device_count())
-        rows += [["device", p.name, f"capability {p.major}.{p.minor}, {info['memory_gib']} GiB, "
-                                    f"{p.multi_processor_count} SMs, {info['device_count']} device(s)"]]
+        info.update(
+            device_name=p.name,
+            capability=f"{p.major}.{p.minor}",
+            memory_gib=round(p.total_memory / 2**30, 1),
+            multiprocessors=p.multi_processor_count,
+            device_count=torch.cuda.device_count(),
+        )
+        rows += [
+            [
+                "device",
+                p.name,
+                f"capability {p.major}.{p.minor}, {info['memory_gib']} GiB, "
+                f"{p.multi_processor_count} SMs, {info['device_count']} device(s)",
+            ]
+        ]
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.max.sm",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.max.sm", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             info["nvidia_smi"] = smi.stdout.strip()
             rows.append(["nvidia-smi", smi.stdout.strip(), "driver, SM clock, max SM clock"])
         except (OSError, subprocess.SubprocessError):
@@ -355,7 +497,7 @@ AA_GRID = ROOT / "results" / "reference" / "threat-matrix-aa" / "grid.toml"  # i
 AA_PRIOR = ROOT / "results" / "gpu"  # earlier leases' records: the cells they hold are not computed again
 AA_EPS = 0.3
 AA_COMPONENTS = ("aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square")  # the `aa` suite (attacks/aa_component.py)
-AA_GRADIENT_FREE = ("aa-square",)  # one cell for white-box, BPDA and BPDA+EOT (bench.run.plan.query_threat)
+AA_GRADIENT_FREE = ("aa-square",)  # one cell for white-box, BPDA and BPDA+EOT (bench.core.threats.Threat.query)
 AA_OPEN = 0.05  # a headline worst case at least this far from 0 is still open: its units come first
 # The README headline's MNIST rows at eps 0.3 (commit 4c36475), (classifier, defense) → (the worst case over
 # every attack and threat model on the 64 images AutoAttack ran on, the worst over FGSM and PGD-40 on 500).
@@ -380,13 +522,21 @@ AA_HEADLINE: dict[tuple[str, str], tuple[float, float]] = {
 # What makes threat models one computation (tests/test_gpu_script.py checks these against the plugins):
 # "identity" (``identity = True``: every threat model attacks the bare classifier), "no-gradient"
 # (``differentiable = False``: white-box is BPDA), "randomized" (BPDA+EOT draws); neither: deterministic.
-AA_KIND: dict[str, tuple[str, ...]] = {"none": ("identity",), "bitdepth": ("no-gradient",), "jpeg": ("no-gradient",),
-                                       "gaussian": ("randomized",), "defensegan-L10-R1": ("randomized",)}
+AA_KIND: dict[str, tuple[str, ...]] = {
+    "none": ("identity",),
+    "bitdepth": ("no-gradient",),
+    "jpeg": ("no-gradient",),
+    "gaussian": ("randomized",),
+    "defensegan-L10-R1": ("randomized",),
+}
 AA_TIERS = ("white", "bpda", "bpda-eot", "gray")
 
 
-def plan_aa(headline: dict[tuple[str, str], tuple[float, float]] | None = None,
-            kinds: dict[str, tuple[str, ...]] | None = None, open_at: float = AA_OPEN) -> list[dict[str, Any]]:
+def plan_aa(
+    headline: dict[tuple[str, str], tuple[float, float]] | None = None,
+    kinds: dict[str, tuple[str, ...]] | None = None,
+    open_at: float = AA_OPEN,
+) -> list[dict[str, Any]]:
     """Step aa's units, in the order they run: each one ``python -m bench`` grid (a classifier, its
     defenses, the threat models whose cells it stores, ``--attack aa-individual``). No computation twice:
 
@@ -401,39 +551,64 @@ def plan_aa(headline: dict[tuple[str, str], tuple[float, float]] | None = None,
     case is >= ``open_at`` first, then the rest; within each, white-box units, BPDA, BPDA+EOT (its own
     computation only on a randomised defense), gray-box; defenses by the headline's worst case, then
     its 500-image FGSM/PGD figure, highest first."""
+    from bench.core.threats import Threat  # deferred: see gpu_io.records
+
     headline = AA_HEADLINE if headline is None else headline
     kinds = AA_KIND if kinds is None else kinds
     order = sorted(headline, key=lambda k: (-headline[k][0], -headline[k][1], k))
     units: list[dict[str, Any]] = []
-    for group, members in (("open", [k for k in order if headline[k][0] >= open_at]),
-                           ("rest", [k for k in order if headline[k][0] < open_at])):
+    for group, members in (
+        ("open", [k for k in order if headline[k][0] >= open_at]),
+        ("rest", [k for k in order if headline[k][0] < open_at]),
+    ):
         tiers: dict[str, list[dict[str, Any]]] = {t: [] for t in AA_TIERS}
         gray: dict[str, list[str]] = {}
 
         def add(tier: str, clf: str, defenses: list[str], threats: list[str], why: str) -> None:
-            tiers[tier].append({"group": group, "tier": tier, "classifier": clf, "defenses": defenses,
-                                "threats": threats, "why": why})
+            tiers[tier].append(
+                {"group": group, "tier": tier, "classifier": clf, "defenses": defenses, "threats": threats, "why": why}
+            )
+
         for clf, d in members:
             f = kinds.get(d, ())
             if "identity" in f:
                 # Its gray-box cell costs only scoring where its classifier's gray-box unit runs anyway.
                 shared = any(c == clf and "identity" not in kinds.get(e, ()) for c, e in members)
-                add("white", clf, [d], ["white"], "identity defense: every threat model attacks the bare "
+                add(
+                    "white",
+                    clf,
+                    [d],
+                    ["white"],
+                    "identity defense: every threat model attacks the bare "
                     "classifier; BPDA and BPDA+EOT would repeat it, and so would gray-box"
-                    + (" (scored in the gray-box unit, crafted there anyway)" if shared else ""))
+                    + (" (scored in the gray-box unit, crafted there anyway)" if shared else ""),
+                )
                 if shared:
                     gray.setdefault(clf, []).append(d)
                 continue
             white = ["white"]
             if "no-gradient" in f:
                 white += ["bpda"] if "randomized" in f else ["bpda", "bpda-eot"]
-            add("white", clf, [d], white, "white-box is BPDA (no gradients)" + (
-                ", BPDA+EOT is BPDA (deterministic): crafted once" if "bpda-eot" in white else "")
-                if len(white) > 1 else "end to end; Square's cell here is also its BPDA and BPDA+EOT cell")
+            add(
+                "white",
+                clf,
+                [d],
+                white,
+                "white-box is BPDA (no gradients)"
+                + (", BPDA+EOT is BPDA (deterministic): crafted once" if any(Threat(t).is_eot for t in white) else "")
+                if len(white) > 1
+                else "end to end; Square's cell here is also its BPDA and BPDA+EOT cell",
+            )
             if "bpda" not in white:
-                add("bpda", clf, [d], ["bpda"] if "randomized" in f else ["bpda", "bpda-eot"],
-                    "randomised: BPDA+EOT is its own unit" if "randomized" in f
-                    else "BPDA+EOT is BPDA (deterministic): crafted once")
+                add(
+                    "bpda",
+                    clf,
+                    [d],
+                    ["bpda"] if "randomized" in f else ["bpda", "bpda-eot"],
+                    "randomised: BPDA+EOT is its own unit"
+                    if "randomized" in f
+                    else "BPDA+EOT is BPDA (deterministic): crafted once",
+                )
             if "randomized" in f:
                 add("bpda-eot", clf, [d], ["bpda-eot"], "EOT draws per gradient")
             gray.setdefault(clf, []).append(d)
@@ -452,7 +627,11 @@ def aa_pairs(units: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 def aa_stored_as(threat: str) -> dict[str, str]:
     """Each AutoAttack component → the threat its cell for ``threat`` is stored under."""
-    return {c: "white" if c in AA_GRADIENT_FREE and threat in ("bpda", "bpda-eot") else threat for c in AA_COMPONENTS}
+    from bench.core.threats import Threat  # deferred: see gpu_io.records
+
+    return {
+        c: "white" if c in AA_GRADIENT_FREE and Threat(threat).same_outputs_as_white else threat for c in AA_COMPONENTS
+    }
 
 
 def aa_cells(recs: list[dict[str, Any]], limit: int, eps: float = AA_EPS) -> dict[tuple[str, str, str, str], dict]:
@@ -460,9 +639,14 @@ def aa_cells(recs: list[dict[str, Any]], limit: int, eps: float = AA_EPS) -> dic
     out: dict[tuple[str, str, str, str], dict] = {}
     for r in recs:
         # individual-mode cells only: a cascade stage (``cascade`` set) ran on a subset of the images
-        if (r.get("kind") != "worst" and r.get("attack") in AA_COMPONENTS and r.get("limit") == limit
-                and not r.get("cascade")
-                and r.get("eps") is not None and abs(float(r["eps"]) - eps) < 1e-9):
+        if (
+            r.get("kind") != "worst"
+            and r.get("attack") in AA_COMPONENTS
+            and r.get("limit") == limit
+            and not r.get("cascade")
+            and r.get("eps") is not None
+            and abs(float(r["eps"]) - eps) < 1e-9
+        ):
             k = (r.get("classifier"), r["defense"], r["threat"], r["attack"])
             if k not in out or r.get("time", 0) >= out[k].get("time", 0):
                 out[k] = r
@@ -484,6 +668,7 @@ def aa_worker(a: argparse.Namespace) -> int:
     # The numerics mode first, as `python -m bench` sets it: its settings count only before torch loads.
     from bench.cli.numerics import mode_for
     from bench.core import numerics
+
     mode = mode_for("run", job["args"])
     if mode in numerics.MODES:
         numerics.apply(mode)
@@ -491,6 +676,7 @@ def aa_worker(a: argparse.Namespace) -> int:
     from bench.core.config import resolve
     from bench.run.driver import Runner
     from bench.store.provenance import cli_command
+
     t0 = time.perf_counter()
     hard = t0 + a.seconds
     soft = hard - job["reserve"]
@@ -501,6 +687,7 @@ def aa_worker(a: argparse.Namespace) -> int:
 
     def on_alarm(*_: Any) -> None:
         raise Deadline()
+
     signal.signal(signal.SIGALRM, on_alarm)
 
     def grid(argv: list[str], until: float) -> tuple[str, int, int]:
@@ -523,8 +710,21 @@ def aa_worker(a: argparse.Namespace) -> int:
         sink.flush()
 
     def argv(clf: str, defenses: list[str], threats: list[str]) -> list[str]:
-        return [*job["args"], "--classifier", clf, "--defenses", ",".join(defenses), "--attack", job["attack"],
-                "--eps", f"{job['eps']:g}", "--threat", ",".join(threats), "--limit", str(job["limit"])]
+        return [
+            *job["args"],
+            "--classifier",
+            clf,
+            "--defenses",
+            ",".join(defenses),
+            "--attack",
+            job["attack"],
+            "--eps",
+            f"{job['eps']:g}",
+            "--threat",
+            ",".join(threats),
+            "--limit",
+            str(job["limit"]),
+        ]
 
     def attempt(row: dict[str, Any], cmd: list[str], until: float) -> None:
         t = time.perf_counter()
@@ -545,10 +745,17 @@ def aa_worker(a: argparse.Namespace) -> int:
     units = job["units"]
     try:
         for u in units:
-            row = {"unit": u["id"], "tier": u["tier"], "classifier": u["classifier"], "defenses": u["defenses"],
-                   "threats": u["threats"]}
-            head = (f"[aa] unit {u['id']}/{len(units)} ({u['group']}, {u['tier']}): {u['classifier']} "
-                    f"{','.join(u['defenses'])} under {','.join(u['threats'])}")
+            row = {
+                "unit": u["id"],
+                "tier": u["tier"],
+                "classifier": u["classifier"],
+                "defenses": u["defenses"],
+                "threats": u["threats"],
+            }
+            head = (
+                f"[aa] unit {u['id']}/{len(units)} ({u['group']}, {u['tier']}): {u['classifier']} "
+                f"{','.join(u['defenses'])} under {','.join(u['threats'])}"
+            )
             if soft - time.perf_counter() < job["min_unit"]:
                 row.update(status="skipped (budget)", seconds=0.0)
                 emit(row)
@@ -556,10 +763,14 @@ def aa_worker(a: argparse.Namespace) -> int:
                 continue
             print(f"{head} ({u['why']})", flush=True)
             attempt(row, argv(u["classifier"], u["defenses"], u["threats"]), soft)
-            print(f"{head}: {row['status']}, {row.get('computed', '?')} cell(s) computed, "
-                  f"{row.get('reused', '?')} taken from the store, {row['seconds']:.1f} s", flush=True)
+            print(
+                f"{head}: {row['status']}, {row.get('computed', '?')} cell(s) computed, "
+                f"{row.get('reused', '?')} taken from the store, {row['seconds']:.1f} s",
+                flush=True,
+            )
         # The worst-over-all rows (what the headline reads) over the threat models each defense completed.
         from bench.store.runs import iter_records
+
         cells = aa_cells(list(iter_records(Path(job["results"]))), job["limit"], job["eps"])
         done: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         for clf, d in dict.fromkeys((u["classifier"], d) for u in units for d in u["defenses"]):
@@ -573,8 +784,10 @@ def aa_worker(a: argparse.Namespace) -> int:
                 emit(row)
                 continue
             attempt(row, argv(clf, ds, list(threats)), hard - 1)
-            print(f"[aa] worst-over-all rows of {clf} {','.join(ds)} over {','.join(threats)}: {row['status']}",
-                  flush=True)
+            print(
+                f"[aa] worst-over-all rows of {clf} {','.join(ds)} over {','.join(threats)}: {row['status']}",
+                flush=True,
+            )
     except KeyboardInterrupt:
         print("[aa] interrupted by the script: the finished cells stay stored", flush=True)
         return 130
@@ -589,7 +802,7 @@ def aa_seed(results: Path, limit: int, prior: Path | None = None) -> list[str]:
     prior = AA_PRIOR if prior is None else prior
     seeded = []
     for run_dir in sorted(prior.glob("*/*/runs/*")):
-        recs = gpu_io.read_jsonl(run_dir / "records.jsonl") if (run_dir / "records.jsonl").is_file() else []
+        recs = gpu_io.records(run_dir.parent.parent, [run_dir.name])
         if any(r.get("attack") in AA_COMPONENTS and r.get("limit") == limit for r in recs):
             dest = results / "runs" / run_dir.name
             if not dest.exists():
@@ -605,13 +818,25 @@ def aa_config(ctx: Ctx, defenses: list[str]) -> Path:
     grid = tomllib.loads(AA_GRID.read_text())
     grid.pop("grid", None)
     grid.get("run", {}).pop("results_dir", None)
-    over = {d: ctx.base["defenses"][d] for d in defenses
-            if d not in grid.get("defenses", {}) and d in ctx.base.get("defenses", {})}
-    return ctx.config("stepaa-autoattack", defenses, over, ctx.s["aa_attacks"], base=grid,
-                      base_name=f"{AA_GRID.relative_to(ROOT)} (the command line sets its grid)", last=ctx.s["aa_last"])
+    over = {
+        d: ctx.base["defenses"][d]
+        for d in defenses
+        if d not in grid.get("defenses", {}) and d in ctx.base.get("defenses", {})
+    }
+    return ctx.config(
+        "stepaa-autoattack",
+        defenses,
+        over,
+        ctx.s["aa_attacks"],
+        base=grid,
+        base_name=f"{AA_GRID.relative_to(ROOT)} (the command line sets its grid)",
+        last=ctx.s["aa_last"],
+    )
 
 
 def step_aa(ctx: Ctx, budget: float) -> dict[str, Any]:
+    from bench.core.threats import Threat, over_all  # deferred: see gpu_io.records
+
     units = plan_aa()
     limit = ctx.s["limit_aa"]
     defenses = list(dict.fromkeys(d for u in units for d in u["defenses"]))
@@ -622,37 +847,81 @@ def step_aa(ctx: Ctx, budget: float) -> dict[str, Any]:
     seeded = aa_seed(results, limit)
     ctx.seeded.update(seeded)
     if seeded:
-        log(f"[step aa] {len(seeded)} run(s) of earlier leases under {AA_PRIOR.relative_to(ROOT)} hold AutoAttack "
+        log(
+            f"[step aa] {len(seeded)} run(s) of earlier leases under {AA_PRIOR.relative_to(ROOT)} hold AutoAttack "
             f"cells on {limit} images ({', '.join(seeded)}): copied into the step's results folder, so the cells "
-            "they hold are taken from the store, not computed again (and not packed: they are in the repository)")
+            "they hold are taken from the store, not computed again (and not packed: they are in the repository)"
+        )
         held = aa_cells(gpu_io.records(results), limit)
         for clf, d, t in aa_pairs(units):
             have = [c for c, th in aa_stored_as(t).items() if (clf, d, th, c) in held]
-            if have and t not in ("bpda", "bpda-eot") or len(have) > 1:
-                log(f"[step aa]   {clf} {d} {t}: " + ("all four components stored" if len(have) == len(AA_COMPONENTS)
-                                                      else f"{', '.join(have)} stored"))
+            if have and not Threat(t).same_outputs_as_white or len(have) > 1:
+                log(
+                    f"[step aa]   {clf} {d} {t}: "
+                    + ("all four components stored" if len(have) == len(AA_COMPONENTS) else f"{', '.join(have)} stored")
+                )
     reserve = min(ctx.s["aa_reserve"], budget / 4)
     args = ctx.bench_args(cfg, results)[3:] + (["--eot-samples", str(ctx.s["eot"])] if ctx.dry else [])
-    job = {"args": args, "results": str(results), "limit": limit, "eps": AA_EPS,
-           "attack": ctx.a.aa_attack,
-           "units": units, "reserve": reserve, "min_unit": 5.0, "log": str(unit_log)}
+    job = {
+        "args": args,
+        "results": str(results),
+        "limit": limit,
+        "eps": AA_EPS,
+        "attack": ctx.a.aa_attack,
+        "units": units,
+        "reserve": reserve,
+        "min_unit": 5.0,
+        "log": str(unit_log),
+    }
     job_path = ctx.work / "configs" / "stepaa-job.json"
     job_path.write_text(json.dumps(job, indent=2) + "\n")
-    log(f"[step aa] {len(units)} units, {len(aa_pairs(units))} (classifier, defense, threat) pairs, {limit} images, "
+    log(
+        f"[step aa] {len(units)} units, {len(aa_pairs(units))} (classifier, defense, threat) pairs, {limit} images, "
         f"--attack {ctx.a.aa_attack} at eps {AA_EPS:g} with {AA_GRID.relative_to(ROOT)}'s settings"
-        + (f" and the dry run's budgets {ctx.s['aa_attacks']}" if ctx.s["aa_attacks"] else "") + ":")
-    log(table(["#", "group", "tier", "classifier", "defenses", "threats stored", "why"],
-              [[u["id"], u["group"], u["tier"], u["classifier"], ", ".join(u["defenses"]), ", ".join(u["threats"]),
-                u["why"]] for u in units]))
+        + (f" and the dry run's budgets {ctx.s['aa_attacks']}" if ctx.s["aa_attacks"] else "")
+        + ":"
+    )
+    log(
+        table(
+            ["#", "group", "tier", "classifier", "defenses", "threats stored", "why"],
+            [
+                [
+                    u["id"],
+                    u["group"],
+                    u["tier"],
+                    u["classifier"],
+                    ", ".join(u["defenses"]),
+                    ", ".join(u["threats"]),
+                    u["why"],
+                ]
+                for u in units
+            ],
+        )
+    )
     cmd = [ctx.py, "-m", "tools.gpu", "--aa-worker", str(job_path), "--seconds", f"{max(budget - 3, 1):.0f}"]
     rc, out, timed_out = run(cmd, ctx.env(), budget)
     rows = gpu_io.read_jsonl(unit_log) if unit_log.is_file() else []
     ran = {r["unit"]: r for r in rows}
     log("[step aa] units:")
-    log(table(["#", "tier", "classifier", "defenses", "threats", "status", "seconds", "computed", "reused"],
-              [[r["unit"], r.get("tier", "worst rows"), r["classifier"], ", ".join(r["defenses"]),
-                ", ".join(r["threats"]), r["status"], r.get("seconds"), r.get("computed"), r.get("reused")]
-               for r in rows]))
+    log(
+        table(
+            ["#", "tier", "classifier", "defenses", "threats", "status", "seconds", "computed", "reused"],
+            [
+                [
+                    r["unit"],
+                    r.get("tier", "worst rows"),
+                    r["classifier"],
+                    ", ".join(r["defenses"]),
+                    ", ".join(r["threats"]),
+                    r["status"],
+                    r.get("seconds"),
+                    r.get("computed"),
+                    r.get("reused"),
+                ]
+                for r in rows
+            ],
+        )
+    )
     recs = gpu_io.records(results)
     cells = aa_cells(recs, limit)
     pairs = aa_pairs(units)
@@ -661,38 +930,89 @@ def step_aa(ctx: Ctx, budget: float) -> dict[str, Any]:
     worst: dict[str, Any] = {}
     for clf, d in dict.fromkeys((c, d) for c, d, _ in pairs):
         mine = [r for r in recs if r.get("classifier") == clf and r.get("defense") == d and r.get("limit") == limit]
-        latest = {r["threat"]: r for r in sorted(mine, key=lambda r: r.get("time", 0))
-                  if r.get("kind") == "worst" and r.get("attack") == ctx.a.aa_attack}
+        latest = {
+            r["threat"]: r
+            for r in sorted(mine, key=lambda r: r.get("time", 0))
+            if r.get("kind") == "worst" and r.get("attack") == ctx.a.aa_attack
+        }
         suite = {t: latest[t] for t in AA_TIERS if t in latest}
-        overall = max((r for r in mine if r.get("attack") == "worst" and r.get("threat") == "all"),
-                      key=lambda r: (len(r.get("attack_params", {}).get("attacks", [])), r.get("time", 0)),
-                      default=None)
+        overall = max(
+            (r for r in mine if r.kind == "worst" and over_all(r["threat"])),
+            key=lambda r: (len(r.get("attack_params", {}).get("attacks", [])), r.get("time", 0)),
+            default=None,
+        )
         done = [t for t in AA_TIERS if (clf, d, t) in covered]
         w = overall.get("defended_adv_acc") if overall else None
-        worst[f"{clf}/{d}"] = {"threats": done, "aa": {t: r.get("defended_adv_acc") for t, r in suite.items()},
-                               "worst_over_threats": w}
+        worst[f"{clf}/{d}"] = {
+            "threats": done,
+            "aa": {t: r.get("defended_adv_acc") for t, r in suite.items()},
+            "worst_over_threats": w,
+        }
         today = AA_HEADLINE.get((clf, d), (None, None))
-        per_defense.append([clf, d, today[0], today[1], ", ".join(done) or "—",
-                            " · ".join(f"{t} {r.get('defended_adv_acc'):.3f}" for t, r in suite.items()
-                                       if r.get("defended_adv_acc") is not None) or "—", w])
-    log(f"[step aa] AutoAttack on {limit} images (aa: the per-sample worst of its four components per threat "
-        "model; the last column: over every threat model completed, image by image):")
-    log(table(["classifier", "defense", "headline today (64 images)", "FGSM/PGD on 500", "threat models done",
-               "aa per threat model", "worst over them"], per_defense))
+        per_defense.append(
+            [
+                clf,
+                d,
+                today[0],
+                today[1],
+                ", ".join(done) or "—",
+                " · ".join(
+                    f"{t} {r.get('defended_adv_acc'):.3f}"
+                    for t, r in suite.items()
+                    if r.get("defended_adv_acc") is not None
+                )
+                or "—",
+                w,
+            ]
+        )
+    log(
+        f"[step aa] AutoAttack on {limit} images (aa: the per-sample worst of its four components per threat "
+        "model; the last column: over every threat model completed, image by image):"
+    )
+    log(
+        table(
+            [
+                "classifier",
+                "defense",
+                "headline today (64 images)",
+                "FGSM/PGD on 500",
+                "threat models done",
+                "aa per threat model",
+                "worst over them",
+            ],
+            per_defense,
+        )
+    )
     missed = [u["id"] for u in units if ran.get(u["id"], {}).get("status") != "ok"]
     failed = [u["id"] for u in units if str(ran.get(u["id"], {}).get("status", "")).startswith("failed")]
-    status = _status(rc, timed_out) if (rc and not timed_out) else (
-        f"partial ({len(failed)} unit(s) failed)" if failed else
-        "partial (budget)" if missed or timed_out else "ok")
+    status = (
+        _status(rc, timed_out)
+        if (rc and not timed_out)
+        else (
+            f"partial ({len(failed)} unit(s) failed)" if failed else "partial (budget)" if missed or timed_out else "ok"
+        )
+    )
     if missed:
         log(f"[step aa] units not finished: {', '.join(map(str, missed))} (the plan's order put them last)")
-    return {"status": status, "n": limit, "units": len(units), "units_done": len(units) - len(missed),
-            "seeded_runs": seeded,
-            "run_units": rows, "planned": ["/".join(p) for p in pairs], "covered": ["/".join(p) for p in covered],
-            "cells": {"/".join(p): {c: cells[(p[0], p[1], t, c)].get("defended_adv_acc")
-                                    for c, t in aa_stored_as(p[2]).items() if (p[0], p[1], t, c) in cells}
-                      for p in pairs},
-            "worst": worst}
+    return {
+        "status": status,
+        "n": limit,
+        "units": len(units),
+        "units_done": len(units) - len(missed),
+        "seeded_runs": seeded,
+        "run_units": rows,
+        "planned": ["/".join(p) for p in pairs],
+        "covered": ["/".join(p) for p in covered],
+        "cells": {
+            "/".join(p): {
+                c: cells[(p[0], p[1], t, c)].get("defended_adv_acc")
+                for c, t in aa_stored_as(p[2]).items()
+                if (p[0], p[1], t, c) in cells
+            }
+            for p in pairs
+        },
+        "worst": worst,
+    }
 
 
 # ---- step 2 ------------------------------------------------------------------------------------
@@ -713,8 +1033,12 @@ def step_grid(ctx: Ctx, budget: float) -> dict[str, Any]:
     log(f"[step 2] default grid ({', '.join(attacks)} eps {eps:g}, {', '.join(threats)}, {limit} images):")
     log(record_table(recs))
     done = _computed(out)
-    return {"status": _status(rc, timed_out), "cells": len(recs), "run_line": done,
-            "ms_per_sample": {f"{x['defense']}/{x['attack']}/{x['threat']}": x.get("defense_ms_per_sample") for x in recs}}
+    return {
+        "status": _status(rc, timed_out),
+        "cells": len(recs),
+        "run_line": done,
+        "ms_per_sample": {f"{x['defense']}/{x['attack']}/{x['threat']}": x.get("defense_ms_per_sample") for x in recs},
+    }
 
 
 def _computed(out: str) -> str | None:
@@ -731,21 +1055,38 @@ def step_ratio(ctx: Ctx, budget: float) -> dict[str, Any]:
     grid = ["defensegan", "countergan"]
     cfg = ctx.config("step3-defensegan-vs-countergan", grid, {"defensegan": {"L": L, "R": R}})
     results = ctx.step_results("step3-defensegan-vs-countergan")
-    cmd = ctx.bench_args(cfg, results) + ["--defenses", ",".join(grid), "--attack", "fgsm", "--eps", "0.3",
-                                          "--threat", "gray", "--limit", str(limit)]
+    cmd = ctx.bench_args(cfg, results) + [
+        "--defenses",
+        ",".join(grid),
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.3",
+        "--threat",
+        "gray",
+        "--limit",
+        str(limit),
+    ]
     rc, out, timed_out = run(cmd, ctx.env(), budget)
     recs = pick(results, grid, ["fgsm"], 0.3, ["gray"], limit)
     log(f"[step 3] DefenseGAN (L = {L}, R = {R}) and the counterGAN preset, FGSM 0.3 gray, {limit} images:")
     log(record_table(recs))
     ms = {x["defense"]: x.get("defense_ms_per_sample") for x in recs}
-    info: dict[str, Any] = {"status": _status(rc, timed_out), "L": L, "R": R, "n": limit,
-                            "defensegan_ms_per_sample": ms.get("defensegan"),
-                            "countergan_ms_per_sample": ms.get("countergan"),
-                            "device": recs[0].get("device") if recs else None}
+    info: dict[str, Any] = {
+        "status": _status(rc, timed_out),
+        "L": L,
+        "R": R,
+        "n": limit,
+        "defensegan_ms_per_sample": ms.get("defensegan"),
+        "countergan_ms_per_sample": ms.get("countergan"),
+        "device": recs[0].get("device") if recs else None,
+    }
     if ms.get("defensegan") and ms.get("countergan"):
         info["ratio"] = ms["defensegan"] / ms["countergan"]
-        log(f"[step 3] DefenseGAN {ms['defensegan']:.4g} ms/sample / counterGAN {ms['countergan']:.4g} ms/sample "
-            f"= {info['ratio']:.4g}× on {info['device']}")
+        log(
+            f"[step 3] DefenseGAN {ms['defensegan']:.4g} ms/sample / counterGAN {ms['countergan']:.4g} ms/sample "
+            f"= {info['ratio']:.4g}× on {info['device']}"
+        )
     else:
         log("[step 3] no ratio: a record is missing")
     return info
@@ -755,10 +1096,27 @@ def step_ratio(ctx: Ctx, budget: float) -> dict[str, Any]:
 def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
     path = ctx.work / "step4-reconstruction.jsonl"
     path.unlink(missing_ok=True)
-    cmd = [ctx.py, "-m", "tools.gpu", "--step4-worker", str(path), "--device", ctx.device,
-           "--L", str(ctx.s["L"]), "--R", str(ctx.s["R"]), "--batch", str(ctx.s["batch4"]),
-           "--repeats", str(ctx.s["repeats4"]), "--widths", ctx.a.widths4 or ctx.s["widths4"],
-           "--seconds", str(max(budget - 10, 5))]
+    cmd = [
+        ctx.py,
+        "-m",
+        "tools.gpu",
+        "--step4-worker",
+        str(path),
+        "--device",
+        ctx.device,
+        "--L",
+        str(ctx.s["L"]),
+        "--R",
+        str(ctx.s["R"]),
+        "--batch",
+        str(ctx.s["batch4"]),
+        "--repeats",
+        str(ctx.s["repeats4"]),
+        "--widths",
+        ctx.a.widths4 or ctx.s["widths4"],
+        "--seconds",
+        str(max(budget - 10, 5)),
+    ]
     rc, out, timed_out = run(cmd, ctx.env(), budget)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     info: dict[str, Any] = {"status": _status(rc, timed_out), "widths": {}}
@@ -780,19 +1138,51 @@ def step_reconstruction(ctx: Ctx, budget: float) -> dict[str, Any]:
         info["widths"][str(width)] = w
         for k, r in rs.items():
             v = r.get("ms_per_sample")
-            out_rows.append([width, k, r.get("status"), v, eager / v if v and eager else None,
-                             v / floor if v and floor else None, v / floor_g if v and floor_g else None,
-                             r.get("setup_s"), r.get("max_abs_diff"), r.get("mean_loss"), r.get("note", "")])
+            out_rows.append(
+                [
+                    width,
+                    k,
+                    r.get("status"),
+                    v,
+                    eager / v if v and eager else None,
+                    v / floor if v and floor else None,
+                    v / floor_g if v and floor_g else None,
+                    r.get("setup_s"),
+                    r.get("max_abs_diff"),
+                    r.get("mean_loss"),
+                    r.get("note", ""),
+                ]
+            )
     head = rows[0] if rows else {}
-    log(f"[step 4] DefenseGAN reconstruction, L = {head.get('L')}, R = {head.get('R')}, batch {head.get('batch')} "
-        f"on {head.get('device')} (median of {ctx.s['repeats4']} timed calls after one untimed):")
-    log(table(["width", "variant", "status", "ms/sample", "× eager", "/ floor", "/ floor+graphs", "setup s",
-               "max|Δ| vs eager", "mean loss", "note"], out_rows))
+    log(
+        f"[step 4] DefenseGAN reconstruction, L = {head.get('L')}, R = {head.get('R')}, batch {head.get('batch')} "
+        f"on {head.get('device')} (median of {ctx.s['repeats4']} timed calls after one untimed):"
+    )
+    log(
+        table(
+            [
+                "width",
+                "variant",
+                "status",
+                "ms/sample",
+                "× eager",
+                "/ floor",
+                "/ floor+graphs",
+                "setup s",
+                "max|Δ| vs eager",
+                "mean loss",
+                "note",
+            ],
+            out_rows,
+        )
+    )
     for width, w in info["widths"].items():
         if w.get("best"):
-            log(f"[step 4] width {width}: best {w['best']} {w['ms_per_sample'][w['best']]:.4g} ms/sample = "
+            log(
+                f"[step 4] width {width}: best {w['best']} {w['ms_per_sample'][w['best']]:.4g} ms/sample = "
                 f"{w.get('speedup_best_vs_eager', float('nan')):.3g}× eager (goal ≥ 3); best / floor = "
-                f"{(w.get('best_over_floor') or float('nan')):.3g} (goal ≤ 1.25)")
+                f"{(w.get('best_over_floor') or float('nan')):.3g} (goal ≤ 1.25)"
+            )
     return info
 
 
@@ -808,10 +1198,30 @@ def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
         return {"status": "skipped (budget)"}
     w = s["train_width"]
     folder, curve_results = ctx.work / "defensegan-curve", ctx.work / "curve-results"
-    cmd = [ctx.py, "-m", "tools.defensegan_curve", "--widths", str(w), "--lr", str(s["train_lr"]),
-           "--batch-size", str(s["train_batch"]), "--max-seconds", f"{seconds:.0f}", "--device", ctx.device,
-           "--no-probe", "--probe-every", "100000000", "--slice-seconds", "60",
-           "--out", str(folder), "--results-dir", str(curve_results)]
+    cmd = [
+        ctx.py,
+        "-m",
+        "tools.defensegan_curve",
+        "--widths",
+        str(w),
+        "--lr",
+        str(s["train_lr"]),
+        "--batch-size",
+        str(s["train_batch"]),
+        "--max-seconds",
+        f"{seconds:.0f}",
+        "--device",
+        ctx.device,
+        "--no-probe",
+        "--probe-every",
+        "100000000",
+        "--slice-seconds",
+        "60",
+        "--out",
+        str(folder),
+        "--results-dir",
+        str(curve_results),
+    ]
     if s["train_iterations"]:
         cmd += ["--iterations", str(s["train_iterations"])]
     rc, out, timed_out = run(cmd, ctx.env(), budget - 20)
@@ -822,8 +1232,11 @@ def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
     snap = snaps[-1]
     shipped = ctx.work / "shipped"
     tag = ctx.a.ship_tag
-    rc2, out2, _ = run([ctx.py, "-m", "tools.defensegan_curve", "--ship", str(snap), "--tag", tag,
-                        "--ship-dir", str(shipped)], ctx.env(), max(ctx.left(), 30))
+    rc2, out2, _ = run(
+        [ctx.py, "-m", "tools.defensegan_curve", "--ship", str(snap), "--tag", tag, "--ship-dir", str(shipped)],
+        ctx.env(),
+        max(ctx.left(), 30),
+    )
     kept = []
     for f in [snap, *sorted(shipped.glob(f"*-defensegan-{tag}.*"))]:
         if f.stat().st_size <= MAX_FILE:
@@ -835,41 +1248,92 @@ def step_train(ctx: Ctx, budget: float) -> dict[str, Any]:
     for j in shipped.glob(f"*-defensegan-{tag}.json"):
         prov = json.loads(j.read_text())
     m = re.search(r"gen-it(\d+)", snap.name)
-    info = {"status": "ok" if rc == 0 and rc2 == 0 else _status(rc or rc2, timed_out), "width": w,
-            "iterations": prov.get("iterations", int(m.group(1)) if m else None), "seconds": prov.get("seconds"),
-            "snapshot": snap.name, "sha256": prov.get("sha256"), "kept_in_out": kept, "device": prov.get("device")}
+    info = {
+        "status": "ok" if rc == 0 and rc2 == 0 else _status(rc or rc2, timed_out),
+        "width": w,
+        "iterations": prov.get("iterations", int(m.group(1)) if m else None),
+        "seconds": prov.get("seconds"),
+        "snapshot": snap.name,
+        "sha256": prov.get("sha256"),
+        "kept_in_out": kept,
+        "device": prov.get("device"),
+    }
     its = info["iterations"] or 0
-    log(table(["width", "iterations", "train s", "it/s", "snapshot", "shipped sha256", "brought back"],
-              [[w, its, info["seconds"], its / info["seconds"] if info["seconds"] else None, snap.name,
-                (prov.get("sha256") or "")[:16], ", ".join(kept)]]))
+    log(
+        table(
+            ["width", "iterations", "train s", "it/s", "snapshot", "shipped sha256", "brought back"],
+            [
+                [
+                    w,
+                    its,
+                    info["seconds"],
+                    its / info["seconds"] if info["seconds"] else None,
+                    snap.name,
+                    (prov.get("sha256") or "")[:16],
+                    ", ".join(kept),
+                ]
+            ],
+        )
+    )
     return info
 
 
 # ---- step 5 -------------------------------------------------------------------------------------
 def step_threats(ctx: Ctx, budget: float) -> dict[str, Any]:
     L, R, limit = ctx.s["L"], ctx.s["R"], ctx.s["limit5"]
-    cfg = ctx.config("step5-defensegan-threats", ["defensegan"], {"defensegan": {"L": L, "R": R}},
-                     {"pgd": {"steps": ctx.s["pgd_steps"]}})
+    cfg = ctx.config(
+        "step5-defensegan-threats",
+        ["defensegan"],
+        {"defensegan": {"L": L, "R": R}},
+        {"pgd": {"steps": ctx.s["pgd_steps"]}},
+    )
     results = ctx.step_results("step5-defensegan-threats")
     threats = ["gray", "bpda", "bpda-eot"]
     # One run: the runner does FGSM's cells before PGD's, each in this threat order, so a run
     # interrupted by the budget has kept the cheapest cells.
-    cmd = ctx.bench_args(cfg, results) + ["--defenses", "defensegan", "--attack", "fgsm,pgd", "--eps", "0.3",
-                                          "--threat", ",".join(threats), "--limit", str(limit),
-                                          "--eot-samples", str(ctx.s["eot"])]
+    cmd = ctx.bench_args(cfg, results) + [
+        "--defenses",
+        "defensegan",
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "0.3",
+        "--threat",
+        ",".join(threats),
+        "--limit",
+        str(limit),
+        "--eot-samples",
+        str(ctx.s["eot"]),
+    ]
     rc, out, timed_out = run(cmd, ctx.env(), budget)
     recs = pick(results, ["defensegan"], ["fgsm", "pgd"], 0.3, threats, limit)
-    log(f"[step 5] DefenseGAN (L = {L}, R = {R}) on {limit} images, FGSM and PGD-{ctx.s['pgd_steps']} at 0.3, "
-        f"EOT {ctx.s['eot']}:")
+    log(
+        f"[step 5] DefenseGAN (L = {L}, R = {R}) on {limit} images, FGSM and PGD-{ctx.s['pgd_steps']} at 0.3, "
+        f"EOT {ctx.s['eot']}:"
+    )
     log(record_table(recs))
-    return {"status": _status(rc, timed_out), "run_line": _computed(out),
-            "cells": {f"{r['attack']}/{r['threat']}": {"defended_adv": r.get("defended_adv_acc"),
-                                                       "ms_per_sample": r.get("defense_ms_per_sample")} for r in recs}}
+    return {
+        "status": _status(rc, timed_out),
+        "run_line": _computed(out),
+        "cells": {
+            f"{r['attack']}/{r['threat']}": {
+                "defended_adv": r.get("defended_adv_acc"),
+                "ms_per_sample": r.get("defense_ms_per_sample"),
+            }
+            for r in recs
+        },
+    }
 
 
 STEPS: dict[str, Callable[[Ctx, float], dict[str, Any]]] = {
-    "1": step_env, "aa": step_aa, "1b": step_train, "2": step_grid, "3": step_ratio, "4": step_reconstruction,
-    "5": step_threats}
+    "1": step_env,
+    "aa": step_aa,
+    "1b": step_train,
+    "2": step_grid,
+    "3": step_ratio,
+    "4": step_reconstruction,
+    "5": step_threats,
+}
 
 
 def run_all(a: argparse.Namespace) -> int:
@@ -885,8 +1349,10 @@ def run_all(a: argparse.Namespace) -> int:
     if bad:
         log(f"error: unknown step(s) {', '.join(bad)}; steps are {', '.join(STEP_ORDER)}")
         return 2
-    log(f"[gpu] {'DRY RUN on CPU, tiny sizes' if ctx.dry else 'GPU run'}: steps {', '.join(order)}, budget "
-        f"{ctx.s['budget']:.0f} s, device {ctx.device}, work folder {ctx.work}, out {ctx.out}")
+    log(
+        f"[gpu] {'DRY RUN on CPU, tiny sizes' if ctx.dry else 'GPU run'}: steps {', '.join(order)}, budget "
+        f"{ctx.s['budget']:.0f} s, device {ctx.device}, work folder {ctx.work}, out {ctx.out}"
+    )
     for key in order:
         budget = min(float(ctx.s["caps"][key]), ctx.left())
         log(f"\n=== step {key}: {TITLES[key]} (budget {max(budget, 0):.0f} s, {max(ctx.left(), 0):.0f} s left) ===")
@@ -923,20 +1389,27 @@ def finish(ctx: Ctx, order: list[str]) -> None:
     except Exception as exc:  # noqa: BLE001  (the steps' own folders are packed either way)
         merged = 0
         ctx.summary["merge"] = f"failed: {type(exc).__name__}: {exc}"
-        log(f"[gpu] merging the records failed: {type(exc).__name__}: {exc}; each step's records are packed "
-            "in its own folder (steps/)")
+        log(
+            f"[gpu] merging the records failed: {type(exc).__name__}: {exc}; each step's records are packed "
+            "in its own folder (steps/)"
+        )
     ctx.safe_pack()
     if merged and ctx.left() + ctx.s["reserve"] > 10:
         try:
-            rc, _, timed_out = run([ctx.py, "-m", "bench", "report", "--results-dir", str(ctx.results)]
-                                   + (["--no-plots"] if ctx.dry else []), ctx.env(),
-                                   max(ctx.left() + ctx.s["reserve"] - 5, 10))
+            rc, _, timed_out = run(
+                [ctx.py, "-m", "bench", "report", "--results-dir", str(ctx.results)]
+                + (["--no-plots"] if ctx.dry else []),
+                ctx.env(),
+                max(ctx.left() + ctx.s["reserve"] - 5, 10),
+            )
             ctx.summary["report"] = _status(rc, timed_out)
         except Exception as exc:  # noqa: BLE001
             rc, ctx.summary["report"] = 1, f"failed: {type(exc).__name__}: {exc}"
         if ctx.summary["report"] != "ok":
-            log(f"[gpu] the report {ctx.summary['report']}: the records are packed without it "
-                f"(`python -m bench report --results-dir <unpacked>/gpu-results/results` draws it from them)")
+            log(
+                f"[gpu] the report {ctx.summary['report']}: the records are packed without it "
+                f"(`python -m bench report --results-dir <unpacked>/gpu-results/results` draws it from them)"
+            )
     elif merged:
         ctx.summary["report"] = "skipped (budget)"
     ctx.safe_pack()
@@ -964,28 +1437,49 @@ def merge(ctx: Ctx) -> int:
 
 def final_summary(ctx: Ctx, order: list[str]) -> None:
     st = ctx.summary["steps"]
-    log(f"\n=== summary: {ctx.summary.get('device', ctx.device)}, {time.perf_counter() - ctx.t0:.0f} s of "
-        f"{ctx.s['budget']:.0f} ===")
-    log(table(["step", "what", "status", "seconds", "budget s"],
-              [[k, TITLES[k], st.get(k, {}).get("status"), st.get(k, {}).get("seconds"), st.get(k, {}).get("budget_s")]
-               for k in order]))
+    log(
+        f"\n=== summary: {ctx.summary.get('device', ctx.device)}, {time.perf_counter() - ctx.t0:.0f} s of "
+        f"{ctx.s['budget']:.0f} ==="
+    )
+    log(
+        table(
+            ["step", "what", "status", "seconds", "budget s"],
+            [
+                [k, TITLES[k], st.get(k, {}).get("status"), st.get(k, {}).get("seconds"), st.get(k, {}).get("budget_s")]
+                for k in order
+            ],
+        )
+    )
     sa = st.get("aa", {})
     if sa.get("planned"):
-        log(f"AutoAttack on {sa['n']} images: {sa['units_done']} of {sa['units']} units, {len(sa['covered'])} of "
+        log(
+            f"AutoAttack on {sa['n']} images: {sa['units_done']} of {sa['units']} units, {len(sa['covered'])} of "
             f"{len(sa['planned'])} (classifier, defense, threat) pairs complete; worst over the threat models done: "
-            + ", ".join(f"{k} {v['worst_over_threats']:.3f}" for k, v in sa.get("worst", {}).items()
-                        if v.get("worst_over_threats") is not None))
+            + ", ".join(
+                f"{k} {v['worst_over_threats']:.3f}"
+                for k, v in sa.get("worst", {}).items()
+                if v.get("worst_over_threats") is not None
+            )
+        )
     s3 = st.get("3", {})
     if s3.get("ratio"):
-        log(f"DefenseGAN (L = {s3['L']}, R = {s3['R']}): {s3['defensegan_ms_per_sample']:.4g} ms/sample; counterGAN "
-            f"preset: {s3['countergan_ms_per_sample']:.4g} ms/sample; ratio {s3['ratio']:.4g}× ({s3['device']})")
+        log(
+            f"DefenseGAN (L = {s3['L']}, R = {s3['R']}): {s3['defensegan_ms_per_sample']:.4g} ms/sample; counterGAN "
+            f"preset: {s3['countergan_ms_per_sample']:.4g} ms/sample; ratio {s3['ratio']:.4g}× ({s3['device']})"
+        )
     for width, w in st.get("4", {}).get("widths", {}).items():
         ms = w["ms_per_sample"]
-        log(f"reconstruction width {width}: eager {ms.get('eager', float('nan')):.4g} ms/sample, floor "
-            f"{ms.get('floor', float('nan')):.4g}" + (f", best {w['best']} {ms[w['best']]:.4g} "
-                                                     f"({w.get('speedup_best_vs_eager', float('nan')):.3g}× eager, "
-                                                     f"{(w.get('best_over_floor') or float('nan')):.3g}× floor)"
-                                                     if w.get("best") else ", no compiled/graphed variant"))
+        log(
+            f"reconstruction width {width}: eager {ms.get('eager', float('nan')):.4g} ms/sample, floor "
+            f"{ms.get('floor', float('nan')):.4g}"
+            + (
+                f", best {w['best']} {ms[w['best']]:.4g} "
+                f"({w.get('speedup_best_vs_eager', float('nan')):.3g}× eager, "
+                f"{(w.get('best_over_floor') or float('nan')):.3g}× floor)"
+                if w.get("best")
+                else ", no compiled/graphed variant"
+            )
+        )
     files = sorted(p.name for p in ctx.out.iterdir() if p.is_file() and not p.name.startswith("."))
     log(f"[gpu] packed into {ctx.out}: {', '.join(files)}")
     too_many = len(files) > 8
@@ -1012,9 +1506,11 @@ def prepare(wheels: Path) -> int:
     if rc == 0:
         files = sorted(wheels.glob("*.whl"))
         total = sum(f.stat().st_size for f in files)
-        print(f"[gpu] {len(files)} wheel(s), {total / 2**20:.1f} MiB in {wheels}: carry "
-              f"{wheels.relative_to(ROOT) if wheels.is_relative_to(ROOT) else wheels} with the GPU command",
-              flush=True)
+        print(
+            f"[gpu] {len(files)} wheel(s), {total / 2**20:.1f} MiB in {wheels}: carry "
+            f"{wheels.relative_to(ROOT) if wheels.is_relative_to(ROOT) else wheels} with the GPU command",
+            flush=True,
+        )
     return rc
 
 
@@ -1022,21 +1518,29 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.gpu", description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="the same steps on CPU with tiny sizes (CI)")
     p.add_argument("--prepare", action="store_true", help="download the wheels to carry (needs network) and exit")
-    p.add_argument("--out", default=os.environ.get("OUT") or None,
-                   help="where the packed results go (default $OUT, else <work>/out)")
+    p.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or None,
+        help="where the packed results go (default $OUT, else <work>/out)",
+    )
     p.add_argument("--work", help="the work folder (default build/gpu-run, dry run build/gpu-dry)")
     p.add_argument("--wheels", default=str(ROOT / "wheels"), help="folder of carried wheels (default wheels/)")
-    p.add_argument("--steps", default=",".join(STEP_ORDER),
-                   help=f"steps to run, in this order (default {','.join(STEP_ORDER)})")
+    p.add_argument(
+        "--steps", default=",".join(STEP_ORDER), help=f"steps to run, in this order (default {','.join(STEP_ORDER)})"
+    )
     p.add_argument("--budget", type=float, help="seconds for all steps (default 540; dry run 900, a safety net)")
     p.add_argument("--train-seconds", type=float, help="step 1b's training seconds (default 210; dry run 30)")
     p.add_argument("--device", help="default cuda (dry run: cpu)")
     p.add_argument("--widths4", help="step 4's generator widths, 0 = the default generator's (default 0,64)")
     p.add_argument("--ship-tag", default="gpu", help="step 1b's generator name: mnist-defensegan-<tag>.pt")
-    p.add_argument("--aa-attack", default="aa-individual", choices=("aa-individual",),
-                   help="the AutoAttack suite step aa runs (default aa-individual: every component on every "
-                        "image, as the threat-matrix-aa grid's stored cells, so they combine in the headline; "
-                        "the cascade, aa, is not offered: this step's coverage counts individual-mode cells)")
+    p.add_argument(
+        "--aa-attack",
+        default="aa-individual",
+        choices=("aa-individual",),
+        help="the AutoAttack suite step aa runs (default aa-individual: every component on every "
+        "image, as the threat-matrix-aa grid's stored cells, so they combine in the headline; "
+        "the cascade, aa, is not offered: this step's coverage counts individual-mode cells)",
+    )
     p.add_argument("--force-install", action="store_true", help="install the carried wheels even when present")
     # the step 4 worker (internal)
     p.add_argument("--step4-worker", metavar="JSONL", help=argparse.SUPPRESS)

@@ -1,5 +1,6 @@
 """Plumbing of the GPU script (tools/gpu.py): its log, child processes, TOML writer and record
 tables. Standard library only: the parent process on the GPU machine imports nothing heavy."""
+
 from __future__ import annotations
 
 import json
@@ -41,12 +42,14 @@ log = Log()
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A small markdown table (no dependency: the parent process imports nothing heavy)."""
+
     def cell(v: Any) -> str:
         if v is None:
             return "—"
         if isinstance(v, float):
             return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
         return str(v)
+
     text = [[cell(v) for v in r] for r in rows]
     w = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     line = lambda r: "| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |"
@@ -60,8 +63,13 @@ _child: subprocess.Popen | None = None
 def child_env(site: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     paths = [str(ROOT)] + ([str(site)] if site else []) + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", WANDB_MODE="disabled",
-               WANDB_SILENT="true", MPLBACKEND="Agg")
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths),
+        PYTHONUNBUFFERED="1",
+        WANDB_MODE="disabled",
+        WANDB_SILENT="true",
+        MPLBACKEND="Agg",
+    )
     return env
 
 
@@ -72,8 +80,17 @@ def run(cmd: list[str], env: dict[str, str], seconds: float) -> tuple[int, str, 
     global _child
     log("$ " + " ".join(cmd))
     t0, cpu0 = time.perf_counter(), _child_cpu()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         bufsize=1, errors="replace", process_group=0)
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        errors="replace",
+        process_group=0,
+    )
     _child = p
     out: list[str] = []
 
@@ -81,6 +98,7 @@ def run(cmd: list[str], env: dict[str, str], seconds: float) -> tuple[int, str, 
         for line in p.stdout:
             out.append(line)
             log("  " + line.rstrip("\n"))
+
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     timed_out = False
@@ -143,8 +161,12 @@ def dump_toml(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
 
 
 # ---- records -------------------------------------------------------------------------------------
-def records(results: Path) -> list[dict[str, Any]]:
-    return [r for path in sorted(results.glob("runs/*/records.jsonl")) for r in read_jsonl(path)]
+def records(results: Path, runs: list[str] | None = None) -> list[Any]:
+    """Every stored record of a results folder, through the one reader (bench.core.record; imported
+    here: the orchestrator does not load torch before its children set their numerics)."""
+    from bench.store.runs import iter_records
+
+    return list(iter_records(results, runs))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -157,14 +179,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def pick(results: Path, defenses: list[str], attacks: list[str], eps: float, threats: list[str],
-         limit: int | None) -> list[dict[str, Any]]:
+def pick(
+    results: Path, defenses: list[str], attacks: list[str], eps: float, threats: list[str], limit: int | None
+) -> list[dict[str, Any]]:
     """The latest record of each (defense, attack, threat) cell of a step's grid."""
     latest: dict[tuple, dict] = {}
     for r in records(results):
-        if (r.get("defense") in defenses and r.get("attack") in attacks and r.get("threat") in threats
-                and r.get("eps") is not None and abs(float(r["eps"]) - eps) < 1e-9
-                and (limit is None or r.get("limit") == limit)):
+        if (
+            r.get("defense") in defenses
+            and r.get("attack") in attacks
+            and r.get("threat") in threats
+            and r.get("eps") is not None
+            and abs(float(r["eps"]) - eps) < 1e-9
+            and (limit is None or r.get("limit") == limit)
+        ):
             key = (r["defense"], r["attack"], r["threat"])
             if key not in latest or r.get("time", 0) >= latest[key].get("time", 0):
                 latest[key] = r
@@ -172,10 +200,34 @@ def pick(results: Path, defenses: list[str], attacks: list[str], eps: float, thr
 
 
 def record_table(recs: list[dict[str, Any]]) -> str:
-    return table(["defense", "threat", "attack", "eps", "n", "defended clean", "defended adv", "defense ms/sample",
-                  "attack ms/sample", "timed batches", "device"],
-                 [[r["defense"], r["threat"], r["attack"], r["eps"], r.get("n"), r.get("defended_clean_acc"),
-                   r.get("defended_adv_acc"), r.get("defense_ms_per_sample"), r.get("attack_ms_per_sample"),
-                   r.get("timing_batches"), r.get("device")] for r in recs])
-
-
+    return table(
+        [
+            "defense",
+            "threat",
+            "attack",
+            "eps",
+            "n",
+            "defended clean",
+            "defended adv",
+            "defense ms/sample",
+            "attack ms/sample",
+            "timed batches",
+            "device",
+        ],
+        [
+            [
+                r["defense"],
+                r["threat"],
+                r["attack"],
+                r["eps"],
+                r.get("n"),
+                r.get("defended_clean_acc"),
+                r.get("defended_adv_acc"),
+                r.get("defense_ms_per_sample"),
+                r.get("attack_ms_per_sample"),
+                r.get("timing_batches"),
+                r.get("device"),
+            ]
+            for r in recs
+        ],
+    )

@@ -1,21 +1,25 @@
 """Step 4 of the GPU script (tools/gpu.py), run in its own process: DefenseGAN's reconstruction
 eager vs torch.compile vs CUDA graphs vs its floor (a compile that outlives the budget is killed
 with the process, not the script)."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def step4_worker(a: argparse.Namespace) -> int:
     """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.step4_worker``."""
     import torch
+
     import defenses.defensegan  # noqa: F401  (registers the plugin)
     from bench.builtin.data import MNIST
     from bench.core.registry import DEFENSES, build
     from bench.run.timing import BatchTimer
+
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     stop = time.perf_counter() + a.seconds
@@ -42,8 +46,16 @@ def step4_worker(a: argparse.Namespace) -> int:
             p.requires_grad_(False)
         x = torch.rand(B, *spec.shape, generator=torch.Generator().manual_seed(0)).to(device)
         lrs = [d.lr_at(s, L) for s in range(L)] if hasattr(d, "lr_at") else [d.lr] * L
-        base = {"width": d.width, "L": L, "R": R, "batch": B, "z_dim": zd, "device": dev_name,
-                "torch": torch.__version__, "compile_backend": backend}
+        base = {
+            "width": d.width,
+            "L": L,
+            "R": R,
+            "batch": B,
+            "z_dim": zd,
+            "device": dev_name,
+            "torch": torch.__version__,
+            "compile_backend": backend,
+        }
 
         def loss_sum(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return ((G(z) - target) ** 2).flatten(1).mean(1).sum()
@@ -66,6 +78,7 @@ def step4_worker(a: argparse.Namespace) -> int:
                 best = loss.argmin(1)
                 picked = out.view(B, R, *xb.shape[1:])[torch.arange(B, device=xb.device), best]
                 return picked, loss.gather(1, best[:, None]).squeeze(1)
+
             return recon
 
         def floor_body(xb: torch.Tensor, z0: torch.Tensor):
@@ -73,7 +86,7 @@ def step4_worker(a: argparse.Namespace) -> int:
             z = z0.detach().requires_grad_(True)
             with torch.enable_grad():
                 for lr in lrs:
-                    g, = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
+                    (g,) = torch.autograd.grad(((G(z) - target) ** 2).sum(), z)
                     z = (z - lr * g).detach().requires_grad_(True)
             return (z.detach(),)
 
@@ -97,6 +110,7 @@ def step4_worker(a: argparse.Namespace) -> int:
                 sz.copy_(d.initial_z(B))
                 graph.replay()
                 return tuple(o.clone() for o in outs)
+
             return replay
 
         def compiled_step() -> Callable:
@@ -109,23 +123,31 @@ def step4_worker(a: argparse.Namespace) -> int:
                 except Exception as exc:  # noqa: BLE001
                     if not state["full"]:
                         raise
-                    print(f"[step4] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "retrying with graph breaks", flush=True)
+                    print(
+                        f"[step4] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "retrying with graph breaks",
+                        flush=True,
+                    )
                     state.update(fn=torch.compile(step, backend=backend, dynamic=False), full=False)
                     notes.append("fullgraph failed: compiled with graph breaks")
                     return state["fn"](*args)
+
             return call
 
         with torch.no_grad():
             ref_out, ref_loss = d.reconstruct(x)
         variants: list[tuple[str, Callable[[], Callable], str]] = [
-            ("eager", lambda: (lambda xb: d.reconstruct(xb)), "the defense as the benchmark runs it"),
+            ("eager", lambda: lambda xb: d.reconstruct(xb), "the defense as the benchmark runs it"),
             ("eager-func", lambda: direct(descent(step)), "the same descent written with torch.func.grad"),
             ("floor", lambda: direct(floor_body), "L steps of G fwd+bwd on B·R latents, nothing else"),
             ("floor+graphs", lambda: graphed(floor_body), "the floor captured in one CUDA graph"),
             ("graphs", lambda: graphed(descent(step)), "all L steps captured in one CUDA graph"),
             ("compile", lambda: direct(descent(compiled_step())), f"torch.compile(step, backend={backend})"),
-            ("compile+graphs", lambda: graphed(descent(compiled_step())), "the compiled steps captured in one CUDA graph"),
+            (
+                "compile+graphs",
+                lambda: graphed(descent(compiled_step())),
+                "the compiled steps captured in one CUDA graph",
+            ),
         ]
         for name, make, note in variants:
             rec = {**base, "variant": name, "note": note}
@@ -150,20 +172,28 @@ def step4_worker(a: argparse.Namespace) -> int:
                             if time.perf_counter() > stop:
                                 break
                             res = timer(lambda: fn(x), B)
-                    rec.update(status="ok", ms_per_sample=timer.ms_per_sample(), runs=timer.timed,
-                               setup_s=round(setup, 2))
+                    rec.update(
+                        status="ok", ms_per_sample=timer.ms_per_sample(), runs=timer.timed, setup_s=round(setup, 2)
+                    )
                     if name not in ("floor", "floor+graphs"):
-                        rec.update(max_abs_diff=(res[0] - ref_out).abs().max().item(),
-                                   mean_loss=res[1].mean().item(), eager_mean_loss=ref_loss.mean().item())
+                        rec.update(
+                            max_abs_diff=(res[0] - ref_out).abs().max().item(),
+                            mean_loss=res[1].mean().item(),
+                            eager_mean_loss=ref_loss.mean().item(),
+                        )
                     if "compile" in name and not cuda:
                         notes.append("CPU dry run: checks the step traces under torch.compile; no compiled speed")
                     rec["note"] = "; ".join([note, *notes])
                 except Exception as exc:  # noqa: BLE001  (a variant that does not apply is reported, not fatal)
-                    rec.update(status="failed", note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                    rec.update(
+                        status="failed",
+                        note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                    )
             sink.write(json.dumps(rec) + "\n")
             sink.flush()
-            print(f"[step4] width {rec['width']} {name}: {rec['status']} "
-                  + (f"{rec['ms_per_sample']:.4g} ms/sample" if rec.get("ms_per_sample") else rec.get("note", "")),
-                  flush=True)
+            print(
+                f"[step4] width {rec['width']} {name}: {rec['status']} "
+                + (f"{rec['ms_per_sample']:.4g} ms/sample" if rec.get("ms_per_sample") else rec.get("note", "")),
+                flush=True,
+            )
     return 0
-

@@ -6,11 +6,12 @@ in one process, and the medians are compared. Goal: ratio ≤ 1.10.
 
     python -m tools.harness --limit 1000 --eps 0.1,0.2,0.3 [--data-root ../shared/data]
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,18 +38,21 @@ def bare(cfg: Config) -> float:
     device = resolve_device(cfg.device)
     spec = DATASETS.get(cfg.dataset[0])()
     data = spec.load(Path(cfg.data_root), cfg.offline)
-    model, _ = get_classifier(spec.default_classifier, spec, data, check_recipe(cfg.classifier_recipe),
-                              cfg.seed, device, Path(cfg.cache_dir))
-    x, y = data.test.x[:cfg.limit], data.test.y[:cfg.limit]
+    model, _ = get_classifier(
+        spec.default_classifier, spec, data, check_recipe(cfg.classifier_recipe), cfg.seed, device, Path(cfg.cache_dir)
+    )
+    x, y = data.test.x[: cfg.limit], data.test.y[: cfg.limit]
     bs = cfg.batch_size
     with torch.no_grad():
-        clean = sum((model(x[i:i + bs].to(device)).argmax(1).cpu() == y[i:i + bs]).sum().item()
-                    for i in range(0, len(x), bs))
+        clean = sum(
+            (model(x[i : i + bs].to(device)).argmax(1).cpu() == y[i : i + bs]).sum().item()
+            for i in range(0, len(x), bs)
+        )
     for eps in cfg.eps:
         atk = torchattacks.FGSM(model, eps=eps)
         correct = 0
         for i in range(0, len(x), bs):
-            xb, yb = x[i:i + bs].to(device), y[i:i + bs].to(device)
+            xb, yb = x[i : i + bs].to(device), y[i : i + bs].to(device)
             adv = atk(xb, yb)
             with torch.no_grad():
                 correct += (model(adv).argmax(1) == yb).sum().item()
@@ -67,9 +71,19 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config(defenses=["none"], attack=["fgsm"], eps=[float(e) for e in a.eps.split(",")],
-                     limit=a.limit, batch_size=a.batch_size, device=a.device, data_root=a.data_root,
-                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True)
+        cfg = Config(
+            defenses=["none"],
+            attack=["fgsm"],
+            eps=[float(e) for e in a.eps.split(",")],
+            limit=a.limit,
+            batch_size=a.batch_size,
+            device=a.device,
+            data_root=a.data_root,
+            cache_dir=a.cache_dir,
+            results_dir=tmp,
+            rerun=True,
+            offline=True,
+        )
         harness(cfg), bare(cfg)  # warm caches (classifier training, page cache) on both paths
         h, b = [], []
         for _ in range(a.repeats):

@@ -9,12 +9,13 @@ cells in parallel where intra-op threading scales poorly, and more machines.
 
     python -m tools.ray_speedup [--limit 300] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,15 +43,24 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "defense-bench"))
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config(defenses=["none", "examples.gaussian_blur:GaussianBlur"], attack=["fgsm", "pgd"],
-                     eps=[0.05, 0.1, 0.2, 0.3], limit=a.limit, device="cpu", data_root=a.data_root,
-                     cache_dir=a.cache_dir, results_dir=tmp, rerun=True, offline=True)
+        cfg = Config(
+            defenses=["none", "examples.gaussian_blur:GaussianBlur"],
+            attack=["fgsm", "pgd"],
+            eps=[0.05, 0.1, 0.2, 0.3],
+            limit=a.limit,
+            device="cpu",
+            data_root=a.data_root,
+            cache_dir=a.cache_dir,
+            results_dir=tmp,
+            rerun=True,
+            offline=True,
+        )
         ray_exec = RayExecutor(num_cpus=a.workers)
         t0 = time.perf_counter()
         ray_exec.start()
         start_s = time.perf_counter() - t0
         timed(cfg, LocalExecutor())  # warm caches (data, classifier) for both
-        timed(cfg, ray_exec)         # warm Ray workers
+        timed(cfg, ray_exec)  # warm Ray workers
         threads = torch.get_num_threads()
         local, single, remote = [], [], []
         for _ in range(a.repeats):
@@ -64,7 +74,7 @@ def main() -> None:
             remote.append(t)
         key = lambda recs: sorted((r["defense"], r["attack"], r["eps"], r["defended_adv_acc"]) for r in recs)
         same = key(lrec) == key(rrec) == key(srec)
-    cells = sum(r["attack"] != "worst" for r in lrec)
+    cells = sum(r.kind == "cell" for r in lrec)
     lm, sm, rm = (statistics.median(v) for v in (local, single, remote))
     show = lambda v: ", ".join(f"{t:.2f}" for t in v)
     print(f"grid: {cells} cells (+ worst-case rows), {a.limit} images, cpu, {os.cpu_count()} cores")
@@ -73,8 +83,10 @@ def main() -> None:
     print(f"local executor, 1 torch thread    median {sm:.2f} s ({show(single)})")
     print(f"ray, {a.workers} workers × 1 thread     median {rm:.2f} s ({show(remote)})")
     print(f"intra-op scaling (1 thread / {threads} threads) = {sm / lm:.2f}×")
-    print(f"speed-up vs local {threads} threads = {lm / rm:.2f}×   vs local 1 thread = {sm / rm:.2f}×   "
-          f"identical accuracies: {same}")
+    print(
+        f"speed-up vs local {threads} threads = {lm / rm:.2f}×   vs local 1 thread = {sm / rm:.2f}×   "
+        f"identical accuracies: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ one that no larger value undercuts by more than that half-width. Every stored ce
 same (dataset, classifier, defense, threat, attack, eps) — whatever its n — whose budget is
 below the converged value, or any of whose curves did not converge, gets a flag in the report.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,28 +61,32 @@ def match_key(row: pd.Series) -> str:
 @dataclass
 class Axis:
     name: str
-    fixed: dict[str, int]                       # the other two coordinates
+    fixed: dict[str, int]  # the other two coordinates
     points: list[tuple[int, float, float, float, int]]  # (value, acc, ci_low, ci_high, df index)
     converged: bool = True
-    converged_at: int | None = None             # None when not converged
-    drop: float = 0.0                           # accuracy lost over the last step
-    half_width: float = 0.0                     # CI half-width at the largest value
-    last: tuple[int, int] = (0, 0)              # (previous value, largest value)
+    converged_at: int | None = None  # None when not converged
+    drop: float = 0.0  # accuracy lost over the last step
+    half_width: float = 0.0  # CI half-width at the largest value
+    last: tuple[int, int] = (0, 0)  # (previous value, largest value)
 
     def verdict(self) -> str:
         prev, top = self.last
         if not self.converged:
-            return (f"NOT converged: {self.name} {prev}→{top} still lowers accuracy by {self.drop:.3f} "
-                    f"> CI half-width {self.half_width:.3f}")
-        return (f"converged at {self.name} = {self.converged_at} ({self.name} {prev}→{top}: "
-                f"{-self.drop:+.3f}, CI half-width {self.half_width:.3f})")
+            return (
+                f"NOT converged: {self.name} {prev}→{top} still lowers accuracy by {self.drop:.3f} "
+                f"> CI half-width {self.half_width:.3f}"
+            )
+        return (
+            f"converged at {self.name} = {self.converged_at} ({self.name} {prev}→{top}: "
+            f"{-self.drop:+.3f}, CI half-width {self.half_width:.3f})"
+        )
 
 
 @dataclass
 class Curve:
     key: str
     n: int
-    row: pd.Series                              # one of its cells, for names
+    row: pd.Series  # one of its cells, for names
     axes: list[Axis] = field(default_factory=list)
 
     @property
@@ -98,8 +103,16 @@ def _half_width(row: pd.Series) -> float:
 
 def analyse_axis(name: str, fixed: dict[str, int], rows: list[tuple[int, pd.Series, Any]]) -> Axis:
     rows = sorted(rows, key=lambda t: t[0])
-    pts = [(v, float(r["defended_adv_acc"]), float(r.get("defended_adv_acc_ci_low", math.nan)),
-            float(r.get("defended_adv_acc_ci_high", math.nan)), idx) for v, r, idx in rows]
+    pts = [
+        (
+            v,
+            float(r["defended_adv_acc"]),
+            float(r.get("defended_adv_acc_ci_low", math.nan)),
+            float(r.get("defended_adv_acc_ci_high", math.nan)),
+            idx,
+        )
+        for v, r, idx in rows
+    ]
     hws = {v: _half_width(r) for v, r, _ in rows}
     acc = {p[0]: p[1] for p in pts}
     values = [p[0] for p in pts]
@@ -109,8 +122,9 @@ def analyse_axis(name: str, fixed: dict[str, int], rows: list[tuple[int, pd.Seri
     axis = Axis(name, fixed, pts, last=(prev, top), drop=acc[prev] - acc[top], half_width=hws[top])
     axis.converged = axis.drop <= axis.half_width
     if axis.converged:
-        axis.converged_at = next(v for i, v in enumerate(values)
-                                 if all(acc[v] - acc[w] <= hws[w] for w in values[i + 1:]))
+        axis.converged_at = next(
+            v for i, v in enumerate(values) if all(acc[v] - acc[w] <= hws[w] for w in values[i + 1 :])
+        )
     return axis
 
 
@@ -162,16 +176,21 @@ def annotate(df: pd.DataFrame, found: list[Curve] | None = None) -> pd.Series:
         curve = by_key.get(match_key(row))
         if curve is None:
             continue
-        c = dict(zip(AXES, coords(row)))
-        if c["steps"] is None:
+        at = dict(zip(AXES, coords(row)))
+        if at["steps"] is None:
             continue
         why = []
         for axis in curve.axes:
-            if not axis.converged and c[axis.name] <= axis.last[1]:  # beyond the sweep: unknown, no flag
-                why.append(f"not converged ({axis.name} {axis.last[0]}→{axis.last[1]}: "
-                           f"−{axis.drop:.3f} > ±{axis.half_width:.3f}, n={curve.n})")
-            elif axis.converged_at is not None and c[axis.name] < axis.converged_at:
-                why.append(f"{axis.name} {c[axis.name]} < {axis.converged_at} needed (n={curve.n})")
+            value = at[axis.name]
+            if value is None:
+                continue
+            if not axis.converged and value <= axis.last[1]:  # beyond the sweep: unknown, no flag
+                why.append(
+                    f"not converged ({axis.name} {axis.last[0]}→{axis.last[1]}: "
+                    f"−{axis.drop:.3f} > ±{axis.half_width:.3f}, n={curve.n})"
+                )
+            elif axis.converged_at is not None and value < axis.converged_at:
+                why.append(f"{axis.name} {value} < {axis.converged_at} needed (n={curve.n})")
         if why:
             flags[idx] = "under-budget: " + "; ".join(why)
     return flags

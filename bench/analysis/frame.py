@@ -1,15 +1,18 @@
 """Stored records as one pandas frame: a row per cell identity (the latest of a rerun), with the
 labels that tell a defense's variants and an attack's settings apart, and each FGSM check redone
 over every stored cell."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from bench.analysis.checks import with_record_checks
+from bench.core import record
 from bench.core.identity import aspect_of, digest, flatten, of_record
 from bench.core.labels import short
 
@@ -17,14 +20,21 @@ ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
 COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
 
+
 def _differing(flat: pd.Series, skip) -> list[str]:
     """The identity fields whose values differ among these records."""
     keys = sorted({k for d in flat for k in d if not skip(k)})
     return [k for k in keys if len({json.dumps(d.get(k), default=str) for d in flat}) > 1]
 
 
+def _label(key: str, value: Any) -> str:
+    if key == "attack_params.mode":  # a suite row of AutoAttack: how its components ran (issue 31)
+        return "cascade" if value == "cascade" else "individual"
+    return f"{key}={short(value)}"
+
+
 def _labels(flat: pd.Series, fields: list[str]) -> pd.Series:
-    return flat.map(lambda d: ", ".join(f"{k}={short(d.get(k))}" for k in fields))
+    return flat.map(lambda d: ", ".join(_label(k, d.get(k)) for k in fields))
 
 
 def _identity_of(row: pd.Series) -> dict[str, Any]:
@@ -48,22 +58,28 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
         for _, jdx in df.loc[idx].groupby("defense", dropna=False, sort=False).groups.items():
             own = _differing(flat[jdx], lambda k: not defense_field(k) or k == "defense")
             if own:
-                df.loc[jdx, "variant"] = [", ".join(x for x in (v, a) if x) for v, a in
-                                          zip(df.loc[jdx, "variant"], _labels(flat[jdx], own))]
+                df.loc[jdx, "variant"] = [
+                    ", ".join(x for x in (v, a) if x) for v, a in zip(df.loc[jdx, "variant"], _labels(flat[jdx], own))
+                ]
     for _, idx in df.groupby(table + ["attack", "eps"], dropna=False, sort=False).groups.items():
         # A worst-case row's cells are the row's own cells (one set per defense), not an attack setting.
-        fields = _differing(flat[idx], lambda k: not k.startswith("attack_params") or k.startswith("attack_params.cells"))
+        fields = _differing(
+            flat[idx], lambda k: not k.startswith("attack_params") or k.startswith("attack_params.cells")
+        )
         df.loc[idx, "attack_variant"] = _labels(flat[idx], fields)
     return df
 
 
-def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | None = None,
-          commits: dict[str, str | None] | None = None,
-          versions: dict[str, str | None] | None = None) -> pd.DataFrame:
+def frame(
+    records: Iterable[dict[str, Any]],
+    filters: dict[str, list[str]] | None = None,
+    commits: dict[str, str | None] | None = None,
+    versions: dict[str, str | None] | None = None,
+) -> pd.DataFrame:
     """One row per stored cell identity (a ``--rerun`` of the same cell: the latest wins).
     ``commits`` and ``versions`` (run id → git commit / the versions that set the numbers, from
     each run's env.json) become the ``git_commit`` and ``versions`` columns."""
-    df = pd.DataFrame(list(records))
+    df = pd.DataFrame(record.rows(records))
     if df.empty:
         return pd.DataFrame(columns=COLUMNS + ["variant", "attack_variant", "git_commit", "versions"])
     for col in COLUMNS + ["time", "cell_key", "identity", "run_id"]:
@@ -73,19 +89,23 @@ def frame(records: Iterable[dict[str, Any]], filters: dict[str, list[str]] | Non
     # A record from before cell keys existed is keyed by what it showed: its row and n.
     missing = df["cell_key"].isna()
     df.loc[missing, "cell_key"] = df[missing].apply(
-        lambda r: "legacy-" + digest([str(r[k]) for k in ROW_KEY] + [_identity_of(r)]), axis=1)
+        lambda r: "legacy-" + digest([str(r[k]) for k in ROW_KEY] + [_identity_of(r)]), axis=1
+    )
     df = df.sort_values("time", kind="stable", na_position="first")
     df = df.drop_duplicates(subset=["cell_key"], keep="last").reset_index(drop=True)
     if "iterative" in df.columns:  # over every stored cell, before filters hide an FGSM twin
-        df["checks"] = with_record_checks(df.to_dict("records"))
+        found = with_record_checks(df.to_dict("records"))
+        df["checks"] = [[c.message for c in cs] for cs in found]
+        df["check_codes"] = [[c.code for c in cs] for cs in found]
     for col, allowed in (filters or {}).items():
         if allowed:
             df = df[df[col].isin(allowed)].reset_index(drop=True)
     df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
     df["versions"] = df["run_id"].map(lambda r: (versions or {}).get(r))
     df = with_variants(df)
-    return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable",
-                          na_position="first").reset_index(drop=True)
+    return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable", na_position="first").reset_index(
+        drop=True
+    )
 
 
 def run_commits(results_dir: Path) -> dict[str, str | None]:
@@ -117,5 +137,7 @@ def run_package_versions(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 def run_versions(results_dir: Path) -> dict[str, str | None]:
     """run id → "python 3.11.7, torch 2.14.1, …", the packages that set the numbers (None if none named)."""
-    return {run: ", ".join(f"{k} {v[k]}" for k in NUMERIC_PACKAGES if v.get(k)) or None
-            for run, v in run_package_versions(results_dir).items()}
+    return {
+        run: ", ".join(f"{k} {v[k]}" for k in NUMERIC_PACKAGES if v.get(k)) or None
+        for run, v in run_package_versions(results_dir).items()
+    }

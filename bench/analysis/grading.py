@@ -20,6 +20,7 @@ record was computed:
 ``bench verify`` exits 0 when every cell is identical or equivalent, 3 when the worst grade is
 "not comparable", 1 when any cell differs or cannot be recomputed.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,12 @@ ALPHA = 0.05
 MAX_FLIPPED = 0.05
 GRADES = ("identical", "equivalent", "not comparable", "differs")
 EXIT = {"identical": 0, "equivalent": 0, "not comparable": 3, "differs": 1}
-ACC = {"clean": "clean_acc", "adv": "adv_acc", "defended_clean": "defended_clean_acc",
-       "defended_adv": "defended_adv_acc"}
+ACC = {
+    "clean": "clean_acc",
+    "adv": "adv_acc",
+    "defended_clean": "defended_clean_acc",
+    "defended_adv": "defended_adv_acc",
+}
 
 
 def machine_of(rec: dict[str, Any], versions: dict[str, Any] | None = None) -> dict[str, str]:
@@ -47,15 +52,18 @@ def machine_of(rec: dict[str, Any], versions: dict[str, Any] | None = None) -> d
     CPU model and the BLAS line; no numerics field means ``native``)."""
     blas = str(rec.get("blas") or "")
     model = str(rec.get("cpu_model") or "")
-    vendor = rec.get("cpu_vendor") or ("GenuineIntel" if "Intel" in model else "AuthenticAMD" if "AMD" in model
-                                        else model or "unknown")
+    vendor = rec.get("cpu_vendor") or (
+        "GenuineIntel" if "Intel" in model else "AuthenticAMD" if "AMD" in model else model or "unknown"
+    )
     m = re.search(r"cpu kernels (\w+)", blas)
     device_type = str(rec.get("device_type") or "cpu")
-    out = {"device": device_type if device_type == "cpu" else str(rec.get("device") or device_type),
-           "cpu vendor": str(vendor),
-           "instruction set": str(rec.get("cpu_capability") or (m.group(1) if m else "unknown")),
-           "BLAS": blas.split(";")[0].strip() or "unknown",
-           "numerics": str(rec.get("numerics") or "native")}
+    out = {
+        "device": device_type if device_type == "cpu" else str(rec.get("device") or device_type),
+        "cpu vendor": str(vendor),
+        "instruction set": str(rec.get("cpu_capability") or (m.group(1) if m else "unknown")),
+        "BLAS": blas.split(";")[0].strip() or "unknown",
+        "numerics": str(rec.get("numerics") or "native"),
+    }
     torch_version = (versions or {}).get("torch")
     if torch_version:
         out["torch"] = str(torch_version)
@@ -70,7 +78,7 @@ def machine_differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
 @dataclass
 class Grade:
     grade: str
-    why: str = ""                                   # what differs, per outcome
+    why: str = ""  # what differs, per outcome
     machine: list[str] = field(default_factory=list)  # the machine differences seen
 
     @property
@@ -90,11 +98,14 @@ def _noise(old: np.ndarray, new: np.ndarray, lo: Any, hi: Any) -> tuple[bool, st
         f"{old.mean():.4f} → {acc:.4f} ({lost + gained} of {len(old)} samples differ: "
         f"{lost} right → wrong, {gained} wrong → right; exact McNemar p = {p:.3g}"
         + ("" if inside else "; outside the stored 95% interval")
-        + ("" if few else f"; more than {MAX_FLIPPED:.0%} of the images flipped") + ")")
+        + ("" if few else f"; more than {MAX_FLIPPED:.0%} of the images flipped")
+        + ")"
+    )
 
 
-def grade(old: dict[str, Any], new: dict[str, Any] | None, here: dict[str, str],
-          there: dict[str, str] | None = None) -> Grade:
+def grade(
+    old: dict[str, Any], new: dict[str, Any] | None, here: dict[str, str], there: dict[str, str] | None = None
+) -> Grade:
     """Grade ``new`` (recomputed here, on machine ``here``) against the stored ``old``.
     ``there``: the stored record's machine (default: from its own fields)."""
     if new is None:
@@ -133,6 +144,9 @@ def summary(grades: list[Grade]) -> tuple[str, int]:
     counts = {g: sum(x.grade == g for x in grades) for g in GRADES}
     seen = sorted({d for x in grades for d in x.machine})
     line = f"[verify] {len(grades)} cell(s): " + ", ".join(f"{counts[g]} {g}" for g in GRADES)
-    line += ("; this machine differs from the records' in: " + ", ".join(seen)) if seen else \
-        "; same machine class as the records"
+    line += (
+        ("; this machine differs from the records' in: " + ", ".join(seen))
+        if seen
+        else "; same machine class as the records"
+    )
     return line, max((x.exit for x in grades), key=lambda e: (e == 1, e), default=0)

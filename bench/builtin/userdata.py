@@ -20,6 +20,7 @@ Normalisation statistics (for the registered architectures) are the train split'
 mean and std (the test split's when there is no train split). The default eps is stated when
 it is used: 0.3 for one channel, 8/255 for three, of a [0,1] range.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,15 +60,20 @@ class UserDataset(DatasetPlugin):
         self.default_classifier = "mnist-cnn" if channels == 1 else "cifar-small"
 
     def load(self, data_root: Path, offline: bool) -> Data:
-        train = self.train_split if self.train_split is not None else Split(
-            self.test_split.x[:0], self.test_split.y[:0], "none (no train split given)")
+        train = (
+            self.train_split
+            if self.train_split is not None
+            else Split(self.test_split.x[:0], self.test_split.y[:0], "none (no train split given)")
+        )
         splits = (train, self.test_split) if len(train) else (self.test_split,)
         return Data(self.name, train, self.test_split, fingerprint(*splits))
 
     def describe_eps(self) -> str:
-        return (f"{self.default_eps:.4g} (the default for {self.shape[0]}-channel images; pixel values of "
-                f"{self.name} span [{float(self.test_split.x.min()):.3g}, {float(self.test_split.x.max()):.3g}] "
-                "of [0,1]); give --eps to choose")
+        return (
+            f"{self.default_eps:.4g} (the default for {self.shape[0]}-channel images; pixel values of "
+            f"{self.name} span [{float(self.test_split.x.min()):.3g}, {float(self.test_split.x.max()):.3g}] "
+            "of [0,1]); give --eps to choose"
+        )
 
 
 def _shape(x: torch.Tensor) -> str:
@@ -90,8 +96,10 @@ def checked(name: str, x: Any, y: Any, what: str, num_classes: int | None = None
     if x.ndim != 4:
         raise BenchError(f"dataset {name}: {what} images must be N×C×H×W, N×H×W×C or N×H×W, not {tuple(x.shape)}")
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise BenchError(f"dataset {name}: {what} images have values outside [0,1] (min {float(x.min()):.4g}, "
-                         f"max {float(x.max()):.4g}); scale them to [0,1] (normalisation belongs inside the model)")
+        raise BenchError(
+            f"dataset {name}: {what} images have values outside [0,1] (min {float(x.min()):.4g}, "
+            f"max {float(x.max()):.4g}); scale them to [0,1] (normalisation belongs inside the model)"
+        )
     if torch.is_floating_point(y) or y.dtype == torch.bool:
         if torch.is_floating_point(y) and torch.equal(y, y.round()):
             y = y.long()
@@ -119,8 +127,10 @@ def from_npz(spec: str) -> UserDataset:
         raise BenchError(f"dataset npz:{spec}: not a readable .npz without pickles ({exc})") from None
     missing = [k for k in ("x_test", "y_test") if k not in arrays]
     if missing:
-        raise BenchError(f"dataset npz:{spec}: missing array(s) {', '.join(missing)} "
-                         f"(has {', '.join(sorted(arrays)) or 'none'}; needs x_test, y_test, optional x_train, y_train)")
+        raise BenchError(
+            f"dataset npz:{spec}: missing array(s) {', '.join(missing)} "
+            f"(has {', '.join(sorted(arrays)) or 'none'}; needs x_test, y_test, optional x_train, y_train)"
+        )
     if ("x_train" in arrays) != ("y_train" in arrays):
         raise BenchError(f"dataset npz:{spec}: x_train and y_train come together")
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
@@ -136,6 +146,7 @@ def from_npz(spec: str) -> UserDataset:
 
 def _read_image(path: Path, mode: str, size: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as im:
             im = im.convert(mode)
@@ -166,6 +177,7 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
 def _modes(files: list[Path]) -> str:
     """'L' when every image is grayscale, else 'RGB' (read once, headers only)."""
     from PIL import Image, UnidentifiedImageError
+
     for f in files:
         try:
             with Image.open(f) as im:
@@ -184,14 +196,18 @@ def from_folder(spec: str, image_size: int | None = None) -> UserDataset:
     split_dirs = {s: root / s for s in ("train", "test") if (root / s).is_dir()}
     if "train" in split_dirs and "test" not in split_dirs:
         raise BenchError(f"dataset folder:{spec}: has train/ but no test/")
-    layout = {"test": split_dirs["test"], **({"train": split_dirs["train"]} if "train" in split_dirs else {})} \
-        if "test" in split_dirs else {"test": root}
+    layout = (
+        {"test": split_dirs["test"], **({"train": split_dirs["train"]} if "train" in split_dirs else {})}
+        if "test" in split_dirs
+        else {"test": root}
+    )
     files = {s: _class_files(d) for s, d in layout.items()}
     classes = list(files["test"])
     if "train" in files and list(files["train"]) != classes:
         only = sorted(set(files["train"]) ^ set(classes))
-        raise BenchError(f"dataset folder:{spec}: train and test hold different classes ({', '.join(only)} "
-                         "in one only)")
+        raise BenchError(
+            f"dataset folder:{spec}: train and test hold different classes ({', '.join(only)} in one only)"
+        )
     mode = _modes([f for s in files.values() for fs in s.values() for f in fs])
     splits = {}
     for s, by_class in files.items():
@@ -202,14 +218,18 @@ def from_folder(spec: str, image_size: int | None = None) -> UserDataset:
                 ys.append(label)
         sizes = sorted({a.shape[1:] for a in xs})
         if len(sizes) > 1:
-            raise BenchError(f"dataset folder:{spec}: images of {len(sizes)} sizes ({sizes[0]}, {sizes[-1]} …); "
-                             "give --image-size N to resize every image to N×N")
+            raise BenchError(
+                f"dataset folder:{spec}: images of {len(sizes)} sizes ({sizes[0]}, {sizes[-1]} …); "
+                "give --image-size N to resize every image to N×N"
+            )
         split = checked(name, np.stack(xs), np.asarray(ys), s, len(classes))
         split.source = f"folder:{layout[s].resolve()}"
         splits[s] = split
     if "train" in splits and splits["train"].x.shape[1:] != splits["test"].x.shape[1:]:
-        raise BenchError(f"dataset folder:{spec}: train images are {_shape(splits['train'].x)}, test images "
-                         f"{_shape(splits['test'].x)}; give --image-size N")
+        raise BenchError(
+            f"dataset folder:{spec}: train images are {_shape(splits['train'].x)}, test images "
+            f"{_shape(splits['test'].x)}; give --image-size N"
+        )
     return UserDataset(name, splits.get("train"), splits["test"], classes)
 
 

@@ -2,6 +2,7 @@
 
 One module per subcommand, each a thin wrapper over the library (``bench.run``, ``bench.render``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,8 +14,15 @@ from bench.core import numerics as core_numerics
 from bench.core.errors import BenchError
 
 # subcommand → its module under bench/cli/ (``list`` would shadow the builtin in this package)
-SUBCOMMANDS = {"run": "run", "list": "plugins", "report": "report", "adequacy": "adequacy",
-               "weights": "weights", "verify": "verify", "grid": "grid"}
+SUBCOMMANDS = {
+    "run": "run",
+    "list": "plugins",
+    "report": "report",
+    "adequacy": "adequacy",
+    "weights": "weights",
+    "verify": "verify",
+    "grid": "grid",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

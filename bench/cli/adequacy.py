@@ -1,4 +1,5 @@
 """``python -m bench adequacy``: sweep an attack's budget and flag curves that have not converged."""
+
 from __future__ import annotations
 
 import time
@@ -34,13 +35,18 @@ def _int_list(text: str | None, default: tuple[int, ...], flag: str) -> list[int
 def sweep_parser():
     p = run_parser()
     p.prog = "python -m bench adequacy"
-    p.description = ("Sweep an attack's budget (steps, random restarts, EOT draws), store the cells as "
-                     "ordinary records, plot accuracy vs budget and flag curves that have not converged.")
+    p.description = (
+        "Sweep an attack's budget (steps, random restarts, EOT draws), store the cells as "
+        "ordinary records, plot accuracy vs budget and flag curves that have not converged."
+    )
     p.add_argument("--steps", help="attack steps swept (default 10,20,40,100,200)")
-    p.add_argument("--restarts", help="random restarts swept at the converged steps (default 1,5; attacks with "
-                                      "a restarts parameter: pgd)")
-    p.add_argument("--eot", help="EOT draws swept at the converged steps for randomised defenses under "
-                                 "bpda-eot (default 1,4,16)")
+    p.add_argument(
+        "--restarts",
+        help="random restarts swept at the converged steps (default 1,5; attacks with a restarts parameter: pgd)",
+    )
+    p.add_argument(
+        "--eot", help="EOT draws swept at the converged steps for randomised defenses under bpda-eot (default 1,4,16)"
+    )
     return p
 
 
@@ -75,18 +81,34 @@ def main(argv: list[str]) -> int:
         for attack in cfg.attack:
             done = []
             for i, s in enumerate(steps, 1):
-                done += sweep.point(attack, f"steps {i}/{len(steps)}", steps=s, restarts=1,
-                                    eot_samples=cfg.eot_samples, threat=cfg.threat)
+                done += sweep.point(
+                    attack,
+                    f"steps {i}/{len(steps)}",
+                    steps=s,
+                    restarts=1,
+                    eot_samples=cfg.eot_samples,
+                    threat=cfg.threat,
+                )
             eps_of = {fmt_eps(r["eps"]): r["eps"] for r in done}
-            later = later_points(converged_steps(done, steps), eps_of, "restarts" in hps[attack], randomized,
-                                 restarts, eot, cfg.eot_samples)
+            later = later_points(
+                converged_steps(done, steps),
+                eps_of,
+                "restarts" in hps[attack],
+                randomized,
+                restarts,
+                eot,
+                cfg.eot_samples,
+            )
             for i, pt in enumerate(later, 1):
                 sweep.point(attack, f"restarts/EOT {i}/{len(later)}", **pt)
     except KeyboardInterrupt:
         return 130
     written = write_report(cfg.results_dir)
-    df = frame(iter_records(Path(cfg.results_dir)), {"attack": cfg.attack, "defense": cfg.defenses},
-               run_commits(Path(cfg.results_dir)))
+    df = frame(
+        iter_records(Path(cfg.results_dir)),
+        {"attack": cfg.attack, "defense": cfg.defenses},
+        run_commits(Path(cfg.results_dir)),
+    )
     found = [c for c in curves(df) if c.row["threat"] in cfg.threat]
     print(markdown(df, found) or "[adequacy] no curve (fewer than two budgets stored)")
     for p in written:

@@ -6,6 +6,7 @@ first that fails. The same file may also be a configuration (``[run]``, ``[defen
 its steps name with ``--config``; the runner ignores ``[grid]``. Which commands produced a grid
 is then data beside its records, not a Makefile recipe.
 """
+
 from __future__ import annotations
 
 import shlex

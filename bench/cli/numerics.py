@@ -6,6 +6,7 @@ else ``portable``; ``bench verify`` takes the mode the stored runs were computed
 env.json), so a cell is recomputed under the settings that made it. The value itself is validated
 by the one configuration path (``bench.core.config.validate``); here an unknown one is left alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,11 @@ def rerun_in_child(cmd: str, argv: list[str], mode: str) -> int:
         for k in numerics.PORTABLE_ENV:
             env.pop(k, None)
     numerics.apply(mode, env)
-    print(f"[numerics] recomputing in a child process under the {mode} numerics mode "
-          "(this process loaded torch under other settings)", flush=True)
+    print(
+        f"[numerics] recomputing in a child process under the {mode} numerics mode "
+        "(this process loaded torch under other settings)",
+        flush=True,
+    )
     # stdout passed through (a caller capturing this process's output sees it), stderr inherited
     # (an error stays one line there).
     proc = subprocess.Popen([sys.executable, "-m", "bench", cmd, *argv], env=env, stdout=subprocess.PIPE, text=True)
@@ -84,5 +88,8 @@ def rerun_in_child(cmd: str, argv: list[str], mode: str) -> int:
 
 def not_applied(cmd: str, mode: str) -> None:
     """One line where a command runs under another mode than asked (torch was loaded first)."""
-    print(f"[numerics] {cmd} asked for the {mode} numerics mode, but this process loaded torch under other "
-          "settings: it computes under those, and its records say which", flush=True)
+    print(
+        f"[numerics] {cmd} asked for the {mode} numerics mode, but this process loaded torch under other "
+        "settings: it computes under those, and its records say which",
+        flush=True,
+    )

@@ -1,4 +1,5 @@
 """``python -m bench list``: every registered plugin with its parameters."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -10,8 +11,12 @@ from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES, doc_li
 
 def main(argv: list[str]) -> int:
     Parser(prog="python -m bench list").parse_args(argv)
-    for title, reg in (("datasets", DATASETS), ("classifiers", CLASSIFIERS),
-                       ("defenses", DEFENSES), ("attacks", ATTACKS)):
+    for title, reg in (
+        ("datasets", DATASETS),
+        ("classifiers", CLASSIFIERS),
+        ("defenses", DEFENSES),
+        ("attacks", ATTACKS),
+    ):
         print(f"{title}:")
         for name, cls in reg:
             params = ", ".join(f"{k}={v!r}" for k, v in hyperparameters(cls).items())

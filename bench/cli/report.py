@@ -1,4 +1,5 @@
 """``python -m bench report``: tables, plots, the page and README blocks from stored records."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,8 @@ from bench.analysis.frame import frame, run_commits
 from bench.cli.parser import Parser
 from bench.core.config import parse_eps, split_list
 from bench.core.errors import BenchError
-from bench.render import devices as dv, headline as hl
+from bench.render import devices as dv
+from bench.render import headline as hl
 from bench.render.paired import compare as paired_compare
 from bench.render.report import FORMATS, write_report
 from bench.render.site import write_combined_site
@@ -29,26 +31,48 @@ def main(argv: list[str]) -> int:
     p.add_argument("--latest", action="store_true", help="only the most recent run")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--readme", help="also fill a generated block of this README")
-    p.add_argument("--readme-block", default="results",
-                   help="which block: the text between <!-- NAME:start --> and <!-- NAME:end --> (default results)")
+    p.add_argument(
+        "--readme-block",
+        default="results",
+        help="which block: the text between <!-- NAME:start --> and <!-- NAME:end --> (default results)",
+    )
     p.add_argument("--html", action="store_true", help="also write the leaderboard page <results-dir>/site/index.html")
-    p.add_argument("--site-from", metavar="DIR[,DIR]",
-                   help="write one leaderboard page over these results dirs into <results-dir>/site/index.html "
-                        "(every reference grid on one page) instead of a report")
-    p.add_argument("--headline", metavar="DIR[,DIR]",
-                   help="fill the README's headline block from these results dirs (each defense's worst case over "
-                        "every attack and threat model) instead of a paper-view block; needs --readme")
-    p.add_argument("--headline-eps", help="only these eps in the headline (comma list, an item DATASET=EPS for one "
-                   "dataset: 0.3,fashion-mnist=0.1; default all)")
-    p.add_argument("--devices", metavar="DIR,DIR",
-                   help="fill the README's devices block instead of a report: the cells two results dirs (one per "
-                        "device, e.g. a CPU grid and the same grid on a GPU) both hold, defense ms/sample side by side; "
-                        "needs --readme")
-    p.add_argument("--devices-from", metavar="DIR[,DIR]",
-                   help="with --devices: more results dirs, for DefenseGAN against the counterGAN preset on each "
-                        "device, and dirs holding tools.gpu's step4-reconstruction.jsonl")
-    p.add_argument("--compare", metavar="A,B", help="print the paired comparison of two defenses (2×2 table, exact "
-                                                    "McNemar p, difference with CI) and write nothing")
+    p.add_argument(
+        "--site-from",
+        metavar="DIR[,DIR]",
+        help="write one leaderboard page over these results dirs into <results-dir>/site/index.html "
+        "(every reference grid on one page) instead of a report",
+    )
+    p.add_argument(
+        "--headline",
+        metavar="DIR[,DIR]",
+        help="fill the README's headline block from these results dirs (each defense's worst case over "
+        "every attack and threat model) instead of a paper-view block; needs --readme",
+    )
+    p.add_argument(
+        "--headline-eps",
+        help="only these eps in the headline (comma list, an item DATASET=EPS for one "
+        "dataset: 0.3,fashion-mnist=0.1; default all)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="DIR,DIR",
+        help="fill the README's devices block instead of a report: the cells two results dirs (one per "
+        "device, e.g. a CPU grid and the same grid on a GPU) both hold, defense ms/sample side by side; "
+        "needs --readme",
+    )
+    p.add_argument(
+        "--devices-from",
+        metavar="DIR[,DIR]",
+        help="with --devices: more results dirs, for DefenseGAN against the counterGAN preset on each "
+        "device, and dirs holding tools.gpu's step4-reconstruction.jsonl",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="A,B",
+        help="print the paired comparison of two defenses (2×2 table, exact "
+        "McNemar p, difference with CI) and write nothing",
+    )
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     formats = split_list(args.format)
@@ -71,16 +95,24 @@ def main(argv: list[str]) -> int:
     if args.compare:
         return compare(args.results_dir, args.compare, filters, runs)
     if args.devices:
-        return devices(split_list(args.devices), split_list(args.devices_from) if args.devices_from else [],
-                       args.readme)
+        return devices(
+            split_list(args.devices), split_list(args.devices_from) if args.devices_from else [], args.readme
+        )
     if args.devices_from:
         raise BenchError("--devices-from goes with --devices")
     if args.headline:
         eps = headline_eps(split_list(args.headline_eps)) if args.headline_eps else None
         return headline(split_list(args.headline), args.readme, filters, eps)
-    written = write_report(args.results_dir, formats, filters, plots=not args.no_plots, readme=args.readme,
-                           readme_block=args.readme_block,
-                           runs=runs, html=args.html)
+    written = write_report(
+        args.results_dir,
+        formats,
+        filters,
+        plots=not args.no_plots,
+        readme=args.readme,
+        readme_block=args.readme_block,
+        runs=runs,
+        html=args.html,
+    )
     for path in written:
         if path.suffix != ".png":
             print(f"wrote {path}")
@@ -113,8 +145,9 @@ def _eps_kept(eps: dict[str | None, list[float]], dataset: str, e: Any) -> bool:
     return wanted is not None and e == e and e is not None and any(abs(e - x) < 1e-9 for x in wanted)
 
 
-def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]],
-             eps: dict[str | None, list[float]] | None) -> int:
+def headline(
+    dirs: list[str], readme: str | None, filters: dict[str, list[str]], eps: dict[str | None, list[float]] | None
+) -> int:
     if not readme:
         raise BenchError("--headline fills a README block: give --readme FILE")
     missing = [d for d in dirs if not Path(d).is_dir()]
@@ -125,7 +158,7 @@ def headline(dirs: list[str], readme: str | None, filters: dict[str, list[str]],
     df = frame(records, filters, commits)
     if eps is not None and not df.empty:
         kept = [_eps_kept(eps, d, e) for d, e in zip(df["dataset"], df["eps"])]
-        df = df[pd.Series(kept, index=df.index) | (df["attack"] != "worst")]
+        df = df[pd.Series(kept, index=df.index) | (df["kind"] != "worst")]
     print(f"wrote {hl.update(Path(readme), dirs, df)}")
     return 0
 
@@ -143,9 +176,12 @@ def devices(pair: list[str], more: list[str], readme: str | None) -> int:
     load = lambda d: frame(iter_records(Path(d)), None, run_commits(Path(d)))
     sources = {d: load(d) for d in dict.fromkeys([*pair, *more])}
     recon = [p for d in more if (p := Path(d) / dv.RECONSTRUCTION).is_file()]
-    command = (f"python -m bench report --readme {Path(readme).as_posix()} --devices {','.join(pair)}"
-               + (f" --devices-from {','.join(more)}" if more else ""))
-    print(f"wrote {dv.update(Path(readme), command, sources[pair[0]], sources[pair[1]], (pair[0], pair[1]), sources, recon)}")
+    command = f"python -m bench report --readme {Path(readme).as_posix()} --devices {','.join(pair)}" + (
+        f" --devices-from {','.join(more)}" if more else ""
+    )
+    print(
+        f"wrote {dv.update(Path(readme), command, sources[pair[0]], sources[pair[1]], (pair[0], pair[1]), sources, recon)}"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """``python -m bench [run]``: evaluate a grid and print its table (the bare form); a thin wrapper
 over ``bench.api.run``."""
+
 from __future__ import annotations
 
 import sys
@@ -28,9 +29,17 @@ def main(argv: list[str]) -> int:
     print(summary)
     pages = [p for p in written if p.suffix in (".md", ".html")]
     if pages:
-        print("[report] " + ", ".join(str(p) for p in pages) + f" and {sum(p.suffix == '.png' for p in written)} plot(s)")
+        print(
+            "[report] " + ", ".join(str(p) for p in pages) + f" and {sum(p.suffix == '.png' for p in written)} plot(s)"
+        )
     if cfg.wandb != "disabled":
-        run_dir = log_run(cfg.wandb, cfg.wandb_project, cfg.to_dict(), records,
-                          [p for p in written if p.suffix == ".png"], Path(cfg.results_dir))
+        run_dir = log_run(
+            cfg.wandb,
+            cfg.wandb_project,
+            cfg.to_dict(),
+            records,
+            [p for p in written if p.suffix == ".png"],
+            Path(cfg.results_dir),
+        )
         print(f"wandb ({cfg.wandb}): {run_dir}")
     return 0

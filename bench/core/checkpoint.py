@@ -1,4 +1,5 @@
 """Safe checkpoints: weights only, never a pickle that could run code."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,11 +53,13 @@ def load_state(module: nn.Module, path: Path, what: str = "checkpoint", ignore: 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BenchError(f"{what} {path} is not a weights-only checkpoint; refused to unpickle it "
-                         f"({_first_line(exc)})") from exc
+        raise BenchError(
+            f"{what} {path} is not a weights-only checkpoint; refused to unpickle it ({_first_line(exc)})"
+        ) from exc
     except Exception as exc:  # truncated zip, random bytes, …
-        raise BenchError(f"{what} {path} is corrupted or not a PyTorch file: "
-                         f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        raise BenchError(
+            f"{what} {path} is corrupted or not a PyTorch file: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -66,8 +69,9 @@ def load_state(module: nn.Module, path: Path, what: str = "checkpoint", ignore: 
             missing, unexpected = module.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith(ignore)]
             if missing or unexpected:
-                raise RuntimeError(f"Missing key(s): {', '.join(missing[:5])}; unexpected key(s): "
-                                   f"{', '.join(unexpected[:5])}")
+                raise RuntimeError(
+                    f"Missing key(s): {', '.join(missing[:5])}; unexpected key(s): {', '.join(unexpected[:5])}"
+                )
         else:
             module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

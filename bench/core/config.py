@@ -9,6 +9,7 @@ is a value of the wrong type (``rerun = "false"`` is not a boolean)::
     [defenses.<name>]  # keyword hyperparameters of that defense
     [attacks.<name>]   # keyword hyperparameters of that attack
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -20,7 +21,7 @@ import torch
 
 from bench.core.errors import BenchError
 from bench.core.numerics import MODES as NUMERICS_MODES
-from bench.core.threats import THREATS, valid_transfer
+from bench.core.threats import THREATS, Threat
 
 LIST_KEYS = ("dataset", "defenses", "attack", "eps", "threat")
 WANDB_MODES = ("disabled", "offline", "online")  # Weights & Biases logging (bench.render.wandb_log)
@@ -28,8 +29,20 @@ EXECUTORS = ("local", "ray")
 TABLES = ("run", "classifier", "classifiers", "defenses", "attacks")
 GRID_TABLE = "grid"  # a grid file's steps (bench.cli.grid); not part of a configuration
 BOOL_KEYS = ("offline", "rerun", "retrain")
-STR_KEYS = ("device", "numerics", "results_dir", "data_root", "cache_dir", "classifier", "classifier_weights",
-            "executor", "ray_address", "wandb", "wandb_project", "attack_labels")
+STR_KEYS = (
+    "device",
+    "numerics",
+    "results_dir",
+    "data_root",
+    "cache_dir",
+    "classifier",
+    "classifier_weights",
+    "executor",
+    "ray_address",
+    "wandb",
+    "wandb_project",
+    "attack_labels",
+)
 POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
 
@@ -39,26 +52,26 @@ class Config:
     dataset: list[str] = field(default_factory=lambda: ["mnist"])
     defenses: list[str] = field(default_factory=lambda: ["none"])
     attack: list[str] = field(default_factory=lambda: ["fgsm"])
-    eps: list[float] | None = None          # None: the dataset's default
+    eps: list[float] | None = None  # None: the dataset's default
     threat: list[str] = field(default_factory=lambda: ["gray"])
-    limit: int | None = None                # None: the whole test split
-    image_size: int | None = None           # folder: datasets: resize every image to N×N (None: as stored)
+    limit: int | None = None  # None: the whole test split
+    image_size: int | None = None  # folder: datasets: resize every image to N×N (None: as stored)
     batch_size: int = 256
     device: str = "auto"
-    numerics: str = "portable"              # bench.core.numerics: portable (same bits on any x86) or native
+    numerics: str = "portable"  # bench.core.numerics: portable (same bits on any x86) or native
     seed: int = 0
     results_dir: str = "results"
     data_root: str = "data"
     cache_dir: str = str(Path.home() / ".cache" / "defense-bench")
-    classifier: str | None = None           # None: the dataset's default
+    classifier: str | None = None  # None: the dataset's default
     classifier_weights: str | None = None
     offline: bool = False
     rerun: bool = False
-    retrain: bool = False                   # train classifiers and defenses anew (not shipped, not cached)
+    retrain: bool = False  # train classifiers and defenses anew (not shipped, not cached)
     warmup: int = 1
     eot_samples: int = 8
-    resubmit: int = 1                       # classify each input N times through a randomised defense
-    attack_labels: str = "true"             # craft with the true labels, or the classifier's predictions
+    resubmit: int = 1  # classify each input N times through a randomised defense
+    attack_labels: str = "true"  # craft with the true labels, or the classifier's predictions
     executor: str = "local"
     ray_address: str | None = None
     wandb: str = "disabled"
@@ -72,8 +85,12 @@ class Config:
         return asdict(self)
 
 
-RUN_KEYS = {f.name for f in fields(Config)} - {"classifier_recipe", "classifier_recipes", "defense_params",
-                                                 "attack_params"}
+RUN_KEYS = {f.name for f in fields(Config)} - {
+    "classifier_recipe",
+    "classifier_recipes",
+    "defense_params",
+    "attack_params",
+}
 
 
 def parse_eps(value: Any) -> float:
@@ -121,8 +138,7 @@ def load_toml(path: Path) -> dict[str, Any]:
             raise BenchError(f"[{table}] in {path} must be a table")
     bad = sorted(set(data.get("run", {})) - RUN_KEYS)
     if bad:
-        raise BenchError(f"unknown key(s) {', '.join(bad)} in [run] of {path}; "
-                         f"valid: {', '.join(sorted(RUN_KEYS))}")
+        raise BenchError(f"unknown key(s) {', '.join(bad)} in [run] of {path}; valid: {', '.join(sorted(RUN_KEYS))}")
     for table in ("classifiers", "defenses", "attacks"):
         for name, params in data.get(table, {}).items():
             if not isinstance(params, dict):
@@ -130,18 +146,27 @@ def load_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-TABLE_KEYS = {"classifier_recipe": "classifier", "classifier_recipes": "classifiers", "defense_params": "defenses",
-              "attack_params": "attacks"}  # Config field → the bench.toml table it comes from
+TABLE_KEYS = {
+    "classifier_recipe": "classifier",
+    "classifier_recipes": "classifiers",
+    "defense_params": "defenses",
+    "attack_params": "attacks",
+}  # Config field → the bench.toml table it comes from
 
 
 def load_grid(path: Path) -> list[list[str]]:
     """The ``steps`` of a grid file's ``[grid]`` table: lists of ``python -m bench`` arguments."""
     data = load_toml(Path(path))
     steps = data.get(GRID_TABLE, {}).get("steps") if isinstance(data.get(GRID_TABLE), dict) else None
-    if not steps or not isinstance(steps, list) or not all(
-            isinstance(s, list) and s and all(isinstance(a, str) for a in s) for s in steps):
-        raise BenchError(f"{path} has no [grid] steps: a list of argument lists, e.g. "
-                         'steps = [["--defenses", "none", "--attack", "fgsm"]]')
+    if (
+        not steps
+        or not isinstance(steps, list)
+        or not all(isinstance(s, list) and s and all(isinstance(a, str) for a in s) for s in steps)
+    ):
+        raise BenchError(
+            f"{path} has no [grid] steps: a list of argument lists, e.g. "
+            'steps = [["--defenses", "none", "--attack", "fgsm"]]'
+        )
     bad = sorted(set(data[GRID_TABLE]) - {"steps"})
     if bad:
         raise BenchError(f"unknown key(s) {', '.join(bad)} in [grid] of {path}; valid: steps")
@@ -175,8 +200,10 @@ def resolve(cli: dict[str, Any], config_path: str | None, tables: dict[str, Any]
         given_table = tables.get(field_name, {})
         nested = field_name != "classifier_recipe"  # the others map a plugin name to its parameters
         if not isinstance(given_table, dict) or (nested and not all(isinstance(v, dict) for v in given_table.values())):
-            raise BenchError(f"{field_name} must be a table " + ("of parameter tables (name → {key: value})"
-                                                                 if nested else "of recipe parameters"))
+            raise BenchError(
+                f"{field_name} must be a table "
+                + ("of parameter tables (name → {key: value})" if nested else "of recipe parameters")
+            )
         value = {**file.get(table, {}), **given_table}
         setattr(cfg, field_name, {k: dict(v) for k, v in value.items()} if nested else dict(value))
     validate(cfg)
@@ -196,7 +223,7 @@ def check_type(key: str, value: Any, where: str) -> None:
         ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a non-negative integer"
     elif key == "eps":
         ok = isinstance(value, (list, str, int, float)) and not isinstance(value, bool)
-        want = "a list of numbers (or fractions such as \"8/255\")"
+        want = 'a list of numbers (or fractions such as "8/255")'
     elif key in LIST_KEYS:
         ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         want = "a list of strings (or one comma-separated string)"
@@ -233,10 +260,20 @@ def validate(cfg: Config) -> None:
     _positive_int("resubmit", cfg.resubmit)
     if cfg.attack_labels not in ("true", "predicted"):
         raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
-    for t in cfg.threat:
-        if t not in THREATS and not valid_transfer(t):
-            raise BenchError(f"unknown threat {t!r}; available: {', '.join(THREATS)}, transfer:<classifier>[@seed=N]")
+    # Threats enter here and leave as values (bench.core.threats.Threat): parsed once.
+    cfg.threat = [requested_threat(t) for t in cfg.threat]
     resolve_device(cfg.device)
+
+
+def requested_threat(text: Any) -> Threat:
+    """A threat a run may ask for (``all`` names stored worst rows only)."""
+    try:
+        t = Threat(text)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    if t.is_all:
+        raise BenchError(f"unknown threat {text!r}; available: {', '.join(THREATS)}, transfer:<classifier>[@seed=N]")
+    return t
 
 
 def resolve_device(name: str) -> torch.device:

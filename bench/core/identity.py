@@ -11,12 +11,15 @@ for a trained defense what it was trained on and against — its fit identity), 
 (and the EOT draws it really uses), the seed, the batch size (random starts and restarts are
 seeded per batch) and the device type.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 from typing import Any
+
+from bench.core.record import Record
 
 IDENTITY_VERSION = 3  # bump when the meaning of a field changes: old keys then never match
 # v3: classifier and fit identities name the version of the code that trains them ("code"), and
@@ -29,31 +32,65 @@ def digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
-def classifier_identity(dataset: str, arch: str, recipe: dict[str, Any], data_fingerprint: str,
-                        seed: int, code: int) -> dict[str, Any]:
+def classifier_identity(
+    dataset: str, arch: str, recipe: dict[str, Any], data_fingerprint: str, seed: int, code: int
+) -> dict[str, Any]:
     """What determines a classifier trained on demand (its cache key). ``code`` is the version
-    of the training code (``bench.classifiers.TRAINING_VERSION``): weights trained by other code
+    of the training code (``bench.builtin.classifiers.TRAINING_VERSION``): weights trained by other code
     never share a key (tests/test_training_code.py forces the bump)."""
-    return {"kind": "classifier", "v": IDENTITY_VERSION, "dataset": dataset, "arch": arch,
-            "recipe": recipe, "data": data_fingerprint, "seed": seed, "code": code}
+    return {
+        "kind": "classifier",
+        "v": IDENTITY_VERSION,
+        "dataset": dataset,
+        "arch": arch,
+        "recipe": recipe,
+        "data": data_fingerprint,
+        "seed": seed,
+        "code": code,
+    }
 
 
-def fit_identity(plugin: str, fit_params: dict[str, Any], classifier_hash: str, data_fingerprint: str,
-                 seed: int, code: int) -> dict[str, Any]:
+def fit_identity(
+    plugin: str, fit_params: dict[str, Any], classifier_hash: str, data_fingerprint: str, seed: int, code: int
+) -> dict[str, Any]:
     """What determines a trained defense's weights (its cache key): its class, the
     hyperparameters that change training (including its training attack, that attack's
     parameters and eps), the classifier it was trained against, the data, the seed and the
     version of its training code (the class's ``training_version``)."""
-    return {"kind": "defense-fit", "v": IDENTITY_VERSION, "plugin": plugin, "params": fit_params,
-            "classifier": classifier_hash, "data": data_fingerprint, "seed": seed, "code": code}
+    return {
+        "kind": "defense-fit",
+        "v": IDENTITY_VERSION,
+        "plugin": plugin,
+        "params": fit_params,
+        "classifier": classifier_hash,
+        "data": data_fingerprint,
+        "seed": seed,
+        "code": code,
+    }
 
 
-def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_hash: str,
-                  defense: str, defense_params: dict[str, Any], defense_fit: str | None,
-                  defense_weights: str | None,
-                  attack: str, attack_params: dict[str, Any], eps: float | None, norm: str,
-                  attack_labels: str, threat: str, eot_samples: int | None, seed: int,
-                  batch_size: int, device_type: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def cell_identity(
+    *,
+    data: dict[str, Any],
+    n: int,
+    classifier: str,
+    classifier_hash: str,
+    defense: str,
+    defense_params: dict[str, Any],
+    defense_fit: str | None,
+    defense_weights: str | None,
+    attack: str,
+    attack_params: dict[str, Any],
+    eps: float | None,
+    norm: str,
+    attack_labels: str,
+    threat: str,
+    eot_samples: int | None,
+    seed: int,
+    batch_size: int,
+    device_type: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Everything that can change one of a cell's numbers. ``data`` holds the dataset name,
     both split sources and the fingerprint; ``defense_fit`` is the fit key of a trained
     defense (None otherwise); ``eot_samples`` is the number of draws really used (None when
@@ -62,13 +99,29 @@ def cell_identity(*, data: dict[str, Any], n: int, classifier: str, classifier_h
     cells have (``resubmit`` > 1, a transfer threat's ``surrogate_hash``, a cascade stage's
     ``cascade``: its earlier stages, each ``{"attack", "attack_params"}``, in order), absent
     otherwise, so the keys of cells without them stay as they were."""
-    return {"kind": "cell", "v": IDENTITY_VERSION, "data": data, "n": n,
-            "classifier": classifier, "classifier_hash": classifier_hash,
-            "defense": defense, "defense_params": defense_params, "defense_fit": defense_fit,
-            "defense_weights": defense_weights,
-            "attack": attack, "attack_params": attack_params, "eps": eps, "norm": norm,
-            "attack_labels": attack_labels, "threat": threat, "eot_samples": eot_samples,
-            "seed": seed, "batch_size": batch_size, "device_type": device_type, **(extra or {})}
+    return {
+        "kind": "cell",
+        "v": IDENTITY_VERSION,
+        "data": data,
+        "n": n,
+        "classifier": classifier,
+        "classifier_hash": classifier_hash,
+        "defense": defense,
+        "defense_params": defense_params,
+        "defense_fit": defense_fit,
+        "defense_weights": defense_weights,
+        "attack": attack,
+        "attack_params": attack_params,
+        "eps": eps,
+        "norm": norm,
+        "attack_labels": attack_labels,
+        "threat": threat,
+        "eot_samples": eot_samples,
+        "seed": seed,
+        "batch_size": batch_size,
+        "device_type": device_type,
+        **(extra or {}),
+    }
 
 
 def canonical(value: Any) -> str:
@@ -113,7 +166,7 @@ ASPECTS: dict[str, tuple[str, ...]] = {
     "classifier": ("classifier", "classifier_hash"),
     "data": ("data",),
     # What the attack queried through: a gradient-free attack's white-box cell is also its BPDA and
-    # BPDA+EOT cell (bench.run.plan.query_threat).
+    # BPDA+EOT cell (bench.core.threats.Threat.query).
     "query": ("threat", "eot_samples"),
     # What tells two leaderboard rows of one defense apart (not its EOT draws: a row's threat
     # columns have their own).
@@ -121,12 +174,27 @@ ASPECTS: dict[str, tuple[str, ...]] = {
 }
 # A record written without a stored identity (older runs, hand-made test records): the identity
 # fields its flat fields stand for (record field → identity field).
-LEGACY = {"dataset": "data.dataset", "data_fingerprint": "data.fingerprint", "test_source": "data.test_source",
-          "n": "n", "classifier": "classifier", "classifier_hash": "classifier_hash", "defense": "defense",
-          "defense_params": "defense_params", "defense_fit_key": "defense_fit",
-          "defense_weights_hash": "defense_weights", "attack": "attack", "attack_params": "attack_params",
-          "eps": "eps", "norm": "norm", "attack_labels": "attack_labels", "threat": "threat",
-          "eot_samples": "eot_samples", "seed": "seed", "generator_iterations": "generator_iterations"}
+LEGACY = {
+    "dataset": "data.dataset",
+    "data_fingerprint": "data.fingerprint",
+    "test_source": "data.test_source",
+    "n": "n",
+    "classifier": "classifier",
+    "classifier_hash": "classifier_hash",
+    "defense": "defense",
+    "defense_params": "defense_params",
+    "defense_fit_key": "defense_fit",
+    "defense_weights_hash": "defense_weights",
+    "attack": "attack",
+    "attack_params": "attack_params",
+    "eps": "eps",
+    "norm": "norm",
+    "attack_labels": "attack_labels",
+    "threat": "threat",
+    "eot_samples": "eot_samples",
+    "seed": "seed",
+    "generator_iterations": "generator_iterations",
+}
 
 
 def _value(v: Any) -> Any:
@@ -139,6 +207,8 @@ def _value(v: Any) -> Any:
 def of_record(rec: Any) -> dict[str, Any]:
     """A record's identity: the stored one, else the one its flat fields stand for (a dict or a
     pandas row; absent and NaN fields are left out)."""
+    if isinstance(rec, Record):
+        rec = rec.row()  # a legacy record's fit facts (defense_fit_key …) stand for parts of it
     ident = rec.get("identity")
     if isinstance(ident, dict):
         return ident

@@ -3,6 +3,7 @@
 They live in core because analysis keys some groupings by the same strings the tables show
 (an eps label), and one rule must not exist twice with different results.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,5 +37,5 @@ def defense_label(row: Any, width: int = 0) -> str:
     if not isinstance(variant, str):
         variant = ""
     if width and len(variant) > width:
-        variant = variant[:width - 1] + "…"
+        variant = variant[: width - 1] + "…"
     return f"{row['defense']} [{variant}]" if variant else str(row["defense"])

@@ -29,6 +29,7 @@ its benchmark autotuning (which picks algorithms per call and per shape) and ask
 deterministic algorithms (``warn_only``: an operation without one warns rather than stops a run);
 ``CUBLAS_WORKSPACE_CONFIG`` is set by ``apply`` because cuBLAS reads it when its handle is made.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,6 +39,7 @@ from typing import Any
 MODES = ("portable", "native")
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 CUBLAS_WORKSPACE = ":4096:8"  # torch's documented setting for deterministic cuBLAS
+
 
 def apply(mode: str, environ: Any = None) -> bool:
     """Put ``mode``'s settings into ``environ`` (default: this process's environment, only while
@@ -70,12 +72,14 @@ def cpu_vendor() -> str:
     except OSError:
         pass
     import platform
+
     return platform.machine() or "unknown"
 
 
 def cpu_capability() -> str:
     """The instruction set ATen's CPU kernels run at (AVX512, AVX2, DEFAULT …)."""
     import torch
+
     get = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
     return get() if get else "unknown"
 
@@ -93,6 +97,7 @@ def mode_in_force() -> str:
 def deterministic_cuda() -> dict[str, Any]:
     """Deterministic CUDA from here on (see the module's docstring); what was set."""
     import torch
+
     # cuBLAS reads this when its handle is made: set here too for a process that imported torch first
     # (a notebook), where ``apply`` could not.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
@@ -104,16 +109,18 @@ def deterministic_cuda() -> dict[str, Any]:
 
 def cuda_state() -> dict[str, Any]:
     import torch
-    return {"cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-            "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+
+    return {
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
 
 
 def state(device_type: str = "cpu") -> dict[str, Any]:
     """What decides the last bits here, as records and env.json store it."""
-    out: dict[str, Any] = {"numerics": mode_in_force(), "cpu_vendor": cpu_vendor(),
-                           "cpu_capability": cpu_capability()}
+    out: dict[str, Any] = {"numerics": mode_in_force(), "cpu_vendor": cpu_vendor(), "cpu_capability": cpu_capability()}
     if device_type == "cuda":
         out["cuda_deterministic"] = cuda_state()
     return out

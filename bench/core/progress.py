@@ -4,11 +4,13 @@ tqdm disables itself when stderr is not a terminal (CI, ``nohup``, Ray workers),
 one-hour training would print nothing for an hour. ``progress`` keeps tqdm on a terminal and
 otherwise prints one line every ``every`` seconds (and at the end) with the rate and an ETA.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator, Sized
+from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
@@ -20,12 +22,12 @@ def is_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-class _LogBar:
+class _LogBar(Generic[T]):
     """The subset of tqdm's interface the trainers use, printing plain lines."""
 
     def __init__(self, iterable: Iterable[T], desc: str, total: int | None, every: float) -> None:
         self.iterable, self.desc, self.every = iterable, desc, every
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.postfix = ""
         self.t0 = self.last = time.perf_counter()
         self.n = 0
@@ -37,9 +39,13 @@ class _LogBar:
         dt = time.perf_counter() - self.t0
         rate = self.n / dt if dt > 0 else 0.0
         of = f"/{self.total}" if self.total else ""
-        eta = (f", ~{(self.total - self.n) / rate:.0f} s left" if self.total and rate > 0 and not final else "")
-        print(f"[progress] {self.desc}: {self.n}{of} in {dt:.0f} s ({rate:.2f}/s{eta})"
-              + (f" {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
+        eta = f", ~{(self.total - self.n) / rate:.0f} s left" if self.total and rate > 0 and not final else ""
+        print(
+            f"[progress] {self.desc}: {self.n}{of} in {dt:.0f} s ({rate:.2f}/s{eta})"
+            + (f" {self.postfix}" if self.postfix else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __iter__(self) -> Iterator[T]:
         for item in self.iterable:

@@ -8,13 +8,15 @@ A plugin is a class registered under the string users type on the command line::
 External plugins are named explicitly as ``package.module:ClassName``; nothing is
 discovered by scanning.
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
 import inspect
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from bench.core.errors import BenchError
 
@@ -43,14 +45,25 @@ class Registry:
             if name in self._table:
                 raise ValueError(
                     f"{self.kind} {name!r} is already registered by "
-                    f"{self._table[name].__module__}.{self._table[name].__qualname__}")
-            cls.registered_name = name
+                    f"{self._table[name].__module__}.{self._table[name].__qualname__}"
+                )
+            cls.registered_name = name  # type: ignore[attr-defined]  # every plugin class carries its name
             self._table[name] = cls
             return cls
+
         return decorator
 
-    def variant(self, name: str, base: type, *, preset: dict[str, Any], doc: str, class_name: str,
-                attr: str = "preset", known: set[str] | None = None) -> type:
+    def variant(
+        self,
+        name: str,
+        base: type,
+        *,
+        preset: dict[str, Any],
+        doc: str,
+        class_name: str,
+        attr: str = "preset",
+        known: set[str] | None = None,
+    ) -> type:
         """Register ``name`` as ``base`` with other defaults: a variant is data (a row of a table
         of presets), not a hand-written subclass. ``class_name`` names it in identities and fit
         keys (``module.class_name``): the name its keys were made under stays its name, so
@@ -60,8 +73,16 @@ class Registry:
         unknown = sorted(set(preset) - (known if known is not None else set(hyperparameters(base))))
         if unknown:
             raise ValueError(f"{self.kind} variant {name!r} sets unknown parameter(s) {', '.join(unknown)}")
-        cls = type(class_name, (base,), {attr: {**getattr(base, attr, {}), **preset}, "__doc__": doc,
-                                         "__module__": base.__module__, "__qualname__": class_name})
+        cls = type(
+            class_name,
+            (base,),
+            {
+                attr: {**getattr(base, attr, {}), **preset},
+                "__doc__": doc,
+                "__module__": base.__module__,
+                "__qualname__": class_name,
+            },
+        )
         # Reachable as module.class_name, as a hand-written class would be (plain pickle finds it).
         setattr(sys.modules[base.__module__], class_name, cls)
         return self.register(name)(cls)
@@ -101,26 +122,31 @@ class Registry:
         if ":" in name:
             return self._external(name)
         if name in self.suites:
-            raise BenchError(f"{self.kind} {name!r} is a suite of {', '.join(self.suites[name][0])}: "
-                             "it is expanded into them, not built")
+            raise BenchError(
+                f"{self.kind} {name!r} is a suite of {', '.join(self.suites[name][0])}: "
+                "it is expanded into them, not built"
+            )
         known = sorted([*self.names(), *self.suites])
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise BenchError(f"unknown {self.kind} {name!r}; {hint}available: {', '.join(known)}"
-                         f" (or an external plugin as module:ClassName)")
+        raise BenchError(
+            f"unknown {self.kind} {name!r}; {hint}available: {', '.join(known)}"
+            f" (or an external plugin as module:ClassName)"
+        )
 
     def _external(self, spec: str) -> type:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # any import failure is the user's input, not our crash
-            raise BenchError(f"cannot import {self.kind} plugin module {module_name!r}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise BenchError(
+                f"cannot import {self.kind} plugin module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         cls = getattr(module, attr, None)
         if not inspect.isclass(cls):
             raise BenchError(f"module {module_name!r} has no class {attr!r} for {self.kind} {spec!r}")
         if not getattr(cls, "registered_name", None):
-            cls.registered_name = spec
+            cls.registered_name = spec  # type: ignore[attr-defined]
         return cls
 
 
@@ -171,8 +197,9 @@ def _coerce(kind: str, name: str, key: str, value: Any, default: Any) -> Any:
     try:
         return typed(value, default)
     except TypeError as exc:
-        raise BenchError(f"invalid parameter {key}={value!r} for {kind} {name!r}: "
-                         f"expected {exc} (default {default!r})") from None
+        raise BenchError(
+            f"invalid parameter {key}={value!r} for {kind} {name!r}: expected {exc} (default {default!r})"
+        ) from None
 
 
 def build(registry: Registry, name: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -182,8 +209,10 @@ def build(registry: Registry, name: str, overrides: dict[str, Any] | None = None
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise BenchError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
-                         f"valid: {', '.join(sorted(known)) or '(none)'}")
+        raise BenchError(
+            f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
+            f"valid: {', '.join(sorted(known)) or '(none)'}"
+        )
     kwargs = {k: _coerce(registry.kind, name, k, v, known[k]) for k, v in overrides.items()}
     try:
         obj = cls(**{**getattr(cls, "preset", {}), **kwargs})

@@ -15,6 +15,7 @@ hyperparameters, same data fingerprint, same classifier weights, same training-c
 and its sha256 checks; otherwise one line says why and the model is trained on demand.
 ``--retrain`` always trains. ``python -m bench weights`` (``make weights``) retrains the zoo.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ def stem(kind: str, dataset: str, name: str) -> str:
 
 @dataclass
 class Shipped:
-    path: Path                 # the weights file
+    path: Path  # the weights file
     provenance: dict[str, Any]
 
     @property
@@ -63,8 +64,9 @@ def differences(a: dict[str, Any], b: dict[str, Any], limit: int = 3) -> str:
     return text + (f" (+{len(diff) - limit} more)" if len(diff) > limit else "")
 
 
-def find(kind: str, dataset: str, name: str, ident: dict[str, Any], zoo_dir: Path | None = None,
-         announce: bool = True) -> Shipped | None:
+def find(
+    kind: str, dataset: str, name: str, ident: dict[str, Any], zoo_dir: Path | None = None, announce: bool = True
+) -> Shipped | None:
     """The shipped model for (kind, dataset, name) when it was trained under exactly ``ident``
     and its file's sha256 is the one its provenance names; None otherwise (with one line saying
     why when a file was shipped for that name but does not fit)."""
@@ -86,8 +88,7 @@ def find(kind: str, dataset: str, name: str, ident: dict[str, Any], zoo_dir: Pat
         why = f"{weights.name} has sha256 {digest[:12]}…, its provenance says {str(meta.get('sha256'))[:12]}…"
     if why:
         if announce:
-            print(f"[{kind}] not using the shipped {name} weights for {dataset}: {why}; training on demand",
-                  flush=True)
+            print(f"[{kind}] not using the shipped {name} weights for {dataset}: {why}; training on demand", flush=True)
         return None
     return Shipped(weights, meta)
 

@@ -1,4 +1,5 @@
 """Confidence intervals for accuracies."""
+
 from __future__ import annotations
 
 import math

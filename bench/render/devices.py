@@ -17,12 +17,14 @@ Three tables, each generated from stored measurements, never typed:
 An absolute time is only ever shown with its device; only ratios of one device are comparable
 across machines.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -30,14 +32,19 @@ from bench.core.errors import BenchError
 from bench.core.identity import canonical, group_key, of_record
 from bench.core.labels import fmt_eps
 from bench.core.threats import threat_name
-from bench.render.report import markers
-from bench.store.runs import write_atomic
+from bench.render.blocks import fill as fill_block
 
 PAIR = ("defensegan", "countergan")  # the slow purifier and the fast one, by their registered names
 RECONSTRUCTION = "step4-reconstruction.jsonl"  # tools.gpu step 4's measurements, one JSON object a line
-VARIANTS = {"eager": "eager", "graphs": "CUDA graphs", "compile": "torch.compile",
-            "compile+graphs": "compile + graphs", "floor": "floor", "floor+graphs": "floor + graphs",
-            "eager-func": "eager (torch.func)"}
+VARIANTS = {
+    "eager": "eager",
+    "graphs": "CUDA graphs",
+    "compile": "torch.compile",
+    "compile+graphs": "compile + graphs",
+    "floor": "floor",
+    "floor+graphs": "floor + graphs",
+    "eager-func": "eager (torch.func)",
+}
 
 
 def _text(v: Any) -> str | None:
@@ -69,8 +76,11 @@ def device_label(rec: Any) -> str:
         m = re.search(r"(\d+) threads?", _text(rec.get("device")) or "")
         threads = float(m.group(1)) if m else None
     model = _text(rec.get("cpu_model"))
-    return ("CPU" + (f", {int(threads)} thread{'s' if threads != 1 else ''}" if threads is not None else "")
-            + (f" ({model})" if model else ""))
+    return (
+        "CPU"
+        + (f", {int(threads)} thread{'s' if threads != 1 else ''}" if threads is not None else "")
+        + (f" ({model})" if model else "")
+    )
 
 
 def same_cell(rec: Any) -> str:
@@ -101,7 +111,7 @@ def _cells(df: pd.DataFrame) -> list[dict[str, Any]]:
     if df.empty:
         return []
     recs = df.to_dict("records")
-    return [r for r in recs if r.get("kind", "cell") == "cell" and r.get("attack") != "worst"]
+    return [r for r in recs if r.get("kind") == "cell"]
 
 
 def _one_device(cells: list[dict[str, Any]], where: str) -> str:
@@ -134,15 +144,21 @@ def timing(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("A", "B")
     for (ds, clf, attack, eps, threat, n), pairs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         da = _label(device_label(x) for x, _ in pairs)
         db = _label(device_label(y) for _, y in pairs)
-        rows = [{"defense": x.get("defense"),
-                 f"ms/sample on {da}": _ms(x.get("defense_ms_per_sample")),
-                 f"ms/sample on {db}": _ms(y.get("defense_ms_per_sample")),
-                 "speed-up": _times(_ratio(x.get("defense_ms_per_sample"), y.get("defense_ms_per_sample"))),
-                 "defended accuracy": f"{float(x['defended_adv_acc']):.3f} / {float(y['defended_adv_acc']):.3f}"}
-                for x, y in sorted(pairs, key=lambda p: str(p[0].get("defense")))]
-        title = (f"{ds} · {clf} · {attack} ε = {fmt_eps(eps)} · {threat_name(str(threat))}, the first {n} test "
-                 f"images — defense wall-clock per image on {da} beside {db}; speed-up = the first over the "
-                 f"second; defended accuracy on each, in that order")
+        rows = [
+            {
+                "defense": x.get("defense"),
+                f"ms/sample on {da}": _ms(x.get("defense_ms_per_sample")),
+                f"ms/sample on {db}": _ms(y.get("defense_ms_per_sample")),
+                "speed-up": _times(_ratio(x.get("defense_ms_per_sample"), y.get("defense_ms_per_sample"))),
+                "defended accuracy": f"{float(x['defended_adv_acc']):.3f} / {float(y['defended_adv_acc']):.3f}",
+            }
+            for x, y in sorted(pairs, key=lambda p: str(p[0].get("defense")))
+        ]
+        title = (
+            f"{ds} · {clf} · {attack} ε = {fmt_eps(eps)} · {threat_name(str(threat))}, the first {n} test "
+            f"images — defense wall-clock per image on {da} beside {db}; speed-up = the first over the "
+            f"second; defended accuracy on each, in that order"
+        )
         out.append((title, pd.DataFrame(rows)))
     return out
 
@@ -171,16 +187,25 @@ def pairs(sources: dict[str, pd.DataFrame], pair: tuple[str, str] = PAIR) -> pd.
         if not twins:
             continue
         # The same run first (side by side), then the latest.
-        tsrc, twin = min(twins, key=lambda t: (t[1].get("run_id") != c.get("run_id"), -(_number(t[1].get("time")) or 0)))
+        tsrc, twin = min(
+            twins, key=lambda t: (t[1].get("run_id") != c.get("run_id"), -(_number(t[1].get("time")) or 0))
+        )
         one_run = twin.get("run_id") == c.get("run_id")
-        rows.append({"device": _label([device_label(c), device_label(twin)]), "n": c.get("n"),
-                     f"{slow} ms/sample": f"{_ms(c.get('defense_ms_per_sample'))}{_params(c)}",
-                     f"{fast} ms/sample": _ms(twin.get("defense_ms_per_sample")),
-                     "ratio": _times(_ratio(c.get("defense_ms_per_sample"), twin.get("defense_ms_per_sample"))),
-                     "measured": (f"side by side, one run ({src}, run {c.get('run_id')})" if one_run else
-                                  f"not side by side: two runs ({src}, run {c.get('run_id')}; "
-                                  f"{tsrc}, run {twin.get('run_id')})"),
-                     "_order": (kind(c) == "cuda", str(c.get("classifier")), int(c.get("n") or 0))})
+        rows.append(
+            {
+                "device": _label([device_label(c), device_label(twin)]),
+                "n": c.get("n"),
+                f"{slow} ms/sample": f"{_ms(c.get('defense_ms_per_sample'))}{_params(c)}",
+                f"{fast} ms/sample": _ms(twin.get("defense_ms_per_sample")),
+                "ratio": _times(_ratio(c.get("defense_ms_per_sample"), twin.get("defense_ms_per_sample"))),
+                "measured": (
+                    f"side by side, one run ({src}, run {c.get('run_id')})"
+                    if one_run
+                    else f"not side by side: two runs ({src}, run {c.get('run_id')}; {tsrc}, run {twin.get('run_id')})"
+                ),
+                "_order": (kind(c) == "cuda", str(c.get("classifier")), int(c.get("n") or 0)),
+            }
+        )
     if not rows:
         return pd.DataFrame()
     order = [r.pop("_order") for r in rows]  # CPUs first, then by classifier and n
@@ -219,23 +244,33 @@ def reconstruction(recs: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]:
         rows.append(row)
     same = lambda k: _label(str(r.get(k)) for r in recs)
     runs = sorted({len(r["runs"]) for r in recs if isinstance(r.get("runs"), list)})
-    title = (f"DefenseGAN's reconstruction (L = {same('L')}, R = {same('R')}, batch {same('batch')}) on "
-             f"{same('device')}, torch {same('torch')}, compile backend {same('compile_backend')}: ms per image"
-             + (f", the median of {'/'.join(map(str, runs))} timed calls" if runs else "")
-             + "; in brackets the speed-up over eager")
+    title = (
+        f"DefenseGAN's reconstruction (L = {same('L')}, R = {same('R')}, batch {same('batch')}) on "
+        f"{same('device')}, torch {same('torch')}, compile backend {same('compile_backend')}: ms per image"
+        + (f", the median of {'/'.join(map(str, runs))} timed calls" if runs else "")
+        + "; in brackets the speed-up over eager"
+    )
     return title, pd.DataFrame(rows)
 
 
-def update(readme: Path, command: str, a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str],
-           sources: dict[str, pd.DataFrame], recon: list[Path], block: str = "devices") -> Path:
+def update(
+    readme: Path,
+    command: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    names: tuple[str, str],
+    sources: dict[str, pd.DataFrame],
+    recon: list[Path],
+    block: str = "devices",
+) -> Path:
     """Fill ``<!-- devices:start -->`` … ``<!-- devices:end -->`` of ``readme``."""
-    start, end = markers(block)
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise BenchError(f"{readme} has no '{start}' … '{end}' block to fill")
-    parts = [start, "", f"_Generated by `{command}` from the folders' `runs/*/records.jsonl`"
-             + (" and " + ", ".join(f"`{p.as_posix()}`" for p in recon) if recon else "")
-             + "; do not edit by hand._", ""]
+    parts = [
+        "",
+        f"_Generated by `{command}` from the folders' `runs/*/records.jsonl`"
+        + (" and " + ", ".join(f"`{p.as_posix()}`" for p in recon) if recon else "")
+        + "; do not edit by hand._",
+        "",
+    ]
     tables = timing(a, b, names)
     if not tables:
         parts += [f"_(no cell stored in both {names[0]} and {names[1]})_", ""]
@@ -243,14 +278,15 @@ def update(readme: Path, command: str, a: pd.DataFrame, b: pd.DataFrame, names: 
         parts += [f"**{title}**", "", t.to_markdown(index=False, disable_numparse=True), ""]
     p = pairs(sources)
     if not p.empty:
-        parts += [f"**{PAIR[0]} against {PAIR[1]}, defense wall-clock per image on the same attacked images, "
-                  "per device** (the ratio is the one comparable across devices)", "",
-                  p.to_markdown(index=False, disable_numparse=True), ""]
+        parts += [
+            f"**{PAIR[0]} against {PAIR[1]}, defense wall-clock per image on the same attacked images, "
+            "per device** (the ratio is the one comparable across devices)",
+            "",
+            p.to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
     for path in recon:
         title, t = reconstruction(read_reconstruction(path))
         if not t.empty:
             parts += [f"**{title}**", "", t.to_markdown(index=False, disable_numparse=True), ""]
-    parts.append(end)
-    head, rest = text.split(start, 1)
-    write_atomic(readme, head + "\n".join(parts) + rest.split(end, 1)[1])
-    return readme
+    return fill_block(readme, block, parts)

@@ -16,6 +16,7 @@ are named attack by attack with their device and n, and a component its table's 
 on that device but this row lacks is named as missing (a partial suite says so). Cells alone, with
 no worst-over-all row for their defense, make no headline row.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,13 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.core.errors import BenchError
+from bench.analysis.worst import worst_case
 from bench.core.identity import ASPECTS, digest, of_record
-from bench.core.record import first_images, robust_on_first
-from bench.core.stats import wilson
-from bench.core.threats import THREAT_NAMES, threat_name
-from bench.render.report import markers
-from bench.store.runs import write_atomic
+from bench.core.record import first_images
+from bench.core.threats import Threat, order, over_all, threat_name
+from bench.render.blocks import fill as fill_block
 
 
 def _ci(acc: float, lo: Any, hi: Any) -> str:
@@ -38,20 +37,34 @@ def _ci(acc: float, lo: Any, hi: Any) -> str:
 
 
 def _threats(parts: list[Any]) -> list[str]:
-    return sorted({p["threat"] for p in parts}, key=lambda t: list(THREAT_NAMES).index(t)
-                  if t in THREAT_NAMES else 99)
+    return sorted({p["threat"] for p in parts}, key=lambda t: (order(t), t))
 
 
 def _over(parts: list[Any]) -> str:
-    """The count of attacks × threat models behind ``parts``, and the attacks among them that ran at
-    several settings (a budget sweep)."""
-    threats = _threats(parts)
+    """The attacks × threat models behind ``parts`` (where attacks ran under different threat models,
+    one product per set of threat models: AutoAttack white-box only beside FGSM and PGD under all
+    four is not "6 attacks × 4 threat models"), and the attacks among them that ran at several
+    settings (a budget sweep)."""
     settings: dict[str, set[str]] = {}
+    under: dict[str, set[str]] = {}
+    shared = {t for t in (p["threat"] for p in parts) if Threat.stored(t).same_outputs_as_white}
     for p in parts:
         settings.setdefault(p["attack"], set()).add(digest(of_record(p).get("attack_params")))
+        under.setdefault(p["attack"], set()).add(p["threat"])
+        # A gradient-free attack's white-box cell is its BPDA and BPDA+EOT cell too (Threat.query):
+        # it covers those threat models wherever the others ran under them.
+        if p.get("gradient_free") is True and Threat.stored(p["threat"]).is_white and not _stage(p):
+            under[p["attack"]] |= shared
+    by_threats: dict[tuple[str, ...], list[str]] = {}
+    for attack, threats in under.items():
+        by_threats.setdefault(tuple(sorted(threats, key=lambda t: (order(t), t))), []).append(attack)
+    products = [
+        f"{len(attacks)} attack{'s' if len(attacks) > 1 else ''} × {len(ts)} threat model"
+        f"{'s' if len(ts) > 1 else ''} ({', '.join(threat_name(t) for t in ts)})"
+        for ts, attacks in sorted(by_threats.items(), key=lambda kv: (-len(kv[0]), -len(kv[1]), kv[0]))
+    ]
     swept = [f"{a} at {len(s)} settings" for a, s in sorted(settings.items()) if len(s) > 1]
-    return (f"{len(settings)} attacks × {len(threats)} threat models "
-            f"({', '.join(THREAT_NAMES.get(t, t) for t in threats)})" + (f", {', '.join(swept)}" if swept else ""))
+    return " + ".join(products) + (f", {', '.join(swept)}" if swept else "")
 
 
 def device(rec: Any) -> str:
@@ -79,15 +92,10 @@ def _row_key(r: Any) -> str:
 
 def _combined(recs: list[Any], n: int) -> tuple[float, Any, Any]:
     """Records ``recs`` (worst rows and cells, each of n or more images) combined image by image on
-    the first ``n`` images (accuracy, Wilson CI); the lowest record of that n when one has no
-    per-sample outcomes stored."""
-    ok = robust_on_first(recs, n)
-    if ok is not None:
-        k = int(ok.sum())
-        return (k / n, *wilson(k, n))
-    same_n = [r for r in recs if int(r["n"]) == n] or recs
-    r = min(same_n, key=lambda r: r["defended_adv_acc"])
-    return float(r["defended_adv_acc"]), r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
+    the first ``n`` images (``bench.analysis.worst.worst_case``): accuracy and Wilson CI."""
+    w = worst_case(recs, n)
+    assert w is not None  # every headline record has n and an accuracy
+    return w.acc, w.ci_low, w.ci_high
 
 
 def _on_first(rec: Any, n: int) -> float | None:
@@ -104,9 +112,12 @@ def _combo(worst: list[Any], more: list[Any], n: int, by_key: dict[str, Any]) ->
     ``named``, other devices' cells (named attack by attack)."""
     parts = [by_key[k] for r in worst for k in _cells(r) if k in by_key]
     main = {device(r) for r in [*worst, *parts]}
-    return {"n": n, "value": _combined([*worst, *more], n),
-            "counted": parts + [c for c in more if device(c) in main],
-            "named": [c for c in more if device(c) not in main]}
+    return {
+        "n": n,
+        "value": _combined([*worst, *more], n),
+        "counted": parts + [c for c in more if device(c) in main],
+        "named": [c for c in more if device(c) not in main],
+    }
 
 
 def _describe(combo: dict[str, Any], peers: dict[str, set[str]]) -> str:
@@ -127,9 +138,11 @@ def _describe(combo: dict[str, Any], peers: dict[str, set[str]]) -> str:
         attacks = sorted({c["attack"] for c in named})
         sizes = sorted({int(c["n"]) for c in named})
         missing = sorted(peers.get(dev, set()) - set(attacks))
-        out.append(f"{', '.join(attacks)} · {', '.join(threat_name(t) for t in _threats(named))} on {dev}"
-                   + (f" (n={'/'.join(map(str, sizes))})" if sizes != [combo['n']] else "")
-                   + (f", without {', '.join(missing)}" if missing else ""))
+        out.append(
+            f"{', '.join(attacks)} · {', '.join(threat_name(t) for t in _threats(named))} on {dev}"
+            + (f" (n={'/'.join(map(str, sizes))})" if sizes != [combo["n"]] else "")
+            + (f", without {', '.join(missing)}" if missing else "")
+        )
     return "; ".join(out) or "—"
 
 
@@ -144,14 +157,13 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     if df.empty or "threat" not in df.columns:
         return {}
     by_key = {r["cell_key"]: r for _, r in df.iterrows()}
-    worst = df[(df["attack"] == "worst") & (df["threat"] == "all")]
+    worst = df[(df["kind"] == "worst") & df["threat"].map(over_all)]
     covered = {k for _, r in worst.iterrows() for k in _cells(r)}
     # Cells no worst-over-all row holds (a budget sweep, a suite run on another device on more
     # images), by the leaderboard row they belong to.
     extra: dict[tuple, list[Any]] = {}
-    if "kind" in df.columns:
-        for _, c in df[(df["kind"] == "cell") & ~df["cell_key"].isin(covered)].iterrows():
-            extra.setdefault((c["dataset"], c["classifier"], c["defense"], c["eps"], _row_key(c)), []).append(c)
+    for _, c in df[(df["kind"] == "cell") & ~df["cell_key"].isin(covered)].iterrows():
+        extra.setdefault((c["dataset"], c["classifier"], c["defense"], c["eps"], _row_key(c)), []).append(c)
     worst = worst.assign(_same=[_row_key(r) for _, r in worst.iterrows()])
     found: dict[tuple, list[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]]] = {}
     for key, g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
@@ -161,23 +173,38 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
         n = min(int(r["n"]) for r in [*recs, *more])  # the images every record scored
         most = max(int(r["n"]) for r in [*recs, *more])
         first = _combo(recs, more, n, by_key)
-        big = _combo([r for r in recs if int(r["n"]) == most], [c for c in more if int(c["n"]) == most],
-                     most, by_key) if most > n else None
+        big = (
+            _combo([r for r in recs if int(r["n"]) == most], [c for c in more if int(c["n"]) == most], most, by_key)
+            if most > n
+            else None
+        )
         # The strongest single attack on the images the worst case is computed on: the worst rows'
         # cells of that n, and every other cell on its first n images.
         # A cascade stage's number is robust accuracy after every earlier stage, not one attack's: not
         # a candidate for the strongest *single* attack.
-        scored = [(p, float(p["defended_adv_acc"])) for p in first["counted"] if int(p["n"]) == n
-                  and p["cell_key"] in covered and not _stage(p)]
+        scored = [
+            (p, float(p["defended_adv_acc"]))
+            for p in first["counted"]
+            if int(p["n"]) == n and p["cell_key"] in covered and not _stage(p)
+        ]
         scored += [(c, a) for c in more if not _stage(c) and (a := _on_first(c, n)) is not None]
         strongest = min(scored, key=lambda pa: pa[1], default=None)
         several = len({device(p) for p in [*first["counted"], *first["named"]]}) > 1
         acc, lo, hi = first["value"]
-        row = {"defense": defense, "n": n, "clean (defended)": f"{recs[0]['defended_clean_acc']:.3f}",
-               "worst case": _ci(acc, lo, hi), "_sort": acc,
-               "strongest single attack": (f"{strongest[0]['attack']} · {threat_name(strongest[0]['threat'])}"
-                                           + (f" on {device(strongest[0])}" if several else "")
-                                           + f" ({strongest[1]:.3f})") if strongest is not None else "—"}
+        row = {
+            "defense": defense,
+            "n": n,
+            "clean (defended)": f"{recs[0]['defended_clean_acc']:.3f}",
+            "worst case": _ci(acc, lo, hi),
+            "_sort": acc,
+            "strongest single attack": (
+                f"{strongest[0]['attack']} · {threat_name(strongest[0]['threat'])}"
+                + (f" on {device(strongest[0])}" if several else "")
+                + f" ({strongest[1]:.3f})"
+            )
+            if strongest is not None
+            else "—",
+        }
         found.setdefault((ds, clf, eps), []).append((row, first, big))
     out: dict[tuple, list[dict[str, Any]]] = {}
     for key, entries in found.items():
@@ -191,25 +218,29 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
             if big is not None:
                 row["on more images"] = f"{_ci(*big['value'])} (n={big['n']}, {_describe(big, peers)})"
             out.setdefault(key, []).append(row)
-    return {k: pd.DataFrame(v).sort_values(["_sort", "defense"], ascending=[False, True]).drop(columns="_sort")
-            .fillna("—") for k, v in out.items()}
+    return {
+        k: pd.DataFrame(v).sort_values(["_sort", "defense"], ascending=[False, True]).drop(columns="_sort").fillna("—")
+        for k, v in out.items()
+    }
 
 
 def update(readme: Path, dirs: list[str], df: pd.DataFrame, block: str = "headline") -> Path:
     """Fill ``<!-- headline:start -->`` … ``<!-- headline:end -->`` of ``readme``."""
-    start, end = markers(block)
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise BenchError(f"{readme} has no '{start}' … '{end}' block to fill")
-    parts = [start, "", f"_Generated by `python -m bench report --readme {readme.as_posix()} --headline "
-             f"{','.join(dirs)}` from their `runs/*/records.jsonl`; do not edit by hand._", ""]
+    parts = [
+        "",
+        f"_Generated by `python -m bench report --readme {readme.as_posix()} --headline "
+        f"{','.join(dirs)}` from their `runs/*/records.jsonl`; do not edit by hand._",
+        "",
+    ]
     tables = rows(df)
     if not tables:
         parts += ["_(no worst-over-all-threat-models rows stored yet)_", ""]
     for (ds, clf, eps), t in tables.items():
-        parts += [f"**{ds} · {clf} · L∞ ε = {eps:g}** — defended accuracy, robust only where every attack "
-                  "under every threat model fails, image by image", "", t.to_markdown(index=False, disable_numparse=True), ""]
-    parts.append(end)
-    head, rest = text.split(start, 1)
-    write_atomic(readme, head + "\n".join(parts) + rest.split(end, 1)[1])
-    return readme
+        parts += [
+            f"**{ds} · {clf} · L∞ ε = {eps:g}** — defended accuracy, robust only where every attack "
+            "under every threat model fails, image by image",
+            "",
+            t.to_markdown(index=False, disable_numparse=True),
+            "",
+        ]
+    return fill_block(readme, block, parts)

@@ -1,4 +1,5 @@
 """Paired comparisons, rendered: the report's section and ``report --compare A,B``."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -18,20 +19,33 @@ def markdown(df: pd.DataFrame) -> str:
     found = pairs(df)
     if not found:
         return ""
-    parts = ["## Paired comparisons (exact McNemar, Holm-corrected)\n",
-             "Defended accuracy under attack, image by image, for every two defenses evaluated on the "
-             "same cells. *p*: two-sided exact McNemar test (binomial on the discordant images); "
-             "*Holm p*: Holm–Bonferroni adjusted over the pairs of one table; **n.s.** marks pairs "
-             "whose difference is not significant at 0.05 after correction. Difference A − B with "
-             "Newcombe's hybrid score 95% interval for paired proportions (method 10).\n"]
+    parts = [
+        "## Paired comparisons (exact McNemar, Holm-corrected)\n",
+        "Defended accuracy under attack, image by image, for every two defenses evaluated on the "
+        "same cells. *p*: two-sided exact McNemar test (binomial on the discordant images); "
+        "*Holm p*: Holm–Bonferroni adjusted over the pairs of one table; **n.s.** marks pairs "
+        "whose difference is not significant at 0.05 after correction. Difference A − B with "
+        "Newcombe's hybrid score 95% interval for paired proportions (method 10).\n",
+    ]
     by_group: dict[str, list[Pair]] = {}
     for p in found:
         by_group.setdefault(p.group, []).append(p)
     for title, ps in by_group.items():
-        rows = [{"A": p.a, "B": p.b, "acc A": f"{p.acc_a:.3f}", "acc B": f"{p.acc_b:.3f}",
-                 "A − B [95% CI]": f"{p.diff:+.3f} [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]",
-                 "only A": p.only_a, "only B": p.only_b, "p": fmt_p(p.p), "Holm p": fmt_p(p.p_holm),
-                 "": "" if p.significant else "n.s."} for p in ps]
+        rows = [
+            {
+                "A": p.a,
+                "B": p.b,
+                "acc A": f"{p.acc_a:.3f}",
+                "acc B": f"{p.acc_b:.3f}",
+                "A − B [95% CI]": f"{p.diff:+.3f} [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]",
+                "only A": p.only_a,
+                "only B": p.only_b,
+                "p": fmt_p(p.p),
+                "Holm p": fmt_p(p.p_holm),
+                "": "" if p.significant else "n.s.",
+            }
+            for p in ps
+        ]
         parts += [f"### {title}\n", pd.DataFrame(rows).to_markdown(index=False) + "\n"]
     return "\n".join(parts)
 
@@ -55,9 +69,11 @@ def compare(df: pd.DataFrame, a: str, b: str) -> str:
         elif matches(p.a, b) and matches(p.b, a):
             chosen.append((p, True))
     if not chosen:
-        raise BenchError(f"{a} and {b} were never evaluated on the same cells (same data, classifier, "
-                         "attack and its parameters, eps, threat, attack labels, seed and n) with per-sample "
-                         "outcomes stored")
+        raise BenchError(
+            f"{a} and {b} were never evaluated on the same cells (same data, classifier, "
+            "attack and its parameters, eps, threat, attack labels, seed and n) with per-sample "
+            "outcomes stored"
+        )
     out = []
     for p, swap in chosen:
         la, lb = (p.b, p.a) if swap else (p.a, p.b)
@@ -67,14 +83,17 @@ def compare(df: pd.DataFrame, a: str, b: str) -> str:
         lo, hi = newcombe_paired(both, only_a, only_b, neither)
         w = max(len(la), len(lb), 10) + 10
         c = len(lb) + 8  # wide enough for "<b> correct"
-        out += [p.group, "defended accuracy under attack, per image:",
-                f"{'':{w}}  {lb + ' correct':>{c}}  {lb + ' wrong':>{c}}",
-                f"{la + ' correct':{w}}  {both:>{c}}  {only_a:>{c}}",
-                f"{la + ' wrong':{w}}  {only_b:>{c}}  {neither:>{c}}",
-                f"accuracy: {la} {acc_a:.4f}, {lb} {acc_b:.4f}; difference {acc_a - acc_b:+.4f}, "
-                f"95% CI [{lo:+.4f}, {hi:+.4f}] (Newcombe hybrid score interval for paired proportions)",
-                f"exact McNemar (two-sided binomial test of {only_a} vs {only_b} discordant images): "
-                f"p = {fmt_p(p.p)}; Holm-adjusted over the {p.family} pair(s) of this table: p = "
-                f"{fmt_p(p.p_holm)} → " + ("significant" if p.significant else "not significant") + " at 0.05",
-                ""]
+        out += [
+            p.group,
+            "defended accuracy under attack, per image:",
+            f"{'':{w}}  {lb + ' correct':>{c}}  {lb + ' wrong':>{c}}",
+            f"{la + ' correct':{w}}  {both:>{c}}  {only_a:>{c}}",
+            f"{la + ' wrong':{w}}  {only_b:>{c}}  {neither:>{c}}",
+            f"accuracy: {la} {acc_a:.4f}, {lb} {acc_b:.4f}; difference {acc_a - acc_b:+.4f}, "
+            f"95% CI [{lo:+.4f}, {hi:+.4f}] (Newcombe hybrid score interval for paired proportions)",
+            f"exact McNemar (two-sided binomial test of {only_a} vs {only_b} discordant images): "
+            f"p = {fmt_p(p.p)}; Holm-adjusted over the {p.family} pair(s) of this table: p = "
+            f"{fmt_p(p.p_holm)} → " + ("significant" if p.significant else "not significant") + " at 0.05",
+            "",
+        ]
     return "\n".join(out)

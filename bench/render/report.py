@@ -9,22 +9,25 @@ labelled with the fields they differ in. Only a cell recomputed with ``--rerun``
 identity) is shown once, latest first. A table whose rows come from more than one git commit
 (or a dirty tree) says so under it.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from bench.analysis import adequacy
 from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits, run_versions
-from bench.core.errors import BenchError
 from bench.core.labels import defense_label, fmt_eps, missing
 from bench.core.record import decode
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
-from bench.render import adequacy as adequacy_render, paired as paired_render, plots, site
+from bench.render import adequacy as adequacy_render
+from bench.render import paired as paired_render
+from bench.render import plots, site
+from bench.render.blocks import fill as fill_block
 from bench.store.runs import iter_records, write_atomic
 
 FORMATS = ("md", "csv", "latex")
@@ -38,12 +41,17 @@ def provenance_note(df: pd.DataFrame) -> str:
     lines = []
     if len(commits) > 1 or dirty:
         shown = ", ".join(c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits)
-        lines.append(f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
-                     + (", including uncommitted changes" if dirty else "") + "; see each run's env.json._")
+        lines.append(
+            f"_Note: these rows come from {len(commits)} code state(s) ({shown})"
+            + (", including uncommitted changes" if dirty else "")
+            + "; see each run's env.json._"
+        )
     stacks = sorted({v for v in df.get("versions", pd.Series(dtype=object)) if isinstance(v, str)})
     if len(stacks) > 1:
-        lines.append(f"_Note: these rows were computed under {len(stacks)} package version sets "
-                     f"({'; '.join(stacks)}); see each run's env.json._")
+        lines.append(
+            f"_Note: these rows were computed under {len(stacks)} package version sets "
+            f"({'; '.join(stacks)}); see each run's env.json._"
+        )
     return "\n\n".join(lines)
 
 
@@ -65,6 +73,7 @@ def _with_ci(df: pd.DataFrame, acc: str) -> pd.Series:
         if lo in row and not pd.isna(row.get(lo)) and not pd.isna(row.get(hi)):
             return f"{v:.3f} [{row[lo]:.3f}, {row[hi]:.3f}]"
         return f"{v:.4g}"
+
     return df.apply(cell, axis=1)
 
 
@@ -91,8 +100,12 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
     shown["eps"] = df["eps"].map(fmt_eps)
     shown["variant"] = [", ".join(x for x in (v, a) if x) for v, a in zip(df["variant"], df["attack_variant"])]
-    names = {"clean_acc": "clean", "adv_acc": "attacked (undefended)",
-             "defended_clean_acc": "defended clean", "defended_adv_acc": "defended attacked"}
+    names = {
+        "clean_acc": "clean",
+        "adv_acc": "attacked (undefended)",
+        "defended_clean_acc": "defended clean",
+        "defended_adv_acc": "defended attacked",
+    }
     if "cascade" in df.columns or "ran_on" in df.columns:  # only where records have cascade stages
         shown["cascade"] = [_stage(r) for _, r in df.iterrows()]
     for acc, name in names.items():
@@ -106,13 +119,16 @@ def display(df: pd.DataFrame) -> pd.DataFrame:
     shown["defense ms/sample"] = df["defense_ms_per_sample"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     # Passes through the attacked model per image: only where records counted them (older tables
     # stay as they were).
-    for col, name in (("attack_forward_per_sample", "attack fwd/img"), ("attack_backward_per_sample", "attack bwd/img")):
+    for col, name in (
+        ("attack_forward_per_sample", "attack fwd/img"),
+        ("attack_backward_per_sample", "attack bwd/img"),
+    ):
         if col in df.columns and df[col].notna().any():
             shown[name] = [_count(v) for v in df[col]]
     shown["device"] = df["device"]
     if "checks" in df.columns:
         shown["warnings"] = df["checks"].map(lambda c: "; ".join(c) if isinstance(c, list) else "")
-    if "adequacy" in df.columns and (df["adequacy"] != "").any():  # bench.adequacy's flag
+    if "adequacy" in df.columns and (df["adequacy"] != "").any():  # bench.analysis.adequacy's flag
         shown["adequacy"] = df["adequacy"]
     return shown
 
@@ -124,9 +140,13 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     groups = sorted(df.groupby(["dataset", "classifier", "threat"]), key=lambda kv: order(kv[0]))
     for (dataset, clf, threat), g in groups:
         stage = g["cascade"] if "cascade" in g.columns else [None] * len(g)
-        g = g.assign(col=[f"{a} {fmt_eps(e)}" + (f" [{v}]" if v else "") + (" (cascade)" if isinstance(c, list) else "")
-                          for a, e, v, c in zip(g["attack"], g["eps"], g["attack_variant"], stage)],
-                     row=g.apply(defense_label, axis=1))
+        g = g.assign(
+            col=[
+                f"{a} {fmt_eps(e)}" + (f" [{v}]" if v else "") + (" (cascade)" if isinstance(c, list) else "")
+                for a, e, v, c in zip(g["attack"], g["eps"], g["attack_variant"], stage)
+            ],
+            row=g.apply(defense_label, axis=1),
+        )
         # Each (row, col) holds exactly one cell: rows and columns carry every differing field;
         # should two cells still meet, both rows get their cell key rather than one being dropped.
         clash = g.duplicated(["row", "col"], keep=False)
@@ -151,10 +171,16 @@ def markdown(df: pd.DataFrame) -> str:
     return display(df).to_markdown(index=False) + "\n"
 
 
-def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
-                 filters: dict[str, list[str]] | None = None, plots: bool = True,
-                 readme: Path | None = None, runs: list[str] | None = None, html: bool = False,
-                 readme_block: str = "results") -> list[Path]:
+def write_report(
+    results_dir: Path,
+    formats: Iterable[str] = ("md", "csv"),
+    filters: dict[str, list[str]] | None = None,
+    plots: bool = True,
+    readme: Path | None = None,
+    runs: list[str] | None = None,
+    html: bool = False,
+    readme_block: str = "results",
+) -> list[Path]:
     results_dir = Path(results_dir)
     df = frame(iter_records(results_dir, runs), filters, run_commits(results_dir), run_versions(results_dir))
     curves = adequacy.curves(df)
@@ -163,9 +189,13 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if "md" in formats:
-        parts = ["# defense-bench results\n", "Generated by `python -m bench report` from "
-                 "`runs/*/records.jsonl`; do not edit. Accuracies with a Wilson 95% interval "
-                 "where stored.\n", "## Paper view: defended accuracy under attack\n"]
+        parts = [
+            "# defense-bench results\n",
+            "Generated by `python -m bench report` from "
+            "`runs/*/records.jsonl`; do not edit. Accuracies with a Wilson 95% interval "
+            "where stored.\n",
+            "## Paper view: defended accuracy under attack\n",
+        ]
         for title, pv in paper_view(df):
             parts += [f"### {title}\n", pv.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n"]
             if pv.attrs.get("note"):
@@ -182,8 +212,10 @@ def write_report(results_dir: Path, formats: Iterable[str] = ("md", "csv"),
         write_atomic(results_dir / "results.csv", table(df).to_csv(index=False, float_format="%.17g"))
         written.append(results_dir / "results.csv")
     if "latex" in formats:
-        blocks = [pv.to_latex(index=False, float_format="%.3f", na_rep="--", caption=title.replace("·", "/"))
-                  for title, pv in paper_view(df)]
+        blocks = [
+            pv.to_latex(index=False, float_format="%.3f", na_rep="--", caption=title.replace("·", "/"))
+            for title, pv in paper_view(df)
+        ]
         write_atomic(results_dir / "results.tex", "\n".join(blocks))
         written.append(results_dir / "results.tex")
     if plots and not df.empty:
@@ -213,23 +245,23 @@ def devices_line(g: pd.DataFrame) -> str:
     return ", ".join(out) or "unknown"
 
 
-def markers(block: str) -> tuple[str, str]:
-    return f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-
-
 def update_readme(readme: Path, results_dir: Path, df: pd.DataFrame, block: str = "results") -> Path:
     """Replace the block between ``<!-- block:start -->`` and ``<!-- block:end -->`` with the
     paper view (one table per dataset · classifier · threat) and one plot."""
-    start, end = markers(block)
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise BenchError(f"{readme} has no '{start}' … '{end}' block to fill")
-    parts = [start, "", f"_Generated by `python -m bench report --results-dir {results_dir} --readme "
-             f"{readme.as_posix()} --readme-block {block}` from `{results_dir}/runs/*/records.jsonl`; "
-             "do not edit by hand._", ""]
+    parts = [
+        "",
+        f"_Generated by `python -m bench report --results-dir {results_dir} --readme "
+        f"{readme.as_posix()} --readme-block {block}` from `{results_dir}/runs/*/records.jsonl`; "
+        "do not edit by hand._",
+        "",
+    ]
     for title, pv in paper_view(df):
-        parts += [f"**{title}** (defended accuracy; device: {pv.attrs['devices']})", "",
-                  pv.to_markdown(index=False, floatfmt=".3f", missingval="—"), ""]
+        parts += [
+            f"**{title}** (defended accuracy; device: {pv.attrs['devices']})",
+            "",
+            pv.to_markdown(index=False, floatfmt=".3f", missingval="—"),
+            "",
+        ]
         if pv.attrs.get("note"):
             parts += [pv.attrs["note"], ""]
     pareto = sorted((results_dir / "plots").glob("pareto_*.png"))
@@ -237,17 +269,17 @@ def update_readme(readme: Path, results_dir: Path, df: pd.DataFrame, block: str 
         # Relative to the page, so that a page under docs/ shows it too.
         link = Path(os.path.relpath(pareto[0].resolve(), readme.resolve().parent)).as_posix()
         parts += [f"![accuracy vs latency]({link})", ""]
-    parts.append(end)
-    head, rest = text.split(start, 1)
-    write_atomic(readme, head + "\n".join(parts) + rest.split(end, 1)[1])
-    return readme
+    return fill_block(readme, block, parts)
 
 
 def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
     out = results_dir / "plots"
     colour = plots.colours(df["defense"])  # one colour per defense in every plot of this report
-    paths = (plots.accuracy_vs_eps(df, out, colour) + plots.accuracy_vs_latency(df, out, colour)
-             + plots.accuracy_vs_iterations(df, out, colour))
+    paths = (
+        plots.accuracy_vs_eps(df, out, colour)
+        + plots.accuracy_vs_latency(df, out, colour)
+        + plots.accuracy_vs_iterations(df, out, colour)
+    )
     if "samples" in df.columns:
         for _, row in df[df["samples"].notna()].iterrows():
             path = results_dir / row["samples"]
@@ -255,9 +287,13 @@ def write_plots(df: pd.DataFrame, results_dir: Path) -> list[Path]:
                 continue
             with np.load(path, allow_pickle=False) as z:
                 samples = {k: z[k] for k in z.files}
-            name = "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{fmt_eps(row['eps'])}"
-            title = (f"{row['defense']} — {row['dataset']}, {row['attack']} eps={fmt_eps(row['eps'])}, "
-                     f"{THREAT_NAMES.get(row['threat'], row['threat'])}")
+            name = (
+                "_".join(str(row[k]) for k in ("dataset", "classifier", "threat", "attack")) + f"_{fmt_eps(row['eps'])}"
+            )
+            title = (
+                f"{row['defense']} — {row['dataset']}, {row['attack']} eps={fmt_eps(row['eps'])}, "
+                f"{THREAT_NAMES.get(row['threat'], row['threat'])}"
+            )
             safe = str(row["defense"]).replace(":", "_").replace("/", "_") + f"_{row['cell_key']}"
             paths.append(plots.image_grid(samples, title, out / "samples" / f"{name}_{safe}.png"))
     return paths

@@ -22,8 +22,9 @@ rows of one defense apart). Columns:
 
 Wilson 95% intervals are printed in small type under each value. Randomised defenses carry an
 "R" badge; a † marks a value whose attack budget was below the converged one
-(``bench.adequacy``).
+(``bench.analysis.adequacy``).
 """
+
 from __future__ import annotations
 
 import html
@@ -37,14 +38,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.adequacy import annotate, curves as find, match_key
+from bench.analysis.adequacy import annotate, match_key
+from bench.analysis.adequacy import curves as find
 from bench.analysis.frame import frame, run_commits
+from bench.analysis.worst import worst_case
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
-from bench.core.record import decode, robust_on_first
-from bench.core.stats import wilson
-from bench.core.threats import THREATS, THREAT_NAMES, threat_name
+from bench.core.record import decode
+from bench.core.threats import THREAT_NAMES, THREATS, over_all, threat_name
 from bench.store.runs import iter_records, write_atomic
 
 
@@ -54,8 +56,8 @@ class Value:
     lo: float
     hi: float
     n: int
-    detail: str = ""          # what it covers (tooltip)
-    flag: str = ""            # adequacy flag(s), "" when none
+    detail: str = ""  # what it covers (tooltip)
+    flag: str = ""  # adequacy flag(s), "" when none
 
     def tip(self) -> str:
         return self.detail + (f"\n† {self.flag}" if self.flag else "")
@@ -98,8 +100,20 @@ def row_variants(g: pd.DataFrame) -> pd.Series:
         out[idx] = dicts.map(lambda d: ", ".join(f"{k.split('.')[-1]}={short(d.get(k))}" for k in differ))
     # Cells that still collide (the same cell in every field stored, in two runs: e.g. records that
     # predate identities, of two trainings of one defense): tell them apart by run.
-    cols = ["defense", "_v", "threat", "attack", "_p", "eps", "n", "device", "seed", "batch_size",
-            "attack_labels", "eot_samples"]
+    cols = [
+        "defense",
+        "_v",
+        "threat",
+        "attack",
+        "_p",
+        "eps",
+        "n",
+        "device",
+        "seed",
+        "batch_size",
+        "attack_labels",
+        "eot_samples",
+    ]
     probe = g.assign(_v=out, _p=g["attack_params"].map(lambda p: json.dumps(p, sort_keys=True, default=str)))
     for c in cols:
         if c not in probe.columns:
@@ -121,49 +135,58 @@ def _cell_line(r: pd.Series) -> str:
     stage = ""
     if isinstance(stages, list):  # a cascade stage: robust after it and every earlier stage
         stage = f" · cascade after {', '.join(stages)}" + (
-            f" (ran on {int(decode(ran, int(r['n'])).sum())})" if isinstance(ran, str) else "")
+            f" (ran on {int(decode(ran, int(r['n'])).sum())})" if isinstance(ran, str) else ""
+        )
     fwd, bwd = r.get("attack_forward_per_sample"), r.get("attack_backward_per_sample")
-    passes = "" if missing(fwd) or missing(bwd) else f", {float(fwd):.4g} forward + {float(bwd):.4g} backward passes/image"
-    return (f"{r['threat']} · {r['attack']}" + (f" [{variant}]" if variant else "") + stage
-            + (f" · EOT {int(eot)}" if not missing(eot) and eot and eot > 1 else "")
-            + (f" · worst of {int(resubmit)} draws" if not missing(resubmit) and resubmit and resubmit > 1 else "")
-            + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}{passes}")
+    passes = (
+        "" if missing(fwd) or missing(bwd) else f", {float(fwd):.4g} forward + {float(bwd):.4g} backward passes/image"
+    )
+    return (
+        f"{r['threat']} · {r['attack']}"
+        + (f" [{variant}]" if variant else "")
+        + stage
+        + (f" · EOT {int(eot)}" if not missing(eot) and eot and eot > 1 else "")
+        + (f" · worst of {int(resubmit)} draws" if not missing(resubmit) and resubmit and resubmit > 1 else "")
+        + f": {r['defended_adv_acc']:.3f}{ci}, n={int(r['n'])}{passes}"
+    )
 
 
 def combine(cells: pd.DataFrame, what: str) -> Value | None:
     """Worst case over ``cells`` (one row's cells): per image over every cell, on the images all of
-    them scored. A cell of n images scored the first n of its test split (one split per row), so
-    cells of different n (AutoAttack on fewer images than PGD) meet on the first min-n images."""
+    them scored (``bench.analysis.worst.worst_case``, the rule the runner's worst rows and the
+    headline use)."""
     cells = cells[cells["defended_adv_acc"].notna() & cells["n"].notna()]
     if cells.empty:
         return None
-    n = int(cells["n"].min())
-    top = cells
-    ok = robust_on_first((r for _, r in top.iterrows()), n)
+    top = [r for _, r in cells.iterrows()]
+    w = worst_case(top)
+    if w is None:
+        return None
+    n = w.n
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     # The single cell that does the most damage: the attack that sets this value, named on hover.
     # (on the images the value is computed on: cells of that n)
-    single = [r for _, r in top.iterrows() if r.get("kind") != "worst" and r.get("attack") != "worst"
-              and int(r["n"]) == n]
+    single = [r for r in top if r.get("kind") == "cell" and int(r["n"]) == n]
     strongest = min(single, key=lambda r: r["defended_adv_acc"]) if single else None
-    set_by = (f"; set by {strongest['attack']} · {threat_name(strongest['threat'])} "
-              f"({strongest['defended_adv_acc']:.3f} alone)" if strongest is not None and len(top) > 1 else "")
-    if ok is not None:
-        k = int(ok.sum())
-        lo, hi = wilson(k, n)
-        sizes = sorted({int(v) for v in top["n"]})
+    set_by = (
+        f"; set by {strongest['attack']} · {threat_name(strongest['threat'])} "
+        f"({strongest['defended_adv_acc']:.3f} alone)"
+        if strongest is not None and len(top) > 1
+        else ""
+    )
+    if w.per_image:
+        sizes = sorted({int(r["n"]) for r in top})
         on = f"the first {n} images" + (f" (cells of n = {', '.join(map(str, sizes))})" if len(sizes) > 1 else "")
-        how = (f"{what}: robust = survives all {len(top)} cell(s) on {on}, image by image{set_by}"
-               if len(top) > 1 else f"{what}: the one cell with n={n}")
-        value = Value(k / n, lo, hi, n, how)
+        how = (
+            f"{what}: robust = survives all {len(top)} cell(s) on {on}, image by image{set_by}"
+            if len(top) > 1
+            else f"{what}: the one cell with n={n}"
+        )
     else:
-        r = top.loc[top["defended_adv_acc"].idxmin()]
-        lo, hi = r.get("defended_adv_acc_ci_low"), r.get("defended_adv_acc_ci_high")
-        value = Value(float(r["defended_adv_acc"]), float("nan") if missing(lo) else lo,
-                      float("nan") if missing(hi) else hi, n,
-                      f"{what}: the lowest of {len(top)} cell(s) (no per-sample outcomes stored)")
+        how = f"{what}: the lowest of {len(top)} cell(s) (no per-sample outcomes stored)"
+    value = Value(w.acc, w.ci_low, w.ci_high, n, how)
     value.detail += "\n" + "\n".join(lines)
-    value.flag = _flag(top)
+    value.flag = _flag(cells)
     return value
 
 
@@ -174,8 +197,9 @@ def _flag(cells: pd.DataFrame) -> str:
     reasons = []
     for _, g in cells.groupby(cells.apply(match_key, axis=1), sort=True):
         if (g["adequacy"] != "").all():
-            best = g.loc[g["attack_params"].map(lambda p: (p or {}).get("steps", 0) if isinstance(p, dict) else 0)
-                         .idxmax()]
+            best = g.loc[
+                g["attack_params"].map(lambda p: (p or {}).get("steps", 0) if isinstance(p, dict) else 0).idxmax()
+            ]
             reasons.append(f"{best['attack']}: {best['adequacy']}")
     return "; ".join(reasons)
 
@@ -190,47 +214,78 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
     df = df.copy()
     if "adequacy" not in df.columns:
         df["adequacy"] = annotate(df)
-    for col in ("defense_randomized", "attack_variant", "identity", "eot_samples", "attack_params",
-                "defense_ms_per_sample", "device", "run_id"):
+    for col in (
+        "defense_randomized",
+        "attack_variant",
+        "identity",
+        "eot_samples",
+        "attack_params",
+        "defense_ms_per_sample",
+        "device",
+        "run_id",
+    ):
         if col not in df.columns:
             df[col] = None
     df["_eps_key"] = df["eps"].map(lambda e: -1.0 if missing(e) else float(e))
     tables = []
     for (dataset, clf), g in df.groupby(["dataset", "classifier"], sort=True):
         g = g.assign(_variant=row_variants(g))
-        for eps_key, h in g.groupby("_eps_key", sort=True):
+        for _, h in g.groupby("_eps_key", sort=True):
             eps = h["eps"].iloc[0]
-            devices = sorted({d for d in h.loc[h["attack"] != "worst", "device"].dropna()},
-                             key=lambda d: (not str(d).lower().startswith("cpu"), str(d)))
+            devices = sorted(
+                {d for d in h.loc[h["kind"] == "cell", "device"].dropna()},
+                key=lambda d: (not str(d).lower().startswith("cpu"), str(d)),
+            )
             norm = h["norm"].dropna().iloc[0] if "norm" in h.columns and h["norm"].notna().any() else "Linf"
             budget = "unbounded attacks" if missing(eps) else f"{norm.replace('Linf', 'L∞')} ε = {fmt_eps(eps)}"
             title = f"{dataset} · {clf} · {budget}"
             anchor = "-".join(str(x) for x in (dataset, clf, "eps", fmt_eps(eps))).replace(".", "_")
             table = Table(title, anchor, [str(d) for d in devices])
             for (defense, variant), cells in h.groupby(["defense", "_variant"], sort=True):
-                latest = cells.sort_values(["n", "time"], kind="stable", na_position="first").iloc[-1] \
-                    if "time" in cells.columns else cells.iloc[-1]
+                latest = (
+                    cells.sort_values(["n", "time"], kind="stable", na_position="first").iloc[-1]
+                    if "time" in cells.columns
+                    else cells.iloc[-1]
+                )
                 clean = None
                 if not missing(latest.get("defended_clean_acc")):
                     lo, hi = latest.get("defended_clean_acc_ci_low"), latest.get("defended_clean_acc_ci_high")
-                    clean = Value(float(latest["defended_clean_acc"]), np.nan if missing(lo) else lo,
-                                  np.nan if missing(hi) else hi, int(latest["n"]),
-                                  f"defended clean accuracy, n={int(latest['n'])}")
+                    clean = Value(
+                        float(latest["defended_clean_acc"]),
+                        np.nan if missing(lo) else lo,
+                        np.nan if missing(hi) else hi,
+                        int(latest["n"]),
+                        f"defended clean accuracy, n={int(latest['n'])}",
+                    )
                 threats = {t: combine(cells[cells["threat"] == t], THREAT_NAMES[t]) for t in THREATS}
                 present = [v for v in threats.values() if v is not None]
                 worst = None
                 if present:
                     # every threat model of the grid, transfer ones too (they have no column of their own),
                     # image by image on the images every cell scored
-                    worst = combine(cells[cells["threat"] != "all"], "worst over threat models")
-                timed = cells[(cells["attack"] != "worst") & cells["defense_ms_per_sample"].notna()]
-                ms = {str(d): (float(timed.loc[timed["device"] == d, "defense_ms_per_sample"].median())
-                               if (timed["device"] == d).any() else None) for d in devices}
-                table.rows.append(Row(
-                    label=str(defense), variant=str(variant),
-                    randomized=bool(cells["defense_randomized"].fillna(False).astype(bool).any()),
-                    n=sorted({int(v) for v in cells["n"].dropna()}), clean=clean, threats=threats, worst=worst,
-                    ms=ms, runs=sorted({str(r) for r in cells["run_id"].dropna()})))
+                    worst = combine(cells[~cells["threat"].map(over_all)], "worst over threat models")
+                timed = cells[(cells["kind"] == "cell") & cells["defense_ms_per_sample"].notna()]
+                ms = {
+                    str(d): (
+                        float(timed.loc[timed["device"] == d, "defense_ms_per_sample"].median())
+                        if (timed["device"] == d).any()
+                        else None
+                    )
+                    for d in devices
+                }
+                table.rows.append(
+                    Row(
+                        label=str(defense),
+                        variant=str(variant),
+                        randomized=bool(cells["defense_randomized"].fillna(False).astype(bool).any()),
+                        n=sorted({int(v) for v in cells["n"].dropna()}),
+                        clean=clean,
+                        threats=threats,
+                        worst=worst,
+                        ms=ms,
+                        runs=sorted({str(r) for r in cells["run_id"].dropna()}),
+                    )
+                )
             # Best first by the worst case over threat models (rows without one last): the order a
             # reader picking a defense wants; a header click re-sorts.
             table.rows.sort(key=lambda r: (r.worst is None, -(r.worst.acc if r.worst is not None else 0), r.label))
@@ -302,26 +357,39 @@ def _value_td(v: Value | None, absent: str = "not evaluated") -> str:
     ci = "" if missing(v.lo) or missing(v.hi) else f"<small>[{v.lo:.3f}, {v.hi:.3f}]</small>"
     flag = '<span class="flag" aria-label="attack budget below the converged one">†</span>' if v.flag else ""
     cls = ' class="flagged"' if v.flag else ""
-    return (f'<td{cls} data-value="{v.acc!r}" title="{_e(v.tip())}">{v.acc:.3f}{flag}{ci}</td>')
+    return f'<td{cls} data-value="{v.acc!r}" title="{_e(v.tip())}">{v.acc:.3f}{flag}{ci}</td>'
 
 
 def _row_html(row: Row, devices: list[str], rel: str | dict[str, str]) -> str:
-    badge = ('<span class="badge" title="randomised defense: two calls on one input differ (attacked with '
-             'EOT under bpda-eot)">R</span>') if row.randomized else ""
+    badge = (
+        (
+            '<span class="badge" title="randomised defense: two calls on one input differ (attacked with '
+            'EOT under bpda-eot)">R</span>'
+        )
+        if row.randomized
+        else ""
+    )
     variant = f'<span class="variant">{_e(row.variant)}</span>' if row.variant else ""
-    cells = [f'<th scope="row" data-value="{_e(row.label + " " + row.variant)}">{_e(row.label)}{badge}{variant}</th>',
-             f'<td data-value="{max(row.n) if row.n else ""}">{"/".join(str(n) for n in row.n)}</td>',
-             _value_td(row.clean)]
+    cells = [
+        f'<th scope="row" data-value="{_e(row.label + " " + row.variant)}">{_e(row.label)}{badge}{variant}</th>',
+        f'<td data-value="{max(row.n) if row.n else ""}">{"/".join(str(n) for n in row.n)}</td>',
+        _value_td(row.clean),
+    ]
     cells += [_value_td(row.threats[t]) for t in THREATS]
     cells.append(_value_td(row.worst))
     for d in devices:
         ms = row.ms.get(d)
-        cells.append('<td class="na" data-value="">—</td>' if ms is None else
-                     f'<td data-value="{ms!r}" title="median defense forward time per image on {_e(d)}">{ms:.3g}</td>')
+        cells.append(
+            '<td class="na" data-value="">—</td>'
+            if ms is None
+            else f'<td data-value="{ms!r}" title="median defense forward time per image on {_e(d)}">{ms:.3g}</td>'
+        )
     base = (lambda r: rel.get(r, "..")) if isinstance(rel, dict) else (lambda r: rel)  # per run on a combined page
-    links = "".join(f'<span class="run" title="run {_e(r)}"><a href="{base(r)}/runs/{_e(r)}/records.jsonl">records</a>'
-                    f'<a href="{base(r)}/runs/{_e(r)}/config.json">config</a><small>{_e(r[-6:])}</small></span>'
-                    for r in row.runs)
+    links = "".join(
+        f'<span class="run" title="run {_e(r)}"><a href="{base(r)}/runs/{_e(r)}/records.jsonl">records</a>'
+        f'<a href="{base(r)}/runs/{_e(r)}/config.json">config</a><small>{_e(r[-6:])}</small></span>'
+        for r in row.runs
+    )
     if len(row.runs) > 3:  # a sweep's many runs: folded (a native <details>, no JS needed)
         links = f"<details><summary>{len(row.runs)} runs</summary>{links}</details>"
     cells.append(f'<td class="links">{links}</td>')
@@ -329,41 +397,58 @@ def _row_html(row: Row, devices: list[str], rel: str | dict[str, str]) -> str:
 
 
 def _table_html(t: Table, rel: str | dict[str, str]) -> str:
-    head = ['<th scope="col" data-sort="text">defense</th>',
-            '<th scope="col" data-sort="num" title="images per cell">n</th>',
-            '<th scope="col" data-sort="num" title="accuracy of defense + classifier on clean images">'
-            'clean (defended)</th>']
-    head += [f'<th scope="col" data-sort="num" title="defended accuracy under the strongest attack stored, '
-             f'{THREAT_NAMES[th]}">{_e(th)}</th>' for th in THREATS]
-    head.append('<th scope="col" data-sort="num" title="robust only if it survives every attack under every '
-                'threat model">worst</th>')
-    head += [f'<th scope="col" data-sort="num" title="defense forward time per image">ms/sample<small>'
-             f'{_e(_device_label(d))}</small></th>' for d in t.devices]
+    head = [
+        '<th scope="col" data-sort="text">defense</th>',
+        '<th scope="col" data-sort="num" title="images per cell">n</th>',
+        '<th scope="col" data-sort="num" title="accuracy of defense + classifier on clean images">'
+        "clean (defended)</th>",
+    ]
+    head += [
+        f'<th scope="col" data-sort="num" title="defended accuracy under the strongest attack stored, '
+        f'{THREAT_NAMES[th]}">{_e(th)}</th>'
+        for th in THREATS
+    ]
+    head.append(
+        '<th scope="col" data-sort="num" title="robust only if it survives every attack under every '
+        'threat model">worst</th>'
+    )
+    head += [
+        f'<th scope="col" data-sort="num" title="defense forward time per image">ms/sample<small>'
+        f"{_e(_device_label(d))}</small></th>"
+        for d in t.devices
+    ]
     head.append('<th scope="col" data-sort="none">raw</th>')
     body = "\n".join(_row_html(r, t.devices, rel) for r in t.rows)
-    return (f'<section id="{_e(t.anchor)}"><h2>{_e(t.title)}</h2>\n<table class="board">\n<thead><tr>'
-            + "".join(head) + f"</tr></thead>\n<tbody>\n{body}\n</tbody></table></section>")
+    return (
+        f'<section id="{_e(t.anchor)}"><h2>{_e(t.title)}</h2>\n<table class="board">\n<thead><tr>'
+        + "".join(head)
+        + f"</tr></thead>\n<tbody>\n{body}\n</tbody></table></section>"
+    )
 
 
 def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: str | dict[str, str] = "..") -> str:
     tables = leaderboard(df)
     n_records = len(df)
     runs = sorted({str(r) for r in df["run_id"].dropna()}) if "run_id" in df.columns else []
-    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             "<title>defense-bench leaderboard</title>", f"<style>{CSS}</style></head><body>",
-             "<h1>defense-bench leaderboard</h1>",
-             f'<p class="note">Generated by <code>python -m bench report --html</code> from {n_records} stored '
-             f'cell(s) in {len(runs)} run(s) (<code>runs/*/records.jsonl</code>); no model was run to make this '
-             "page. Every accuracy is defended accuracy (defense + classifier) with its Wilson 95% interval "
-             "in small type; hover a value for the cells it covers.</p>",
-             '<p class="note">Threat columns: the strongest attack stored for that threat model — an image '
-             "counts as robust only if it survives every attack (and every budget) stored for the row, "
-             "image by image on the images all of them scored (the first n of the smallest cell). "
-             "<b>worst</b>: the same across threat "
-             "models. <span class=\"badge\">R</span> randomised defense. <span class=\"flag\">†</span> the "
-             "attack budget behind this value was below the converged one (see attack adequacy). "
-             "Click a column header to sort.</p>"]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>defense-bench leaderboard</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>defense-bench leaderboard</h1>",
+        f'<p class="note">Generated by <code>python -m bench report --html</code> from {n_records} stored '
+        f"cell(s) in {len(runs)} run(s) (<code>runs/*/records.jsonl</code>); no model was run to make this "
+        "page. Every accuracy is defended accuracy (defense + classifier) with its Wilson 95% interval "
+        "in small type; hover a value for the cells it covers.</p>",
+        '<p class="note">Threat columns: the strongest attack stored for that threat model — an image '
+        "counts as robust only if it survives every attack (and every budget) stored for the row, "
+        "image by image on the images all of them scored (the first n of the smallest cell). "
+        "<b>worst</b>: the same across threat "
+        'models. <span class="badge">R</span> randomised defense. <span class="flag">†</span> the '
+        "attack budget behind this value was below the converged one (see attack adequacy). "
+        "Click a column header to sort.</p>",
+    ]
     if not tables:
         parts.append("<p><em>No records.</em></p>")
     parts += [_table_html(t, rel) for t in tables]
@@ -371,14 +456,19 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
         items = []
         for c in curves:
             for a in c.axes:
-                items.append(f"<li>{_e(c.row['dataset'])} · {_e(c.row['classifier'])} · {_e(c.row['defense'])} · "
-                             f"{_e(c.row['threat'])} · {_e(c.row['attack'])} ε={_e(fmt_eps(c.row['eps']))} · "
-                             f"n={c.n}: {_e(a.verdict())}</li>")
+                items.append(
+                    f"<li>{_e(c.row['dataset'])} · {_e(c.row['classifier'])} · {_e(c.row['defense'])} · "
+                    f"{_e(c.row['threat'])} · {_e(c.row['attack'])} ε={_e(fmt_eps(c.row['eps']))} · "
+                    f"n={c.n}: {_e(a.verdict())}</li>"
+                )
         parts += ['<h2 id="adequacy">Attack adequacy</h2>', "<ul>" + "".join(items) + "</ul>"]
     if plots:
         parts.append('<h2 id="plots">Plots</h2>')
-        parts += [f'<figure><img src="{_e(p)}" alt="{_e(Path(p).name)}" loading="lazy"><figcaption>{_e(Path(p).name)}'
-                  "</figcaption></figure>" for p in plots]
+        parts += [
+            f'<figure><img src="{_e(p)}" alt="{_e(Path(p).name)}" loading="lazy"><figcaption>{_e(Path(p).name)}'
+            "</figcaption></figure>"
+            for p in plots
+        ]
     parts += [f"<script>{JS}</script>", "</body></html>", ""]
     return "\n".join(parts)
 
@@ -439,14 +529,22 @@ def browser(width: int = 1400, height: int = 1000):
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     binary, driver = browser_paths()
     if not binary or not driver:
         raise BenchError("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never fetch a browser or driver
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--hide-scrollbars", "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+        "--allow-file-access-from-files",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
@@ -464,4 +562,5 @@ def screenshot(index: Path, png: Path, width: int = 1400, height: int = 900) -> 
 
 if __name__ == "__main__":  # python -m bench.render.site INDEX.html OUT.png
     import sys
+
     print(screenshot(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -4,6 +4,7 @@ It owns a ``Worker`` (which computes) and is the only writer of the results fold
 locks for the whole run. Every run ends with one line saying how many cells it computed and
 how many it took from the store, and from which stored runs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,17 +14,18 @@ from typing import Any
 
 import torch
 
-from bench.analysis import checks
+from attacks.base import CASCADES
+from bench.analysis import checks, worst
 from bench.builtin import userdata
 from bench.builtin.classifiers import Recipe, check_fits, get_classifier, is_builtin, resolve_recipe
 from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
-from bench.core import identity, record, shipped
-from bench.core.checkpoint import load_state, save_state, state_hash
+from bench.core import identity, record
+from bench.core.artifacts import load_or_train
+from bench.core.checkpoint import state_hash
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
-from attacks.base import CASCADES
-from bench.core.threats import SAME_OUTPUTS_AS_WHITE, is_transfer, surrogate_of
+from bench.core.threats import Threat
 from bench.run.executors import LocalExecutor
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, object_params, plan
 from bench.run.timing import BatchTimer
@@ -34,8 +36,15 @@ from defenses.base import Defense
 
 
 class Runner:
-    def __init__(self, cfg: Config, command: list[str], *, classifier: torch.nn.Module | None = None,
-                 datasets: dict[str, DatasetPlugin] | None = None, defenses: dict[str, Defense] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        command: list[str],
+        *,
+        classifier: torch.nn.Module | None = None,
+        datasets: dict[str, DatasetPlugin] | None = None,
+        defenses: dict[str, Defense] | None = None,
+    ) -> None:
         """``cfg``: a validated configuration (``bench.core.config.resolve``); ``command``: how the
         run was asked for, as its env.json records it (a command line, or a library call).
         Objects a library caller hands over (``bench.evaluate``): ``classifier``, a model used as
@@ -46,8 +55,9 @@ class Runner:
         self.dataset_objects, self.defense_objects = dict(datasets or {}), dict(defenses or {})
         self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
         self.device = self.worker.device
-        self.specs = [self.dataset_objects.get(n) or userdata.resolve(n, cfg.image_size) or DATASETS.get(n)()
-                      for n in cfg.dataset]
+        self.specs = [
+            self.dataset_objects.get(n) or userdata.resolve(n, cfg.image_size) or DATASETS.get(n)() for n in cfg.dataset
+        ]
         if cfg.classifier and classifier is None:
             CLASSIFIERS.get(cfg.classifier)
         # Every parameter table is validated, in the grid or not: a typo is an error today,
@@ -91,10 +101,11 @@ class Runner:
         if self.reused:
             runs = sorted({r.get("run_id", "?") for r in self.reused})
             line += f" (run(s) {', '.join(runs)} under {self.cfg.results_dir}; --rerun recomputes)"
-        once = sum(r.get("threat") == "bpda-eot" and r.get("eot_samples") == 1 for r in self.reused)
+        once = sum(Threat.stored(r.get("threat")).is_eot and r.get("eot_samples") == 1 for r in self.reused)
         if once and self.cfg.eot_samples > 1:
-            line += (f"; {once} of them bpda-eot on a deterministic defense, which is drawn once "
-                     "whatever --eot-samples says")
+            line += (
+                f"; {once} of them bpda-eot on a deterministic defense, which is drawn once whatever --eot-samples says"
+            )
         return line
 
     def reuse(self, rec: dict[str, Any]) -> None:
@@ -105,8 +116,10 @@ class Runner:
         """Load data and classifier, build defenses, plan, train what is needed, list pending groups."""
         cfg = self.cfg
         data: Data = spec.load(Path(cfg.data_root), cfg.offline)
-        print(f"[data] {data.name}: train {len(data.train)} from {data.train.source}; "
-              f"test {len(data.test)} from {data.test.source}")
+        print(
+            f"[data] {data.name}: train {len(data.train)} from {data.train.source}; "
+            f"test {len(data.test)} from {data.test.source}"
+        )
         if cfg.eps is None and hasattr(spec, "describe_eps"):  # your data: the default is stated, never silent
             print(f"[data] {data.name}: no eps given; using {spec.describe_eps()}")
         n = min(cfg.limit or len(data.test), len(data.test))
@@ -115,25 +128,58 @@ class Runner:
         classifier, clf_info = self.classifier_for(spec, data)
         clf_info.pop("classifier_identity", None)  # its key and recipe are recorded; the full dict is the zoo's
         built = {name: self.build_defense(name, spec) for name in cfg.defenses}
-        fit_idents = {name: fit_ident(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed)
-                      for name, d in built.items()}
+        fit_idents = {
+            name: fit_ident(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed) for name, d in built.items()
+        }
         fit_keys = {name: identity.key(i) if i else None for name, i in fit_idents.items()}
         # Trained (or loaded) before planning: a cell's identity names the exact weights it uses.
         for name, d in built.items():
             self.ensure_fitted(d, name, classifier, data, spec, fit_idents[name])
-        data_id = {"dataset": data.name, "train_source": data.train.source, "test_source": data.test.source,
-                   "train": fingerprint(data.train), "test": fingerprint(data.test)}
-        base = {"dataset": data.name, "classifier": clf_name, "seed": cfg.seed, "n": n,
-                "limit": cfg.limit, "train_source": data.train.source, "test_source": data.test.source,
-                "n_train": len(data.train), "n_test": len(data.test), "data_fingerprint": data.fingerprint,
-                "run_id": self.writer.run_id, **clf_info}
-        surrogates = {t: self.surrogate_for(*surrogate_of(t), spec, data) for t in cfg.threat if is_transfer(t)}
-        groups = plan(cfg, spec, data_id, n, clf_name, clf_info["classifier_hash"], self.worker.attacks,
-                      built, fit_keys, self.device.type, {t: h for t, (_, h) in surrogates.items()})
+        data_id = {
+            "dataset": data.name,
+            "train_source": data.train.source,
+            "test_source": data.test.source,
+            "train": fingerprint(data.train),
+            "test": fingerprint(data.test),
+        }
+        base = {
+            "dataset": data.name,
+            "classifier": clf_name,
+            "seed": cfg.seed,
+            "n": n,
+            "limit": cfg.limit,
+            "train_source": data.train.source,
+            "test_source": data.test.source,
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "data_fingerprint": data.fingerprint,
+            "run_id": self.writer.run_id,
+            "classifier_hash": clf_info["classifier_hash"],
+            # how the classifier came to be: the record's fit facts (a cell adds its defense's)
+            "fit": {k: v for k, v in clf_info.items() if k != "classifier_hash"},
+        }
+        surrogates = {
+            t: self.surrogate_for(t.surrogate, t.seed, spec, data) for t in map(Threat, cfg.threat) if t.is_transfer
+        }
+        groups = plan(
+            cfg,
+            spec,
+            data_id,
+            n,
+            clf_name,
+            clf_info["classifier_hash"],
+            self.worker.attacks,
+            built,
+            fit_keys,
+            self.device.type,
+            {t: h for t, (_, h) in surrogates.items()},
+        )
         free = sorted(a for a, x in self.worker.attacks.items() if x.gradient_free)
-        if free and set(SAME_OUTPUTS_AS_WHITE) & set(cfg.threat):
-            print(f"[plan] {', '.join(free)}: gradient-free, so BPDA and BPDA+EOT give it the white-box model's "
-                  "outputs: its white-box cells count under those threats too (computed once)")
+        if free and any(Threat(t).same_outputs_as_white for t in cfg.threat):
+            print(
+                f"[plan] {', '.join(free)}: gradient-free, so BPDA and BPDA+EOT give it the white-box model's "
+                "outputs: its white-box cells count under those threats too (computed once)"
+            )
         pending = []
         for g in groups:
             todo = []
@@ -145,36 +191,66 @@ class Runner:
             if todo:
                 pending.append(Group(g.attack, g.eps, g.threat, g.labels, g.params, todo, g.cascade))
         # A pending cascade stage whose previous stage is stored starts from that cell's outcomes.
-        prior = {c.after: {k: self.done[c.after][k] for k in ("correct", "resubmit_correct") if k in self.done[c.after]}
-                 for g in pending for c in g.cells if c.after in self.done}
+        prior = {
+            c.after: {k: self.done[c.after][k] for k in ("correct", "resubmit_correct") if k in self.done[c.after]}
+            for g in pending
+            for c in g.cells
+            if c.after in self.done
+        }
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.worker.predict(classifier, test.x, timer)
-        return Prepared(spec, test, classifier, built, base, clean_pred, timer.ms_per_sample(),
-                        {t: m for t, (m, _) in surrogates.items()}, prior), pending
+        return Prepared(
+            spec,
+            test,
+            classifier,
+            built,
+            base,
+            clean_pred,
+            timer.ms_per_sample(),
+            {t: m for t, (m, _) in surrogates.items()},
+            prior,
+        ), pending
 
-    def surrogate_for(self, name: str, seed: int | None, spec: DatasetPlugin, data: Data
-                      ) -> tuple[torch.nn.Module, str]:
+    def surrogate_for(
+        self, name: str, seed: int | None, spec: DatasetPlugin, data: Data
+    ) -> tuple[torch.nn.Module, str]:
         """A transfer threat's surrogate: a registered classifier on the same data, from the zoo, the
         cache or trained with its recipe (and ``seed``, the run's when None), as the target would
         be; (model, weights hash)."""
         if not is_builtin(name):
-            raise BenchError(f"transfer:{name}: the surrogate must be a registered classifier "
-                             f"(available: {', '.join(CLASSIFIERS.names())})")
+            raise BenchError(
+                f"transfer:{name}: the surrogate must be a registered classifier "
+                f"(available: {', '.join(CLASSIFIERS.names())})"
+            )
         if len(data.train) == 0:
             raise BenchError(f"transfer:{name}: dataset {data.name} has no train split to train the surrogate on")
         model, info = self.named_classifier(name, spec, data, None, seed)
-        print(f"[threat] transfer:{name}" + (f"@seed={seed}" if seed is not None else "") + ": surrogate weights {info['classifier_hash']} ({info['classifier_source']})")
+        print(
+            f"[threat] transfer:{name}"
+            + (f"@seed={seed}" if seed is not None else "")
+            + ": surrogate weights {info['classifier_hash']} ({info['classifier_source']})"
+        )
         return model, info["classifier_hash"]
 
-    def named_classifier(self, name: str, spec: DatasetPlugin, data: Data, weights: Path | None,
-                         seed: int | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def named_classifier(
+        self, name: str, spec: DatasetPlugin, data: Data, weights: Path | None, seed: int | None = None
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
         """A classifier by name with its recipe (the zoo, the cache, training, or ``weights``), checked
         against the data: the target's and a transfer surrogate's alike."""
         cfg = self.cfg
         recipe = resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
-        model, info = get_classifier(name, spec, data, recipe, cfg.seed if seed is None else seed, self.device,
-                                     Path(cfg.cache_dir), weights,
-                                     reconstructor=lambda: self.reconstructor(recipe, spec, data), retrain=cfg.retrain)
+        model, info = get_classifier(
+            name,
+            spec,
+            data,
+            recipe,
+            cfg.seed if seed is None else seed,
+            self.device,
+            Path(cfg.cache_dir),
+            weights,
+            reconstructor=lambda: self.reconstructor(recipe, spec, data),
+            retrain=cfg.retrain,
+        )
         check_fits(name, model, spec, data.test, self.device)
         return model, info
 
@@ -187,16 +263,24 @@ class Runner:
             model = copy.deepcopy(self.classifier_object).to(self.device).eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            info = {"classifier_source": "object", "classifier_recipe": None, "classifier_key": None,
-                    "classifier_hash": state_hash(model)}
+            info = {
+                "classifier_source": "object",
+                "classifier_recipe": None,
+                "classifier_key": None,
+                "classifier_hash": state_hash(model),
+            }
             check_fits(name, model, spec, data.test, self.device)
             return model, info
         if weights is None and not is_builtin(name):
-            raise BenchError(f"classifier {name} is not a registered architecture: give its trained weights "
-                             "with --classifier-weights (defense-bench trains only its registered ones)")
+            raise BenchError(
+                f"classifier {name} is not a registered architecture: give its trained weights "
+                "with --classifier-weights (defense-bench trains only its registered ones)"
+            )
         if weights is None and len(data.train) == 0:
-            raise BenchError(f"dataset {data.name} has no train split to train classifier {name} on: give "
-                             "--classifier-weights, or a train split (train/ and test/ folders, x_train/y_train)")
+            raise BenchError(
+                f"dataset {data.name} has no train split to train classifier {name} on: give "
+                "--classifier-weights, or a train split (train/ and test/ folders, x_train/y_train)"
+            )
         return self.named_classifier(name, spec, data, weights)
 
     def reconstructor(self, recipe: Recipe, spec: DatasetPlugin, data: Data) -> tuple[Any, dict[str, Any]]:
@@ -235,7 +319,7 @@ class Runner:
         ident = fit_ident(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
         return self.ensure_fitted(d, name, classifier, data, spec, ident), classifier, data
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -246,127 +330,86 @@ class Runner:
         rec = result.record
         if rec["cell_key"] in self.stored_keys:
             return  # a retried task delivered a cell twice
-        checks.versus_fgsm(rec, self.records)
-        checks.versus_gradient_free(rec, self.records)
+        found = checks.versus_fgsm(rec, self.records) + checks.versus_gradient_free(rec, self.records)
+        if found:
+            rec = rec.with_checks([*rec.check_list(), *found])
         if result.samples:
-            rec["samples"] = self.writer.save_samples(rec["cell_key"], result.samples)
+            rec = rec.replace(samples=self.writer.save_samples(rec["cell_key"], result.samples))
         self.writer.append(rec)
         self.stored_keys.add(rec["cell_key"])
         self.records.append(rec)
-        print(f"[cell] {rec['dataset']} {rec['attack']} eps={rec['eps']} {rec['threat']} {rec['defense']}: "
-              f"clean {rec['clean_acc']:.3f} adv {rec['adv_acc']:.3f} defended clean "
-              f"{rec['defended_clean_acc']:.3f} defended adv {rec['defended_adv_acc']:.3f}"
-              + (f" ({rec['defense_ms_per_sample']:.3g} ms/sample)" if rec.get("defense_ms_per_sample")
-                 is not None else "") + "".join(f" [warning: {c}]" for c in rec.get("checks", [])))
+        print(
+            f"[cell] {rec['dataset']} {rec['attack']} eps={rec['eps']} {rec['threat']} {rec['defense']}: "
+            f"clean {rec['clean_acc']:.3f} adv {rec['adv_acc']:.3f} defended clean "
+            f"{rec['defended_clean_acc']:.3f} defended adv {rec['defended_adv_acc']:.3f}"
+            + (
+                f" ({rec['defense_ms_per_sample']:.3g} ms/sample)"
+                if rec.get("defense_ms_per_sample") is not None
+                else ""
+            )
+            + "".join(f" [warning: {c}]" for c in rec.get("checks", []))
+        )
 
     def worst_case_rows(self, base: dict[str, Any], n: int) -> None:
-        """Per-sample worst cases, robust only where every attack fails: over the grid's attacks of
-        one norm within each threat model, and (threat ``all``) over every attack *and* every threat
-        model of the grid: an attacker who knows the defense may also choose to ignore it (gray-box
-        transfer) or to replace its gradient (BPDA), so a defense whose own gradients mislead is
-        judged by whichever attacker does best on each image. A suite of the grid (``aa``) also gets
-        its own row per threat model, named after it, once every member's cell is there: a cascade
-        suite's (``aa``) from its stages' cells, a suite run member by member (``aa-individual``)
-        from the members' own cells."""
-        groups: dict[tuple, list[dict]] = {}
+        """Store the run's worst rows (``bench.analysis.worst``: which cells make which row, and the
+        per-image worst case over them); one already stored is taken from the store."""
         suites = {s: ATTACKS.suites[s][0] for s in self.cfg.attack if s in ATTACKS.suites}
-        for r in self.records:
-            if r.get("dataset") == base["dataset"] and r.get("kind") != "worst" and r.get("attack") != "worst" \
-                    and r.get("correct"):
-                cell = (r["defense"], r["eps"], r.get("norm"), r.get("attack_labels"))
-                stages = cascade_of(r)
-                # A gradient-free attack's white-box cell is its cell under BPDA and BPDA+EOT too
-                # (plan.query_threat): it counts in those threats' rows. A cascade stage's is not: the
-                # images it ran on are what that threat's earlier stages left.
-                shared = [t for t in SAME_OUTPUTS_AS_WHITE if t in self.cfg.threat] \
-                    if r.get("gradient_free") is True and r["threat"] == "white" and stages is None else []
-                for threat in (r["threat"], *shared):
-                    groups.setdefault(("worst", threat, *cell), []).append(r)
-                    for s, members in suites.items():
-                        if r["attack"] in members and (
-                                (stages or []) == list(members[:members.index(r["attack"])]) if s in CASCADES
-                                else stages is None):
-                            groups.setdefault((s, threat, *cell), []).append(r)
-                groups.setdefault(("worst", "all", *cell), []).append(r)
-        for (label, threat, defense, eps, norm, labels), recs in sorted(groups.items(), key=str):
-            if label != "worst":
-                if {r["attack"] for r in recs} != set(suites[label]):
-                    continue  # a member's cell is missing (another norm, an interrupted run)
-            elif len({(r["attack"], r["threat"]) for r in recs}) < 2 or (
-                    threat == "all" and len({r["threat"] for r in recs}) < 2):
+        for g in worst.worst_groups(self.records, base["dataset"], list(self.cfg.threat), suites, CASCADES):
+            if g.key in self.done:
+                self.reuse(self.done[g.key])
                 continue
-            # The row's own threat's cells first: the row's identity starts from one of them.
-            recs = sorted(recs, key=lambda r: (threat != "all" and r["threat"] != threat, r["attack"],
-                                               cascade_of(r) is not None, r["threat"]))
-            named = [r["attack"] + (" (cascade)" if cascade_of(r) is not None else "") for r in recs]
-            attacks = [a if threat != "all" else f"{a}@{r['threat']}" for a, r in zip(named, recs)]
-            cells = {"cells": sorted(r["cell_key"] for r in recs)}
-            mode = {"mode": "cascade"} if label in CASCADES else {}  # told apart from a stored individual `aa`
-            # Over threats, what was covered labels the column when rows differ (a per-threat worst
-            # row's identity stays as it was, so stored ones keep their keys).
-            ident = {**recs[0]["identity"], "attack": label, "threat": threat,
-                     "attack_params": {"attacks": attacks, **cells} if threat == "all" else {**cells, **mode}}
-            key = identity.key(ident)
-            if key in self.done:
-                self.reuse(self.done[key])
-                continue
-            fields = {**base, "cell_key": key, "identity": ident, "defense": defense,
-                      "defense_params": recs[0].get("defense_params"), "attack": label,
-                      "attack_params": {"attacks": attacks, **mode}, "attack_labels": labels,
-                      "eps": eps, "threat": threat, "norm": norm, "device": recs[0].get("device"),
-                      "device_type": recs[0].get("device_type"), "batch_size": recs[0].get("batch_size"),
-                      "time": time.time(), "defense_ms_per_sample": recs[0].get("defense_ms_per_sample"),
-                      "checks": sorted({c for r in recs for c in r.get("checks", [])})}
-            if label != "worst" and all(r.get("attack_forward_per_sample") is not None for r in recs):
-                # A suite's cost per image: its members' passes added up (a cascade's stages ran on
-                # fewer images each, which their per-image counts already say).
-                for k in ("attack_forward_per_sample", "attack_backward_per_sample"):
-                    fields[k] = sum(r[k] for r in recs)
-            rec = record.make("worst", record.worst_case((r["correct"] for r in recs), n), **fields)
+            combined = worst.worst_case(g.records, n, record.OUTCOMES)
+            if combined is None or combined.outcomes is None:  # every cell of this run stores its bitmaps
+                raise BenchError(f"worst row {g.key}: a cell of it stores no per-image outcomes on {n} images")
+            rec = record.make("worst", combined.outcomes, **{**base, **worst.worst_fields(g), "time": time.time()})
             self.store(CellResult(rec, {}))
 
-    def ensure_fitted(self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin,
-                      ident: dict[str, Any] | None) -> Defense:
+    def ensure_fitted(
+        self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin, ident: dict[str, Any] | None
+    ) -> Defense:
         """Load or train a trainable defense. Order: the shipped zoo (exactly this fit identity,
         sha256 checked), a plugin's own shipped weights (DefenseGAN's generator), the cache, and
         training; ``--retrain`` skips the zoo and the cache."""
         if not d.trainable or getattr(d, "fit_info", None):
             return d.to(self.device).eval()
+        assert ident is not None  # a trainable defense has a fit identity
         key = identity.key(ident)
-        retrain = self.cfg.retrain
         path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
-        ship = None if retrain else shipped.find("defense", data.name, name, ident)
-        if ship is not None:
-            load_state(d, ship.path, what=f"shipped {name} weights", ignore=d.training_only)
-            print(f"[defense] {name}: shipped weights {ship.path.name} (sha256 {ship.sha256[:12]}…)", flush=True)
-            d.fit_info = {"defense_source": ship.source(), "defense_fit_key": key}
-        elif (pre := d.load_pretrained(data)) is not None:
-            d.fit_info = {**pre, "defense_fit_key": key}
-        elif path.is_file() and not retrain:
-            load_state(d, path, what=f"cached {name} checkpoint")
-            d.fit_info = {"defense_source": f"cache:{path}", "defense_fit_key": key}
-        else:
+
+        def train() -> dict[str, Any]:
             if len(data.train) == 0:
-                raise BenchError(f"defense {name} trains on the data, and dataset {data.name} has no train split "
-                                 "(give train/ and test/ folders, or x_train/y_train)")
-            print(f"[defense] training {name} on {len(data.train)} {data.name} images"
-                  + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "") + " …")
+                raise BenchError(
+                    f"defense {name} trains on the data, and dataset {data.name} has no train split "
+                    "(give train/ and test/ folders, or x_train/y_train)"
+                )
+            print(
+                f"[defense] training {name} on {len(data.train)} {data.name} images"
+                + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "")
+                + " …"
+            )
             t0 = time.perf_counter()
             d.to(self.device).train()
-            info = d.fit(data.train, classifier, device=self.device, seed=self.cfg.seed,
-                         eps=spec.default_eps) or {}
+            info = d.fit(data.train, classifier, device=self.device, seed=self.cfg.seed, eps=spec.default_eps) or {}
             info["fit_seconds"] = time.perf_counter() - t0
             info["fit_threads"] = torch.get_num_threads()  # a CPU training's low bits depend on it
-            save_state(d, path, {"defense": name, "params": d.hparams, **info})
-            d.fit_info = {"defense_source": f"trained:{path}", "defense_fit_key": key, **info}
+            return info
+
+        _, facts = load_or_train(
+            "defense",
+            data.name,
+            name,
+            ident,
+            key,
+            d,
+            path,
+            train,
+            retrain=self.cfg.retrain,
+            pretrained=lambda: d.load_pretrained(data),
+            ignore=d.training_only,
+        )
+        d.fit_info = {**facts, "defense_fit_key": key}
         # Whatever the source, the record names the exact weights it was computed with (the
         # tensors inference uses: a discriminator is not part of the defense).
         d.fit_info["defense_weights_hash"] = state_hash(d, d.training_only)
         d.fit_identity = ident
         return d.to(self.device).eval()
-
-
-def cascade_of(rec: dict[str, Any]) -> list[str] | None:
-    """The earlier stages of a cascade stage's record (their attack names), None outside a cascade."""
-    stages = (rec.get("identity") or {}).get("cascade")
-    return None if stages is None else [s["attack"] for s in stages]

@@ -7,6 +7,7 @@
   cell delivered twice is stored once. A cascade stage's group is sent once the groups of the
   previous stage it starts from have come back (with their outcomes).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.core.config import Config, EXECUTORS
+from bench.core.config import EXECUTORS, Config
 from bench.core.errors import BenchError
 from bench.core.progress import progress
 from bench.run.plan import Group
@@ -32,8 +33,9 @@ class LocalExecutor:
             runner.store(result)
 
 
-def _run_group(cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int,
-               prior: dict[str, dict[str, Any]] | None = None) -> list[CellResult]:
+def _run_group(
+    cfg_dict: dict[str, Any], prep: Prepared, group: Group, threads: int, prior: dict[str, dict[str, Any]] | None = None
+) -> list[CellResult]:
     torch.set_num_threads(threads)
     worker = Worker(Config(**cfg_dict))
     prep.prior = {**prep.prior, **(prior or {})}
@@ -46,8 +48,9 @@ def outcomes(result: CellResult) -> dict[str, Any]:
 
 
 class RayExecutor:
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
-                 threads_per_task: int = 1) -> None:
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3, threads_per_task: int = 1
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -59,8 +62,7 @@ class RayExecutor:
     def start(self) -> None:
         if self.ray.is_initialized():
             return
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if self.address:
             kwargs["address"] = self.address
         elif self.num_cpus:
@@ -74,8 +76,9 @@ class RayExecutor:
         ray = self.ray
         self.start()
         gpus = 1 if runner.device.type == "cuda" else 0
-        task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=self.max_retries,
-                          retry_exceptions=False)(_run_group)
+        task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False)(
+            _run_group
+        )
         prep_ref = ray.put(prep)
         cfg_dict = runner.cfg.to_dict()
         waiting, pending, computed = list(groups), {}, {}

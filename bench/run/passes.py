@@ -8,6 +8,7 @@ its own (``MeanOverDraws`` and APGD's ``eot_iter`` call the wrapped model once p
 backward pass that reaches the input through several draws counts once per draw. FAB's Jacobian
 (one backward per class through one forward) counts one backward per class.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ class Passes:
     forward: int = 0
     backward: int = 0
 
-    def add(self, other: "Passes") -> None:
+    def add(self, other: Passes) -> None:
         self.forward += other.forward
         self.backward += other.backward
 

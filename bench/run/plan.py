@@ -2,8 +2,9 @@
 
 A cell is one (dataset, classifier, defense, attack, eps, threat, labels) combination; cells
 that share adversarial examples form a group (gray-box cells share them across defenses).
-Identities come from ``bench.identity``; nothing here runs a model.
+Identities come from ``bench.core.identity``; nothing here runs a model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,10 +13,10 @@ from typing import Any
 from attacks.base import CASCADES, AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
-from bench.core.errors import BenchError
 from bench.core.checkpoint import state_hash
+from bench.core.errors import BenchError
 from bench.core.registry import ATTACKS, DEFENSES, build, hyperparameters
-from bench.core.threats import SAME_OUTPUTS_AS_WHITE, is_transfer
+from bench.core.threats import Threat
 from defenses.base import Defense
 
 
@@ -47,8 +48,11 @@ def object_params(d: Defense) -> dict[str, Any]:
     """The hyperparameters of a defense object built by hand: its class's keyword arguments, read
     back from the attributes it keeps them in, plus a hash of its tensors (weights, buffers) so two
     objects that differ anywhere are two cells."""
-    out = {k: getattr(d, k) for k in hyperparameters(type(d)) if hasattr(d, k)
-           and isinstance(getattr(d, k), (bool, int, float, str, type(None)))}
+    out = {
+        k: getattr(d, k)
+        for k in hyperparameters(type(d))
+        if hasattr(d, k) and isinstance(getattr(d, k), (bool, int, float, str, type(None)))
+    }
     if any(True for _ in d.state_dict()):
         out["state"] = state_hash(d)
     return out
@@ -75,32 +79,10 @@ def weights_hash(name: str, d: Defense) -> str | None:
         return None
     info = getattr(d, "fit_info", None)
     if not info or not info.get("defense_weights_hash"):
-        raise BenchError(f"defense {name!r} is planned before it was trained or loaded (its cells must name "
-                         "its weights)")
+        raise BenchError(
+            f"defense {name!r} is planned before it was trained or loaded (its cells must name its weights)"
+        )
     return info["defense_weights_hash"]
-
-
-def eot_draws(threat: str, d: Defense, requested: int) -> int | None:
-    """EOT draws a cell really uses: only bpda-eot draws, and a deterministic defense once."""
-    if threat != "bpda-eot":
-        return None
-    return requested if d.randomized else 1
-
-
-def query_threat(threat: str, attack: AttackPlugin) -> str:
-    """The threat a cell is planned under. A gradient-free attack (Square) only reads the defended
-    model's outputs, and BPDA and BPDA+EOT differ from white-box only in the gradient they return:
-    under those its cells are the white-box ones, computed once (the worst rows of bpda and
-    bpda-eot count them). On a randomised defense that cell queries one draw at a time: an
-    expectation over the EOT draws would multiply Square's 5,000 queries by them (AutoAttack's
-    rand version leaves Square out)."""
-    return "white" if attack.gradient_free and threat in SAME_OUTPUTS_AS_WHITE else threat
-
-
-def effective_threat(threat: str, d: Defense) -> str:
-    """What the attack really differentiates through: a defense without useful gradients
-    (``differentiable = False``, e.g. JPEG) is attacked white-box through BPDA."""
-    return "bpda" if threat == "white" and not d.differentiable else threat
 
 
 @dataclass
@@ -146,9 +128,19 @@ def cascade_stages(names: list[str], attacks: dict[str, AttackPlugin]) -> tuple[
     return cascades, {a for a in later if a in attacks}
 
 
-def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, classifier_hash: str,
-         attacks: dict[str, AttackPlugin], defenses: dict[str, Defense], fit_keys: dict[str, str | None],
-         device_type: str, surrogates: dict[str, str] | None = None) -> list[Group]:
+def plan(
+    cfg: Any,
+    spec: Any,
+    data_id: dict[str, Any],
+    n: int,
+    clf_name: str,
+    classifier_hash: str,
+    attacks: dict[str, AttackPlugin],
+    defenses: dict[str, Defense],
+    fit_keys: dict[str, str | None],
+    device_type: str,
+    surrogates: dict[str, str] | None = None,
+) -> list[Group]:
     """Every group of the grid with every cell (stored or not). Single-step attacks come first,
     so iterative ones can be checked against them, and gradient-free ones (Square) first among the
     iterative, so a gradient attack's record can carry the masking check (the report redoes both).
@@ -159,23 +151,49 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
     # starts from it.
     answers: dict[tuple, str] = {}
 
-    def cell(attack_name: str, attack: AttackPlugin, params: dict[str, Any], eps: float | None, threat: str,
-             dname: str, d: Defense, draws: int | None, query: str, cascade: list[dict[str, Any]] | None,
-             after: str | None) -> Cell:
+    def cell(
+        attack_name: str,
+        attack: AttackPlugin,
+        params: dict[str, Any],
+        eps: float | None,
+        threat: str,
+        dname: str,
+        d: Defense,
+        draws: int | None,
+        query: str,
+        cascade: list[dict[str, Any]] | None,
+        after: str | None,
+    ) -> Cell:
         resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
         extra: dict[str, Any] = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
-        if is_transfer(threat):
+        if Threat(threat).is_transfer:
             extra["surrogate_hash"] = surrogates[threat]
         if cascade is not None:
             extra["cascade"] = cascade  # absent outside a cascade: stored keys stay
         ident = identity.cell_identity(
-            data=data_id, n=n, classifier=clf_name, classifier_hash=classifier_hash,
-            defense=dname, defense_params=d.hparams, defense_fit=fit_keys.get(dname),
+            data=data_id,
+            n=n,
+            classifier=clf_name,
+            classifier_hash=classifier_hash,
+            defense=dname,
+            defense_params=d.hparams,
+            defense_fit=fit_keys.get(dname),
             defense_weights=weights_hash(dname, d),
-            attack=attack_name, attack_params=params, eps=eps, norm=attack.norm,
-            attack_labels=cfg.attack_labels, threat=threat, eot_samples=draws, seed=cfg.seed,
-            batch_size=cfg.batch_size, device_type=device_type, extra=extra)
-        return Cell(identity.key(ident), ident, dname, draws, effective_threat(query, d), resubmit, after)
+            attack=attack_name,
+            attack_params=params,
+            eps=eps,
+            norm=attack.norm,
+            attack_labels=cfg.attack_labels,
+            threat=threat,
+            eot_samples=draws,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            device_type=device_type,
+            extra=extra,
+        )
+        return Cell(
+            identity.key(ident), ident, dname, draws, Threat(query).effective(d.differentiable), resubmit, after
+        )
 
     for attack_name in sorted(attacks, key=lambda k: (attacks[k].iterative, not attacks[k].gradient_free)):
         if attack_name in later:
@@ -183,20 +201,21 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
         attack = attacks[attack_name]
         for eps in eps_values(cfg.eps, spec, attack):
             params = attack.effective_params(eps, spec)
-            for threat in dict.fromkeys(query_threat(t, attack) for t in cfg.threat):
+            for threat in dict.fromkeys(Threat(t).query(attack.gradient_free) for t in cfg.threat):
                 group = Group(attack_name, eps, threat, cfg.attack_labels, params)
                 for dname, d in defenses.items():
-                    draws = eot_draws(threat, d, cfg.eot_samples)
-                    group.cells.append(cell(attack_name, attack, params, eps, threat, dname, d, draws, threat,
-                                            None, None))
+                    draws = threat.draws(d.randomized, cfg.eot_samples)
+                    group.cells.append(
+                        cell(attack_name, attack, params, eps, threat, dname, d, draws, threat, None, None)
+                    )
                     for t in cfg.threat:
-                        if query_threat(t, attack) == threat:
+                        if Threat(t).query(attack.gradient_free) == threat:
                             answers[(attack_name, eps, t, dname)] = group.cells[-1].key
                 groups.append(group)
     # Cascade stages after the first, in stage order (each needs the previous stage's cells). A
     # stage is planned under the cascade's own threat: the images it runs on are what that threat's
     # earlier stages left robust. A gradient-free stage still queries the white-box model under
-    # BPDA and BPDA+EOT (query_threat), one draw at a time; its crafted examples are shared with
+    # BPDA and BPDA+EOT (Threat.query), one draw at a time; its crafted examples are shared with
     # the white-box cascade's where the images are the same (bench.run.worker).
     planned: set[str] = set()
     for members in cascades.values():
@@ -206,13 +225,14 @@ def plan(cfg: Any, spec: Any, data_id: dict[str, Any], n: int, clf_name: str, cl
                 params = attack.effective_params(eps, spec)
                 before = [{"attack": m, "attack_params": attacks[m].effective_params(eps, spec)} for m in members[:i]]
                 for threat in dict.fromkeys(cfg.threat):
-                    query = query_threat(threat, attack)
+                    query = Threat(threat).query(attack.gradient_free)
                     group = Group(attack_name, eps, threat, cfg.attack_labels, params, cascade=tuple(members[:i]))
                     for dname, d in defenses.items():
-                        draws = eot_draws(query, d, cfg.eot_samples)
+                        draws = query.draws(d.randomized, cfg.eot_samples)
                         after = answers[(members[i - 1], eps, threat, dname)]
-                        group.cells.append(cell(attack_name, attack, params, eps, threat, dname, d, draws, query,
-                                                before, after))
+                        group.cells.append(
+                            cell(attack_name, attack, params, eps, threat, dname, d, draws, query, before, after)
+                        )
                         answers[(attack_name, eps, threat, dname)] = group.cells[-1].key
                     group.cells = [c for c in group.cells if c.key not in planned]  # two cascades, one prefix
                     planned.update(c.key for c in group.cells)

@@ -1,4 +1,5 @@
 """The adequacy sweep: the same cells at growing attack budgets, each point an ordinary run."""
+
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ from typing import Any
 from bench.analysis.adequacy import curves
 from bench.analysis.frame import frame
 from bench.core.labels import fmt_eps
+from bench.core.threats import Threat
 from bench.run.driver import Runner
 from bench.store.provenance import cli_command
 
@@ -31,8 +33,15 @@ def converged_steps(records: list[dict[str, Any]], steps: list[int]) -> dict[tup
     return out
 
 
-def later_points(conv: dict[tuple, int], eps_of: dict[str, float | None], has_restarts: bool,
-                 randomized: set[str], restarts: list[int], eot: list[int], base_eot: int) -> list[dict[str, Any]]:
+def later_points(
+    conv: dict[tuple, int],
+    eps_of: dict[str, float | None],
+    has_restarts: bool,
+    randomized: set[str],
+    restarts: list[int],
+    eot: list[int],
+    base_eot: int,
+) -> list[dict[str, Any]]:
     """The restarts and EOT points, each at the step count where its cells' steps sweep
     converged: one run per (dataset, threat, eps, steps, restarts, EOT draws) with its defenses."""
     groups: dict[tuple, list[str]] = {}
@@ -41,12 +50,22 @@ def later_points(conv: dict[tuple, int], eps_of: dict[str, float | None], has_re
             for r in restarts:
                 if r != 1:
                     groups.setdefault((dataset, threat, eps, s, r, base_eot), []).append(defense)
-        if threat == "bpda-eot" and defense in randomized:
+        if Threat(threat).is_eot and defense in randomized:
             for e in eot:
                 if e != base_eot:
                     groups.setdefault((dataset, threat, eps, s, 1, e), []).append(defense)
-    return [{"dataset": d, "threat": [t], "eps": eps_of[eps], "steps": s, "restarts": r, "eot_samples": e,
-             "defenses": names} for (d, t, eps, s, r, e), names in groups.items()]
+    return [
+        {
+            "dataset": d,
+            "threat": [t],
+            "eps": eps_of[eps],
+            "steps": s,
+            "restarts": r,
+            "eot_samples": e,
+            "defenses": names,
+        }
+        for (d, t, eps, s, r, e), names in groups.items()
+    ]
 
 
 class Sweep:
@@ -55,9 +74,19 @@ class Sweep:
     def __init__(self, cfg: Any, argv: list[str], executor: Any) -> None:
         self.cfg, self.argv, self.executor = cfg, argv, executor
 
-    def point(self, attack: str, label: str, *, steps: int, restarts: int, eot_samples: int,
-              threat: list[str], defenses: list[str] | None = None, dataset: str | None = None,
-              eps: float | None = None) -> list[dict[str, Any]]:
+    def point(
+        self,
+        attack: str,
+        label: str,
+        *,
+        steps: int,
+        restarts: int,
+        eot_samples: int,
+        threat: list[str],
+        defenses: list[str] | None = None,
+        dataset: str | None = None,
+        eps: float | None = None,
+    ) -> list[dict[str, Any]]:
         cfg = copy.deepcopy(self.cfg)
         self.cfg.retrain = False  # --retrain trains at the first point; later points load what it cached
         base = dict(cfg.attack_params.get(attack, {}))
@@ -72,16 +101,23 @@ class Sweep:
             cfg.dataset = [dataset]
         if eps is not None:
             cfg.eps = [eps]
-        text = (f"{attack} steps={steps} restarts={restarts}" + (f" eot={eot_samples}" if "bpda-eot" in threat else "")
-                + f" · {','.join(threat)}" + (f" · {','.join(defenses)}" if defenses else ""))
+        text = (
+            f"{attack} steps={steps} restarts={restarts}"
+            + (f" eot={eot_samples}" if any(Threat(t).is_eot for t in threat) else "")
+            + f" · {','.join(threat)}"
+            + (f" · {','.join(defenses)}" if defenses else "")
+        )
         print(f"[adequacy] {label}: {text}", flush=True)
         t = time.perf_counter()
         with Runner(cfg, cli_command(["adequacy", *self.argv])) as runner:
             try:
                 records = runner.run(self.executor)
             except KeyboardInterrupt:
-                print(f"\ninterrupted: the cells stored so far are kept ({runner.writer.count} new in this "
-                      "point); rerun the same command to resume", file=sys.stderr)
+                print(
+                    f"\ninterrupted: the cells stored so far are kept ({runner.writer.count} new in this "
+                    "point); rerun the same command to resume",
+                    file=sys.stderr,
+                )
                 raise
             print(runner.summary())
         print(f"[adequacy] {text}: {time.perf_counter() - t:.1f} s", flush=True)

@@ -3,11 +3,13 @@
 Each batch is timed on its own; the figure reported is the median over batches of
 milliseconds per sample, the first ``warmup`` batches excluded when there are more.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -45,7 +47,7 @@ class BatchTimer:
 
     @property
     def timed(self) -> list[float]:
-        return self.samples[self.warmup:] if len(self.samples) > self.warmup else self.samples
+        return self.samples[self.warmup :] if len(self.samples) > self.warmup else self.samples
 
     def ms_per_sample(self) -> float | None:
         return statistics.median(self.timed) if self.samples else None

@@ -17,6 +17,7 @@ names are not what this checkout has).
     python -m bench verify --results-dir results/reference/default --sample 3 # the 3 cheapest
     python -m bench verify --results-dir R --cells cade2dee,1f0c               # by key prefix
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,12 +33,14 @@ import torch
 from attacks.base import CASCADES
 from bench.analysis.frame import run_package_versions
 from bench.analysis.grading import Grade, grade, machine_of, summary
+from bench.analysis.worst import worst_case
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
-from bench.core.record import encode, worst_case
+from bench.core.record import OUTCOMES, encode
 from bench.core.shipped import differences
 from bench.run.driver import Runner
-from bench.store.provenance import cli_command, versions as provenance_versions
+from bench.store.provenance import cli_command
+from bench.store.provenance import versions as provenance_versions
 from bench.store.runs import iter_records
 
 
@@ -67,8 +70,11 @@ def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] |
         for prefix in cells:
             hits = [k for k in by_key if k.startswith(prefix)]
             if len(hits) != 1:
-                raise BenchError(f"cell {prefix!r} matches {len(hits)} stored cells"
-                                 + (f" ({', '.join(sorted(hits)[:5])})" if hits else "") + "; give a unique key prefix")
+                raise BenchError(
+                    f"cell {prefix!r} matches {len(hits)} stored cells"
+                    + (f" ({', '.join(sorted(hits)[:5])})" if hits else "")
+                    + "; give a unique key prefix"
+                )
             chosen.append(by_key[hits[0]])
     elif sample is not None:
         grid = sorted((r for r in records if not combined(r)), key=lambda r: (cost(r), r["cell_key"]))
@@ -88,7 +94,7 @@ def combined(rec: dict[str, Any]) -> bool:
     """A per-sample combination of other cells (a worst row, or a suite row such as ``aa``): checked
     by recombining its recomputed parts, never recomputed under its own name (``aa`` now plans the
     cascade, so a stored individual-mode ``aa`` row could not be)."""
-    return rec.get("kind") == "worst" or rec.get("attack") == "worst"
+    return rec.get("kind") == "worst"
 
 
 def parts(rec: dict[str, Any]) -> list[str]:
@@ -101,8 +107,9 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
     """The run's configuration restricted to one (dataset, classifier, attack, eps, threat) group.
     The stored run's cache and data folders name another machine's paths: this machine's are used."""
     local = ("cache_dir", "results_dir")
-    cfg = Config(**{f.name: copy.deepcopy(config[f.name]) for f in fields(Config)
-                    if f.name in config and f.name not in local})
+    cfg = Config(
+        **{f.name: copy.deepcopy(config[f.name]) for f in fields(Config) if f.name in config and f.name not in local}
+    )
     if cache_dir:
         cfg.cache_dir = cache_dir
     cfg.dataset, cfg.defenses, cfg.attack = [rec["dataset"]], [rec["defense"]], [cascade_suite(rec) or rec["attack"]]
@@ -126,7 +133,7 @@ def cascade_suite(rec: dict[str, Any]) -> str | None:
         return None
     path = [*(s["attack"] for s in stages), rec["attack"]]
     for name, members in CASCADES.items():
-        if list(members[:len(path)]) == path:
+        if list(members[: len(path)]) == path:
             return name
     raise BenchError(f"cell {rec['cell_key']}: no cascade of this checkout runs {' → '.join(path)}")
 
@@ -136,8 +143,15 @@ def other_device(rec: dict[str, Any], recomputed: Any) -> dict[str, Any] | None:
     mine = {k: v for k, v in (rec.get("identity") or {}).items() if k != "device_type"}
     if not mine or (rec.get("identity") or {}).get("device_type") in (None, "cpu"):
         return None
-    return next((x for x in recomputed if x.get("identity", {}).get("device_type") != rec["identity"]["device_type"]
-                 and {k: v for k, v in x.get("identity", {}).items() if k != "device_type"} == mine), None)
+    return next(
+        (
+            x
+            for x in recomputed
+            if x.get("identity", {}).get("device_type") != rec["identity"]["device_type"]
+            and {k: v for k, v in x.get("identity", {}).items() if k != "device_type"} == mine
+        ),
+        None,
+    )
 
 
 def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -145,7 +159,11 @@ def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dic
     got = [recomputed.get(k) for k in parts(rec)]
     if not got or any(g is None for g in got):
         return None
-    return {"correct": {k: encode(v) for k, v in worst_case((g["correct"] for g in got), rec["n"]).items()}}
+    n = int(rec["n"])
+    w = worst_case([dict(g, n=n) for g in got], n, OUTCOMES)
+    if w is None or w.outcomes is None:
+        raise BenchError(f"worst-case row {rec['cell_key']}: a recomputed part has no outcomes on {n} images")
+    return {"correct": {k: encode(v) for k, v in w.outcomes.items()}}
 
 
 def recorded_threads(rec: dict[str, Any]) -> int | None:
@@ -158,19 +176,25 @@ def recorded_threads(rec: dict[str, Any]) -> int | None:
 
 def label(rec: dict[str, Any]) -> str:
     eps = "" if rec.get("eps") is None else f" eps {rec['eps']:g}"
-    return (f"{rec['cell_key']} {rec.get('dataset')} {rec.get('classifier')} {rec.get('defense')} "
-            f"{rec.get('attack')}{eps} {rec.get('threat')}")
+    return (
+        f"{rec['cell_key']} {rec.get('dataset')} {rec.get('classifier')} {rec.get('defense')} "
+        f"{rec.get('attack')}{eps} {rec.get('threat')}"
+    )
 
 
 def _line(rec: dict[str, Any], g: Grade) -> str:
-    shown = {"identical": "identical", "equivalent": "equivalent (machine differs; noise-sized): ",
-             "not comparable": "NOT COMPARABLE (another device, not bit-comparable): ",
-             "differs": "DIFFERS: "}[g.grade]
+    shown = {
+        "identical": "identical",
+        "equivalent": "equivalent (machine differs; noise-sized): ",
+        "not comparable": "NOT COMPARABLE (another device, not bit-comparable): ",
+        "differs": "DIFFERS: ",
+    }[g.grade]
     return f"[verify] {label(rec)}: {shown}{g.why}" if g.grade != "identical" else f"[verify] {label(rec)}: identical"
 
 
-def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None = None,
-           cache_dir: str | None = None) -> int:
+def verify(
+    results_dir: Path, sample: int | None = None, cells: list[str] | None = None, cache_dir: str | None = None
+) -> int:
     """Recompute the selected cells; print one graded line per cell (``bench.analysis.grading``) and
     a summary; return the exit status (0 identical or equivalent, 3 not comparable, 1 differs)."""
     records, configs = stored_cells(results_dir)
@@ -183,8 +207,15 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
         if r.get("run_id") not in configs:
             raise BenchError(f"cell {r['cell_key']}: its run {r.get('run_id')} has no readable config.json")
         # A cascade stage is recomputed with its cascade, an individual cell alone: never one group.
-        g = (r["run_id"], r["dataset"], r.get("attack"), r.get("eps"), r.get("threat"), r.get("attack_labels"),
-             cascade_suite(r))
+        g = (
+            r["run_id"],
+            r["dataset"],
+            r.get("attack"),
+            r.get("eps"),
+            r.get("threat"),
+            r.get("attack_labels"),
+            cascade_suite(r),
+        )
         groups.setdefault(g, []).append(r)
     versions, here_versions = run_package_versions(results_dir), provenance_versions()
     recomputed: dict[str, dict[str, Any]] = {}
@@ -202,9 +233,11 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
             try:
                 with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
                     new = {r["cell_key"]: r for r in runner.run() if not combined(r)}
-                    here = machine_of(runner.worker.machine | {"device": runner.worker.device_label,
-                                                               "device_type": runner.worker.device.type},
-                                      here_versions)
+                    here = machine_of(
+                        runner.worker.machine
+                        | {"device": runner.worker.device_label, "device_type": runner.worker.device.type},
+                        here_versions,
+                    )
             finally:
                 torch.set_num_threads(before)
             recomputed.update(new)
@@ -217,9 +250,15 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
                     new[r["cell_key"]] = other
                 if r["cell_key"] not in new:
                     twin = next((x for x in new.values() if x.get("defense") == r["defense"]), None)
-                    got = Grade("differs", "cannot be recomputed under its stored identity" + (
-                        f": this checkout computes {differences(r.get('identity', {}), twin['identity'])}"
-                        if twin else ""))
+                    got = Grade(
+                        "differs",
+                        "cannot be recomputed under its stored identity"
+                        + (
+                            f": this checkout computes {differences(r.get('identity', {}), twin['identity'])}"
+                            if twin
+                            else ""
+                        ),
+                    )
                 else:
                     got = grade(r, new[r["cell_key"]], here, there)
                 grades.append(got)
@@ -229,8 +268,9 @@ def verify(results_dir: Path, sample: int | None = None, cells: list[str] | None
         if combined(r):
             # Its parts may come from several machines (GPU cells beside CPU ones): graded against the
             # part whose device is not this one's, if any, else its first part's.
-            machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id"))) for k in parts(r)] or \
-                [machine_of(r, versions.get(r.get("run_id")))]
+            machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id"))) for k in parts(r)] or [
+                machine_of(r, versions.get(r.get("run_id")))
+            ]
             there = next((m for m in machines if here and m.get("device") != here.get("device")), machines[0])
             got = grade(r, recombine(r, recomputed), here or there, there)
             grades.append(got)

@@ -6,6 +6,7 @@ not depend on how many cores the machine has, so two machines of one CPU class a
 bit). Then, per model, one line says whether the new weights equal the shipped ones. With
 ``--ship`` (refused from a dirty tree) the new weights and their provenance replace the shipped.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,8 +40,10 @@ def plan(path: Path | None = None) -> list[dict[str, Any]]:
     for i, m in enumerate(data.get("model", [])):
         unknown = set(m) - {"dataset", "classifier", "defenses"}
         if unknown or not isinstance(m.get("dataset"), str) or not isinstance(m.get("classifier"), str):
-            raise BenchError(f"{path} model {i + 1}: needs dataset and classifier (strings), optional defenses; "
-                             f"unknown: {', '.join(sorted(unknown)) or 'none'}")
+            raise BenchError(
+                f"{path} model {i + 1}: needs dataset and classifier (strings), optional defenses; "
+                f"unknown: {', '.join(sorted(unknown)) or 'none'}"
+            )
         out.append({"dataset": m["dataset"], "classifier": m["classifier"], "defenses": list(m.get("defenses", []))})
     return out
 
@@ -50,15 +53,38 @@ def names(entries: list[dict[str, Any]]) -> list[str]:
     return [f"{e['dataset']}/{n}" for e in entries for n in [e["classifier"], *e["defenses"]]]
 
 
-def provenance(kind: str, name: str, data: Any, ident: dict[str, Any], weights_hash: str, path: Path,
-               seconds: float, device: torch.device, commit: str | None, argv: list[str]) -> dict[str, Any]:
-    return {"kind": kind, "name": name, "dataset": data.name, "file": path.name,
-            "sha256": shipped.sha256_file(path), "weights_hash": weights_hash, "size_bytes": path.stat().st_size,
-            "key": identity.key(ident), "identity": ident,
-            "data_fingerprint": data.fingerprint, "data_source": {"train": data.train.source, "test": data.test.source},
-            "command": cli_command(["weights", *argv]), "git_commit": commit,
-            "train_seconds": round(seconds, 1), "device": device_name(device), **machine(device),
-            "versions": versions(), "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+def provenance(
+    kind: str,
+    name: str,
+    data: Any,
+    ident: dict[str, Any],
+    weights_hash: str,
+    path: Path,
+    seconds: float,
+    device: torch.device,
+    commit: str | None,
+    argv: list[str],
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "name": name,
+        "dataset": data.name,
+        "file": path.name,
+        "sha256": shipped.sha256_file(path),
+        "weights_hash": weights_hash,
+        "size_bytes": path.stat().st_size,
+        "key": identity.key(ident),
+        "identity": ident,
+        "data_fingerprint": data.fingerprint,
+        "data_source": {"train": data.train.source, "test": data.test.source},
+        "command": cli_command(["weights", *argv]),
+        "git_commit": commit,
+        "train_seconds": round(seconds, 1),
+        "device": device_name(device),
+        **machine(device),
+        "versions": versions(),
+        "trained": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def classifier_mismatch(dataset: str, clf: str, trained_hash: str, shipping_it: bool) -> str | None:
@@ -72,8 +98,10 @@ def classifier_mismatch(dataset: str, clf: str, trained_hash: str, shipping_it: 
         return f"refusing to ship defenses against {dataset}/{clf}: that classifier is not shipped (ship it too)"
     have = json.loads(meta.read_text()).get("weights_hash")
     if have != trained_hash:
-        return (f"refusing to ship defenses against {dataset}/{clf}: retrained here it has weights {trained_hash}, "
-                f"the shipped one {have} (retrain and ship the classifier too)")
+        return (
+            f"refusing to ship defenses against {dataset}/{clf}: retrained here it has weights {trained_hash}, "
+            f"the shipped one {have} (retrain and ship the classifier too)"
+        )
     return None
 
 
@@ -88,8 +116,7 @@ def report(kind: str, name: str, dataset: str, weights_hash: str, seconds: float
     return f"[weights] {dataset}/{name}: trained in {seconds:.0f} s, weights {weights_hash}: {verdict}"
 
 
-def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, threads: int,
-        config: str | None) -> int:
+def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, threads: int, config: str | None) -> int:
     entries = plan()
     known = names(entries)
     for n in [*(only or []), *skip]:
@@ -97,8 +124,10 @@ def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, th
             raise BenchError(f"unknown zoo model {n!r}; available: {', '.join(known)}")
     commit, dirty = git_state()
     if ship and (commit is None or dirty):
-        raise BenchError("refusing to ship weights from a dirty tree (uncommitted: "
-                         f"{', '.join(dirty[:5]) or 'no git commit'}); commit first")
+        raise BenchError(
+            "refusing to ship weights from a dirty tree (uncommitted: "
+            f"{', '.join(dirty[:5]) or 'no git commit'}); commit first"
+        )
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -107,8 +136,15 @@ def run(argv: list[str], only: list[str] | None, skip: list[str], ship: bool, th
         torch.set_num_threads(before)
 
 
-def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | None, skip: list[str], ship: bool,
-           commit: str | None, config: str | None) -> int:
+def _train(
+    entries: list[dict[str, Any]],
+    argv: list[str],
+    only: list[str] | None,
+    skip: list[str],
+    ship: bool,
+    commit: str | None,
+    config: str | None,
+) -> int:
     """Train every wanted model of ``entries`` (one thread count set by ``run``)."""
     wanted = lambda n: (only is None or n in only) and n not in skip
     lines = []
@@ -118,16 +154,30 @@ def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | Non
             defenses = [d for d in e["defenses"] if wanted(f"{ds}/{d}")]
             if not wanted(f"{ds}/{clf}") and not defenses:
                 continue
-            cfg = resolve({"dataset": ds, "classifier": clf, "defenses": ",".join(defenses) or "none",
-                           "offline": True, "retrain": True, "cache_dir": f"{tmp}/cache", "device": "cpu",
-                           "results_dir": f"{tmp}/results-{ds}-{clf}"}, config)
+            cfg = resolve(
+                {
+                    "dataset": ds,
+                    "classifier": clf,
+                    "defenses": ",".join(defenses) or "none",
+                    "offline": True,
+                    "retrain": True,
+                    "cache_dir": f"{tmp}/cache",
+                    "device": "cpu",
+                    "results_dir": f"{tmp}/results-{ds}-{clf}",
+                },
+                config,
+            )
             with Runner(cfg, cli_command(["weights", *argv])) as runner:
                 spec = DATASETS.get(ds)()
                 data = spec.load(Path(cfg.data_root), True)
                 t0 = time.perf_counter()
                 model, info = runner.classifier_for(spec, data)
                 seconds = time.perf_counter() - t0
-                todo = [("classifier", clf, model, info["classifier_identity"], seconds, ())] if wanted(f"{ds}/{clf}") else []
+                todo = (
+                    [("classifier", clf, model, info["classifier_identity"], seconds, ())]
+                    if wanted(f"{ds}/{clf}")
+                    else []
+                )
                 for name in defenses:
                     d = runner.build_defense(name, spec)
                     ident = fit_ident(d, info["classifier_hash"], data.fingerprint, cfg.seed)
@@ -148,10 +198,15 @@ def _train(entries: list[dict[str, Any]], argv: list[str], only: list[str] | Non
                         path = shipped.ZOO_DIR / f"{stem}.pt"
                         save_state(module, path, ignore=ignore)
                         meta = provenance(kind, name, data, ident, h, path, seconds, runner.device, commit, argv)
-                        write_atomic(shipped.ZOO_DIR / f"{stem}.json",
-                                     json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-                        print(f"[weights] shipped {path.relative_to(shipped.ZOO_DIR.parent.parent)} "
-                              f"({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+                        write_atomic(
+                            shipped.ZOO_DIR / f"{stem}.json",
+                            json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
+                        )
+                        print(
+                            f"[weights] shipped {path.relative_to(shipped.ZOO_DIR.parent.parent)} "
+                            f"({path.stat().st_size / 2**20:.1f} MiB)",
+                            flush=True,
+                        )
     same = sum("identical" in ln for ln in lines)
     print(f"[weights] {len(lines)} model(s) trained; {same} identical to the shipped weights")
     return 0

@@ -3,11 +3,13 @@
 A worker holds no store, so it can run in any process (the Ray executor ships it the
 ``Prepared`` inputs). It yields one ``CellResult`` per cell as soon as it is computed.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,13 +17,14 @@ from torch import nn
 from attacks.base import AttackPlugin
 from bench.builtin.data import DatasetPlugin, Split
 from bench.core import numerics, record
+from bench.core.checkcodes import Check
 from bench.core.config import Config, resolve_device
 from bench.core.errors import BenchError
 from bench.core.identity import digest
 from bench.core.progress import progress
-from bench.core.stats import wilson
 from bench.core.registry import ATTACKS
-from bench.core.threats import SAME_OUTPUTS_AS_WHITE, attack_model, is_transfer
+from bench.core.stats import wilson
+from bench.core.threats import Threat, attack_model
 from bench.run import probes
 from bench.run.passes import Counted, Passes
 from bench.run.plan import Cell, Group, make_attack
@@ -40,7 +43,7 @@ class Prepared:
     test: Split
     classifier: nn.Module
     defenses: dict[str, Defense]
-    base: dict[str, Any]          # fields every record of this dataset carries
+    base: dict[str, Any]  # fields every record of this dataset carries
     clean_pred: torch.Tensor
     classifier_ms: float | None
     surrogates: dict[str, nn.Module] = field(default_factory=dict)  # transfer threat → the model crafted on
@@ -59,10 +62,10 @@ class CellResult:
 class Crafted:
     """A group's adversarial examples for one set of images: all of them, or a cascade stage's."""
 
-    adv: torch.Tensor          # every test image: crafted where ``index`` says, the clean image elsewhere
+    adv: torch.Tensor  # every test image: crafted where ``index`` says, the clean image elsewhere
     timer: BatchTimer
-    passes: Passes             # forward and backward passes through the attacked model, all batches
-    pred: torch.Tensor         # the bare classifier on ``adv`` (the clean prediction where not crafted)
+    passes: Passes  # forward and backward passes through the attacked model, all batches
+    pred: torch.Tensor  # the bare classifier on ``adv`` (the clean prediction where not crafted)
     index: torch.Tensor | None  # the images crafted (a cascade stage), None for all
 
 
@@ -71,14 +74,14 @@ class Defended:
     """A defense's predictions on one set of inputs."""
 
     pred: torch.Tensor
-    shown: torch.Tensor        # the first SAMPLES defended images
-    wrote_input: bool          # the defense wrote into the tensor it was given
+    shown: torch.Tensor  # the first SAMPLES defended images
+    wrote_input: bool  # the defense wrote into the tensor it was given
 
 
 def one_draw_bpda(cell: Cell, d: Defense) -> bool:
     """The cell's attack sees BPDA with one draw of a deterministic defense."""
-    return not d.randomized and (cell.threat_effective == "bpda" or
-                                 (cell.threat_effective == "bpda-eot" and (cell.eot_samples or 1) == 1))
+    t = Threat(cell.threat_effective)
+    return not d.randomized and (t.is_bpda or (t.is_eot and (cell.eot_samples or 1) == 1))
 
 
 class Worker:
@@ -127,7 +130,7 @@ class Worker:
             model = attack_model(cell.threat_effective, classifier, d, prep.surrogates.get(group.threat))
             before, index = self.stage_start(prep, cell)
             images = "all" if index is None else digest(index.tolist())
-            if cell.threat_effective == "gray" or is_transfer(group.threat):
+            if Threat(cell.threat_effective).is_gray or Threat(group.threat).is_transfer:
                 # crafted on a bare classifier (the target's, or the surrogate's): shared by every
                 # defense (a cascade stage's by every defense that left the same images robust)
                 if images not in shared:
@@ -146,8 +149,7 @@ class Worker:
                     self.bpda_once = (scope, done)
                 # Everything but the threat: data, n, classifier, defense and its weights, attack,
                 # and the images crafted.
-                same = digest([{k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")},
-                               images])
+                same = digest([{k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")}, images])
                 if same not in done:
                     draws = 1 if one_draw_bpda(cell, d) else cell.eot_samples
                     done[same] = self.craft(model, attack, prep, group, labels, d, draws, index)
@@ -155,16 +157,21 @@ class Worker:
             else:
                 crafted = self.craft(model, attack, prep, group, labels, d, cell.eot_samples, index)
             result = self.score(prep, group, cell, d, model, crafted, attack, clean_ok, before)
-            self.outcomes[cell.key] = {k: result.record[k] for k in ("correct", "resubmit_correct")
-                                       if k in result.record}
+            self.outcomes[cell.key] = {
+                k: result.record[k] for k in ("correct", "resubmit_correct") if k in result.record
+            }
             yield result
 
     @staticmethod
     def same_queries(cell: Cell, group: Group, attack: AttackPlugin) -> bool:
         """A gradient-free cascade stage under white-box, BPDA or BPDA+EOT: it queries the white-box
-        model (bench.run.plan.query_threat), so its examples depend on the images only."""
-        return bool(group.cascade) and attack.gradient_free and group.threat in ("white", *SAME_OUTPUTS_AS_WHITE) \
+        model (bench.core.threats.Threat.query), so its examples depend on the images only."""
+        return (
+            bool(group.cascade)
+            and attack.gradient_free
+            and Threat(group.threat).through_defense
             and cell.eot_samples is None
+        )
 
     def stage_start(self, prep: Prepared, cell: Cell) -> tuple[dict[str, Any] | None, torch.Tensor | None]:
         """A cascade stage's previous outcomes and the images it runs on (those the previous stage
@@ -173,13 +180,25 @@ class Worker:
             return None, None
         before = self.outcomes.get(cell.after) or prep.prior.get(cell.after)
         if before is None:
-            raise BenchError(f"cascade cell {cell.key}: the previous stage's cell {cell.after} is neither stored "
-                             "nor computed before it")
+            raise BenchError(
+                f"cascade cell {cell.key}: the previous stage's cell {cell.after} is neither stored "
+                "nor computed before it"
+            )
         robust = record.decode_tensor(before["correct"]["defended_adv"], len(prep.test))
         return before, robust.nonzero().flatten()
 
-    def score(self, prep: Prepared, group: Group, cell: Cell, d: Defense, model: nn.Module, crafted: Crafted,
-              attack: AttackPlugin, clean_ok: torch.Tensor, before: dict[str, Any] | None = None) -> CellResult:
+    def score(
+        self,
+        prep: Prepared,
+        group: Group,
+        cell: Cell,
+        d: Defense,
+        model: nn.Module,
+        crafted: Crafted,
+        attack: AttackPlugin,
+        clean_ok: torch.Tensor,
+        before: dict[str, Any] | None = None,
+    ) -> CellResult:
         """One cell's record. A cascade stage (``before``: the previous stage's outcomes) defends
         only the images it crafted; every other image keeps the previous stage's outcomes."""
         test, classifier = prep.test, prep.classifier
@@ -211,8 +230,9 @@ class Worker:
             # (right on every draw where it was robust).
             draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
             for k in range(1, cell.resubmit):
-                draws["defended_clean"].append(self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k).pred
-                                               == test.y)
+                draws["defended_clean"].append(
+                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k).pred == test.y
+                )
                 got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index).pred == test.y[ran]
                 draws["defended_adv"].append(merged(got, "defended_adv"))
             resubmitted = record.resubmission(draws)
@@ -227,20 +247,37 @@ class Worker:
                     if outcome.endswith("majority"):
                         k = int(full.sum())
                         resubmitted[f"{name}_ci_low"], resubmitted[f"{name}_ci_high"] = wilson(k, n)
-        # One dict, merged in the order the fields were always merged (a plugin's fit facts may
-        # repeat a key: the later one wins, as it did), then handed to the one constructor.
-        fields = {**prep.base, "cell_key": cell.key, "identity": cell.identity, "defense": cell.defense,
-                  "defense_params": d.hparams, "attack": group.attack, "attack_params": group.params,
-                  "attack_labels": group.labels, "norm": attack.norm, "eps": group.eps,
-                  "iterative": attack.iterative, "gradient_free": attack.gradient_free, "threat": group.threat,
-                  "threat_effective": cell.threat_effective,
-                  "eot_samples": cell.eot_samples, "batch_size": self.cfg.batch_size,
-                  "classifier_ms_per_sample": prep.classifier_ms,
-                  "attack_ms_per_sample": crafted.timer.ms_per_sample(),
-                  "defense_ms_per_sample": timer.ms_per_sample(), "timing_batches": len(timer.timed),
-                  "defense_randomized": d.randomized, **getattr(d, "fit_info", {}),
-                  "max_linf": (adv - test.x).abs().amax().item(),
-                  "device": self.device_label, "device_type": self.device.type, **self.machine, "time": time.time()}
+        # One dict handed to the one constructor; how the classifier and this defense came to be
+        # (whatever the defense's fit returned among it) under ``fit``, never beside the fields.
+        fields = {
+            **prep.base,
+            "cell_key": cell.key,
+            "identity": cell.identity,
+            "defense": cell.defense,
+            "defense_params": d.hparams,
+            "attack": group.attack,
+            "attack_params": group.params,
+            "attack_labels": group.labels,
+            "norm": attack.norm,
+            "eps": group.eps,
+            "iterative": attack.iterative,
+            "gradient_free": attack.gradient_free,
+            "threat": group.threat,
+            "threat_effective": cell.threat_effective,
+            "eot_samples": cell.eot_samples,
+            "batch_size": self.cfg.batch_size,
+            "classifier_ms_per_sample": prep.classifier_ms,
+            "attack_ms_per_sample": crafted.timer.ms_per_sample(),
+            "defense_ms_per_sample": timer.ms_per_sample(),
+            "timing_batches": len(timer.timed),
+            "defense_randomized": d.randomized,
+            "fit": {**prep.base.get("fit", {}), **getattr(d, "fit_info", {})},
+            "max_linf": (adv - test.x).abs().amax().item(),
+            "device": self.device_label,
+            "device_type": self.device.type,
+            **self.machine,
+            "time": time.time(),
+        }
         fields.update(resubmitted, resubmit=cell.resubmit)
         # Passes through the attacked model per test image (all n: a cascade stage's add up).
         fields["attack_forward_per_sample"] = crafted.passes.forward / n
@@ -250,30 +287,51 @@ class Worker:
             ran_on[index] = True
             fields["cascade"] = list(group.cascade)
             fields["ran_on"] = record.encode(ran_on)
-        rec = record.make("cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok},
-                          **fields)
-        probe = test.x[:probes.PROBE].to(self.device), test.y[:probes.PROBE].to(self.device)
-        rec["checks"] = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
-        rec["checks"] += probes.label_leak(rec, clean_ok, dc_ok, da_ok)
+        rec = record.make(
+            "cell", {"clean": clean_ok, "adv": adv_ok, "defended_clean": dc_ok, "defended_adv": da_ok}, **fields
+        )
+        probe = test.x[: probes.PROBE].to(self.device), test.y[: probes.PROBE].to(self.device)
+        found = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
+        found += probes.label_leak(rec, clean_ok, dc_ok, da_ok)
         if adv.min().item() < 0 or adv.max().item() > 1:
-            rec["checks"].append("adversarial images leave [0,1]")
+            found.append(Check("leaves-range", "adversarial images leave [0,1]"))
         if dc.wrote_input or da.wrote_input:
-            rec["checks"].append("the defense wrote into its input (the contract forbids it); it was "
-                                 "given a copy, so no other cell was affected")
+            found.append(
+                Check(
+                    "wrote-input",
+                    "the defense wrote into its input (the contract forbids it); it was "
+                    "given a copy, so no other cell was affected",
+                )
+            )
+        rec = rec.with_checks(found)
         shown, pred_da = da.shown, da.pred
         if index is not None:  # the first images: defended adversarial where crafted, defended clean elsewhere
             shown, pred_da = dc.shown.clone(), dc.pred.clone()
             pred_da[index] = da.pred
             first = index[index < len(shown)]
-            shown[first] = da.shown[:len(first)]
-        samples = {"clean": test.x[:SAMPLES], "adv": adv[:SAMPLES], "defended_adv": shown,
-                   "label": test.y[:SAMPLES], "pred_clean": prep.clean_pred[:SAMPLES],
-                   "pred_adv": adv_pred[:SAMPLES], "pred_defended_adv": pred_da[:SAMPLES]}
+            shown[first] = da.shown[: len(first)]
+        samples = {
+            "clean": test.x[:SAMPLES],
+            "adv": adv[:SAMPLES],
+            "defended_adv": shown,
+            "label": test.y[:SAMPLES],
+            "pred_clean": prep.clean_pred[:SAMPLES],
+            "pred_adv": adv_pred[:SAMPLES],
+            "pred_defended_adv": pred_da[:SAMPLES],
+        }
         return CellResult(rec, samples)
 
-    def craft(self, model: nn.Module, attack: AttackPlugin, prep: Prepared, group: Group,
-              labels: torch.Tensor, defense: Defense | None = None, draws: int | None = None,
-              index: torch.Tensor | None = None) -> Crafted:
+    def craft(
+        self,
+        model: nn.Module,
+        attack: AttackPlugin,
+        prep: Prepared,
+        group: Group,
+        labels: torch.Tensor,
+        defense: Defense | None = None,
+        draws: int | None = None,
+        index: torch.Tensor | None = None,
+    ) -> Crafted:
         """Adversarial examples of ``index``'s images (every image when None), batch by batch; each
         batch is seeded by the test index of its first image, so a batch of the images every
         earlier stage left robust starts from the seed it has when every image is attacked."""
@@ -303,8 +361,17 @@ class Worker:
             pred[slice(None) if index is None else index] = self.predict(prep.classifier, crafted)
         return Crafted(adv, timer, passes, pred, index)
 
-    def defend(self, d: Defense, classifier: nn.Module, xs: torch.Tensor, undefended: torch.Tensor,
-               tag: str, timer: BatchTimer | None, draw: int = 0, index: torch.Tensor | None = None) -> Defended:
+    def defend(
+        self,
+        d: Defense,
+        classifier: nn.Module,
+        xs: torch.Tensor,
+        undefended: torch.Tensor,
+        tag: str,
+        timer: BatchTimer | None,
+        draw: int = 0,
+        index: torch.Tensor | None = None,
+    ) -> Defended:
         """``index``: the test indices of ``xs`` (a cascade stage's images); a batch is seeded by
         its first image's."""
         out, shown, wrote = [], None, False
@@ -316,13 +383,15 @@ class Worker:
             if d.randomized:
                 # Draw 0 is the one every record has always used; resubmissions draw afresh.
                 start = a if index is None else int(index[a])
-                d.seed(self.seed_for("defense", tag, start) if draw == 0 else self.seed_for("defense", tag, start, draw))
+                d.seed(
+                    self.seed_for("defense", tag, start) if draw == 0 else self.seed_for("defense", tag, start, draw)
+                )
             with torch.no_grad():
                 xd = timer(lambda: d(given), b - a) if timer is not None else d(given)
                 wrote = wrote or not torch.equal(given, xb)
                 out.append(undefended[a:b] if d.identity else classifier(xd).argmax(1).cpu())
             if shown is None or len(shown) < SAMPLES:  # the first SAMPLES images, over batches smaller than that
-                more = xd[:SAMPLES - (0 if shown is None else len(shown))].detach().cpu()
+                more = xd[: SAMPLES - (0 if shown is None else len(shown))].detach().cpu()
                 shown = more if shown is None else torch.cat([shown, more])
         if not out:  # a cascade stage with no image left to attack
             return Defended(undefended[:0].clone(), xs[:SAMPLES].detach().cpu(), False)

@@ -1,6 +1,7 @@
 """Provenance: what every stored result says about where it came from — package versions, the
 device (CPU model, GPU name, threads, BLAS), the git commit and which files differed from it,
 the command line."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,6 @@ from typing import Any
 import torch
 
 from bench.core import numerics
-
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository holding this code
 PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "pandas", "matplotlib", "wandb")
@@ -53,8 +53,9 @@ def blas() -> str:
     """Which BLAS torch uses and the CPU kernels it dispatches to (the same weights can give other
     low bits under another BLAS or instruction set)."""
     show = torch.__config__.show()
-    name = next((part.split("=", 1)[1] for part in show.replace(",", " ").split() if part.startswith("BLAS_INFO=")),
-                "unknown")
+    name = next(
+        (part.split("=", 1)[1] for part in show.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "unknown"
+    )
     mkl = next((line.strip(" -") for line in show.splitlines() if "Math Kernel Library Version" in line), None)
     capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
     return f"{name}" + (f" ({mkl})" if mkl else "") + f"; cpu kernels {capability}"
@@ -63,8 +64,12 @@ def blas() -> str:
 def machine(device: torch.device) -> dict[str, Any]:
     """What tells two machines' numbers apart: CPU model and vendor or GPU name, torch threads, BLAS,
     the instruction set ATen runs at, the numerics mode in force (and on CUDA its determinism)."""
-    out = {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(), "blas": blas(),
-           **numerics.state(device.type)}
+    out = {
+        "cpu_model": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "blas": blas(),
+        **numerics.state(device.type),
+    }
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
@@ -81,11 +86,17 @@ def git_state(root: Path | None = None) -> tuple[str | None, list[str]]:
     here = root or ROOT
     exclude = [f":(exclude,glob)results/**/{name}" + ("/**" if "." not in name else "") for name in OUTPUTS]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         # Untracked files count too (a new plugin module is code no commit holds); ignored ones do not.
-        dirty = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *exclude],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", *exclude],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None, []
     # -z: "XY path\0", a rename adds "orig\0" after it; paths are never quoted
@@ -109,9 +120,18 @@ def cli_command(argv: list[str]) -> list[str]:
 def make_env(command: list[str], device: torch.device, seed: int) -> dict[str, Any]:
     # Which tracked files were uncommitted: a "-dirty" commit says what it differed in.
     commit, dirty = git_state()
-    return {"command": list(command), "cwd": os.getcwd(),
-            "versions": versions(), "device": device_name(device), "device_type": device.type,
-            **machine(device),
-            "cuda": torch.version.cuda, "git_commit": commit, "git_dirty_files": dirty, "seed": seed,
-            "host": socket.gethostname(), "platform": platform.platform(),
-            "started": dt.datetime.now(dt.timezone.utc).isoformat()}
+    return {
+        "command": list(command),
+        "cwd": os.getcwd(),
+        "versions": versions(),
+        "device": device_name(device),
+        "device_type": device.type,
+        **machine(device),
+        "cuda": torch.version.cuda,
+        "git_commit": commit,
+        "git_dirty_files": dirty,
+        "seed": seed,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "started": dt.datetime.now(dt.UTC).isoformat(),
+    }

@@ -5,6 +5,7 @@ folder too), so a run killed at any moment loses at most the cell in flight. Rea
 torn last line. A run holds ``<results>/.lock`` for its whole life: a second run on the same
 folder gets a clear error instead of duplicating work and interleaving reports.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,30 +14,36 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from bench.core import record
 from bench.core.errors import BenchError
+from bench.core.record import Record
 from bench.store.provenance import ROOT, git_state
 
 
-def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Every stored record (of ``runs`` only, when given), oldest run first; torn or malformed
-    lines are skipped."""
+def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[Record]:
+    """Every stored record (of ``runs`` only, when given), oldest run first, as a ``Record``; a
+    torn line (the one a killed run was writing) is skipped; a record this code cannot read (a
+    newer schema, an undeclared field) is an error naming its file and line."""
     for path in sorted(Path(results_dir).glob("runs/*/records.jsonl")):
         if runs is not None and path.parent.name not in runs:
             continue
         with open(path, encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 try:
-                    rec = json.loads(line)
+                    raw = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # the line a killed run was writing
-                if isinstance(rec, dict):
-                    yield record.load(rec)
+                if not isinstance(raw, dict):
+                    continue
+                try:
+                    yield Record.from_json(raw)
+                except ValueError as exc:
+                    raise BenchError(f"{path}:{number}: {exc}") from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -73,8 +80,10 @@ class ResultsLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
-            raise BenchError(f"results dir {results_dir} is in use by another run ({holder}); wait for it "
-                             "to finish or use another --results-dir") from None
+            raise BenchError(
+                f"results dir {results_dir} is in use by another run ({holder}); wait for it "
+                "to finish or use another --results-dir"
+            ) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -90,7 +99,7 @@ class RunWriter:
     """One run's folder, created on the first record so an all-cached rerun leaves no trace."""
 
     def __init__(self, results_dir: Path, config: dict[str, Any], env: dict[str, Any]) -> None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         self.dir = Path(results_dir) / "runs" / self.run_id
         self.config, self.env = config, env
@@ -111,10 +120,10 @@ class RunWriter:
         np.savez_compressed(folder / f"{cell_key}.npz", **{k: v.cpu().numpy() for k, v in arrays.items()})
         return f"runs/{self.run_id}/samples/{cell_key}.npz"
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, rec: Record) -> None:
         if not self.dir.exists():
             self._open()
-        line = json.dumps(record, sort_keys=True, default=str, allow_nan=True)
+        line = rec.to_json()
         path = self.dir / "records.jsonl"
         first = not path.exists()
         with open(path, "a", encoding="utf-8") as f:
@@ -139,5 +148,7 @@ def refuse_dirty_reference(results_dir: Path) -> None:
         raise BenchError(f"refusing to write reference records to {results_dir}: no git commit to name")
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" (+{len(dirty) - 5} more)" if len(dirty) > 5 else "")
-        raise BenchError(f"refusing to write reference records to {results_dir} from a dirty tree "
-                         f"(uncommitted: {shown}); commit first")
+        raise BenchError(
+            f"refusing to write reference records to {results_dir} from a dirty tree "
+            f"(uncommitted: {shown}); commit first"
+        )

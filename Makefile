@@ -91,8 +91,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two xdist workers, one per core (tests/conftest.py gives each one torch thread); a file's tests
+# stay on one worker (--dist loadfile), so module fixtures and session caches are built once per file.
 test: $(STAMP) browser lint
-	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q
+	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q -n 2 --dist loadfile
 
 test-all: $(STAMP) browser
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q -m ''

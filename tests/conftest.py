@@ -13,7 +13,8 @@ from bench.core.record import Record
 from bench.store.runs import iter_records
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two xdist workers share CI's two cores (make test runs `pytest -n 2`): one thread each.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 TINY_TOML = """
 [run]

@@ -171,7 +171,7 @@ def _train(
                 spec = DATASETS.get(ds)()
                 data = spec.load(Path(cfg.data_root), True)
                 t0 = time.perf_counter()
-                model, info = runner.classifier_for(spec, data)
+                model, info = runner.models.classifier_for(spec, data)
                 seconds = time.perf_counter() - t0
                 todo = (
                     [("classifier", clf, model, info["classifier_identity"], seconds, ())]
@@ -179,10 +179,10 @@ def _train(
                     else []
                 )
                 for name in defenses:
-                    d = runner.build_defense(name, spec)
+                    d = runner.models.build_defense(name, spec)
                     ident = fit_ident(d, info["classifier_hash"], data.fingerprint, cfg.seed)
                     t0 = time.perf_counter()
-                    runner.ensure_fitted(d, name, model, data, spec, ident)
+                    runner.models.ensure_fitted(d, name, model, data, spec, ident)
                     todo.append(("defense", name, d, ident, time.perf_counter() - t0, d.training_only))
                 for kind, name, module, ident, seconds, ignore in todo:
                     h = state_hash(module, ignore)

@@ -45,6 +45,7 @@ STR_KEYS = (
 )
 POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
+OPTIONAL_KEYS = ("limit", "image_size")  # None: the whole test split / images as stored
 
 
 @dataclass
@@ -211,8 +212,10 @@ def resolve(cli: dict[str, Any], config_path: str | None, tables: dict[str, Any]
 
 
 def check_type(key: str, value: Any, where: str) -> None:
-    """A [run] value must have the type its flag has: TOML booleans for switches, strings,
-    positive integers, lists (or comma strings) for the grid axes."""
+    """The one rule for a run setting's type and sign, wherever it comes from (bench.toml's [run],
+    a flag, a library keyword, the merged configuration): TOML booleans for switches, strings,
+    positive or non-negative integers, lists (or comma strings) for the grid axes. (A plugin's
+    hyperparameters follow their defaults' types: ``bench.core.registry.typed``.)"""
     if key in BOOL_KEYS:
         ok, want = isinstance(value, bool), "a boolean (true or false, unquoted)"
     elif key in STR_KEYS:
@@ -233,31 +236,21 @@ def check_type(key: str, value: Any, where: str) -> None:
         raise BenchError(f"invalid {where} = {value!r}: must be {want}")
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise BenchError(f"invalid {name.replace('_', '-')} {value!r}: must be a positive integer")
-
 
 def validate(cfg: Config) -> None:
     if cfg.eps is not None:  # de-duplicated as numbers: 0.3 and 0.30 are one eps
         cfg.eps = list(dict.fromkeys(parse_eps(e) for e in cfg.eps))
-    if cfg.limit is not None:
-        _positive_int("limit", cfg.limit)
-    _positive_int("batch_size", cfg.batch_size)
-    if cfg.image_size is not None:
-        _positive_int("image_size", cfg.image_size)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise BenchError(f"invalid seed {cfg.seed!r}: must be a non-negative integer")
-    if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:
-        raise BenchError(f"invalid warmup {cfg.warmup!r}: must be a non-negative integer")
+    # The same rule as a value read from a file or a flag (check_type), on the merged result.
+    for key in (*POSITIVE_INT_KEYS, *NON_NEGATIVE_INT_KEYS):
+        value = getattr(cfg, key)
+        if value is not None or key not in OPTIONAL_KEYS:
+            check_type(key, value, key.replace("_", "-"))
     if cfg.numerics not in NUMERICS_MODES:
         raise BenchError(f"invalid numerics mode {cfg.numerics!r}; use {', '.join(NUMERICS_MODES)}")
     if cfg.wandb not in WANDB_MODES:
         raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(WANDB_MODES)}")
     if cfg.executor not in EXECUTORS:
         raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
-    _positive_int("eot_samples", cfg.eot_samples)
-    _positive_int("resubmit", cfg.resubmit)
     if cfg.attack_labels not in ("true", "predicted"):
         raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
     # Threats enter here and leave as values (bench.core.threats.Threat): parsed once.

@@ -236,7 +236,6 @@ def check_type(key: str, value: Any, where: str) -> None:
         raise BenchError(f"invalid {where} = {value!r}: must be {want}")
 
 
-
 def validate(cfg: Config) -> None:
     if cfg.eps is not None:  # de-duplicated as numbers: 0.3 and 0.30 are one eps
         cfg.eps = list(dict.fromkeys(parse_eps(e) for e in cfg.eps))

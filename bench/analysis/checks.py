@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.core import identity
 from bench.core.checkcodes import COMPARING, Check
-from bench.core.record import checks_of
+from bench.core.record import checks_of, decode
 from bench.core.threats import Threat
 
 WEAKER = "is weaker than FGSM"
@@ -102,6 +102,35 @@ def versus_gradient_free(rec: Mapping[str, Any], stored: Sequence[Mapping[str, A
     return out
 
 
+# AutoAttack's tolerance before it flags Square for lowering the white-box attacks' robust accuracy
+# (autoattack/checks.py, check_square_sr: 0.2 points).
+SQUARE_TOLERANCE = 0.002
+
+
+def cascade_gradient_free(rec: Mapping[str, Any]) -> list[Check]:
+    """AutoAttack's "Square Attack improves the robustness evaluation" flag, inside a cascade
+    (``--attack aa``): a gradient-free stage that breaks images every gradient stage before it left
+    robust, lowering the robust accuracy by more than ``SQUARE_TOLERANCE``, says the gradient attacks
+    were misled (masked or obfuscated gradients). A cascade grid has no Square cell on every image
+    to compare with (``versus_gradient_free``): this is its witness. Reads the record alone: the
+    images it ran on (``ran_on``) are those the earlier stages left robust."""
+    ran_on, n = rec.get("ran_on"), _number(rec.get("n"))
+    if not _true(rec.get("gradient_free")) or not rec.get("cascade") or not isinstance(ran_on, str) or not n:
+        return []
+    after = _number(rec.get("defended_adv_acc"))
+    before = float(decode(ran_on, int(n)).mean())
+    if after is None or after >= before - SQUARE_TOLERANCE:
+        return []
+    return [
+        Check(
+            "square-improves",
+            f"{rec['attack']}, the cascade's gradient-free stage, lowers the robust accuracy its gradient "
+            f"stages left ({before:.3f} → {after:.3f}): AutoAttack's sign that the gradient attacks were "
+            "misled (masked gradients?)",
+        )
+    ]
+
+
 def with_record_checks(records: list[dict[str, Any]]) -> list[list[Check]]:
     """Every record's checks, with the checks that compare cells (``COMPARING``: ``versus_fgsm``,
     ``versus_gradient_free``) redone against all the other records (a stored verdict of an older
@@ -119,8 +148,10 @@ def with_record_checks(records: list[dict[str, Any]]) -> list[list[Check]]:
         if not _true(rec.get("iterative")):
             out.append(list(stored))
             continue
-        new = versus_fgsm(rec, fgsm.get(twin_key(rec), [])) + versus_gradient_free(
-            rec, free.get(free_twin_key(rec), [])
+        new = (
+            versus_fgsm(rec, fgsm.get(twin_key(rec), []))
+            + versus_gradient_free(rec, free.get(free_twin_key(rec), []))
+            + cascade_gradient_free(rec)
         )
         out.append([c for c in stored if c.code not in COMPARING] + new)
     return out

@@ -37,10 +37,14 @@ CODES: dict[str, tuple[str, str]] = {
         "a gradient attack beaten by a gradient-free one beyond both intervals",
         "may be misled by masked gradients",
     ),
+    "square-improves": (
+        "a cascade's gradient-free stage (Square) lowers the robust accuracy its gradient stages left (AutoAttack's flag)",
+        "the cascade's gradient-free stage",
+    ),
     "other": ("a stored warning this code has no code for (kept and shown as it is)", "\x00"),
 }
 # Checks that compare cells: recomputed over every stored record by the report, never trusted as stored.
-COMPARING = ("weaker-than-fgsm", "masked-gradients")
+COMPARING = ("weaker-than-fgsm", "masked-gradients", "square-improves")
 
 
 @dataclass(frozen=True)

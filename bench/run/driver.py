@@ -228,7 +228,11 @@ class Runner:
         rec = result.record
         if rec["cell_key"] in self.stored_keys:
             return  # a retried task delivered a cell twice
-        found = checks.versus_fgsm(rec, self.records) + checks.versus_gradient_free(rec, self.records)
+        found = (
+            checks.versus_fgsm(rec, self.records)
+            + checks.versus_gradient_free(rec, self.records)
+            + checks.cascade_gradient_free(rec)
+        )
         if found:
             rec = rec.with_checks([*rec.check_list(), *found])
         if result.samples:

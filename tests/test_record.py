@@ -32,19 +32,7 @@ def _outcomes(n=4):
 
 
 def test_make_builds_bitmaps_accuracies_and_refuses_a_record_missing_identity():
-    fields = dict(
-        cell_key="k",
-        identity={"kind": "cell"},
-        dataset="mnist",
-        classifier="c",
-        defense="none",
-        attack="fgsm",
-        eps=0.3,
-        threat="gray",
-        n=4,
-        device="cpu",
-        time=0.0,
-    )
+    fields = _fields()
     rec = record.make("cell", _outcomes(), **fields)
     assert rec["schema"] == record.SCHEMA and rec["kind"] == "cell" and rec["checks"] == []
     assert rec["defended_adv_acc"] == 0.75 and rec["defended_adv_acc_ci_low"] < 0.75 < rec["defended_adv_acc_ci_high"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.core import identity
+from bench.core.labels import missing as _missing
 from bench.core.record import checks_of, first_images
 from bench.core.stats import wilson
 from bench.core.threats import ALL, SAME_OUTPUTS_AS_WHITE, Threat
@@ -34,10 +35,6 @@ class Worst:
     per_image: bool  # False: some record stores no bitmaps; the lowest record's value
     outcomes: dict[str, np.ndarray] | None  # outcome → robust on each image (per_image only)
     records: int  # how many records were combined
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
 
 
 def _number(v: Any) -> float:

@@ -146,38 +146,10 @@ def _fields() -> dict[str, Field]:
 
 
 FIELDS = _fields()
-# Fit facts older layouts stored at the top level; bench.core.identity rebuilds a legacy cell's
-# identity from some of them (defense_fit_key, defense_weights_hash, generator_iterations).
-# Fields every record of a kind carries: ``make`` refuses to build one without them.
-REQUIRED = {
-    "cell": (
-        "cell_key",
-        "identity",
-        "dataset",
-        "classifier",
-        "defense",
-        "attack",
-        "eps",
-        "threat",
-        "n",
-        "correct",
-        "device",
-        "time",
-    ),
-    "worst": (
-        "cell_key",
-        "identity",
-        "dataset",
-        "classifier",
-        "defense",
-        "attack",
-        "eps",
-        "threat",
-        "n",
-        "correct",
-        "time",
-    ),
-}
+# Fields every record of a kind carries: ``make`` refuses to build one without them (a worst row
+# combines cells, so it names no device of its own).
+_EVERY = ("cell_key", "identity", "dataset", "classifier", "defense", "attack", "eps", "threat", "n", "correct", "time")
+REQUIRED = {"cell": (*_EVERY, "device"), "worst": _EVERY}
 
 
 class Record(Mapping[str, Any]):

@@ -160,17 +160,6 @@ def order(text: str) -> int:
     return THREAT_ORDER.index(text) if text in THREAT_ORDER else len(THREAT_ORDER)
 
 
-def is_transfer(threat: str) -> bool:
-    return Threat.stored(threat).is_transfer
-
-
-def surrogate_of(threat: str) -> tuple[str, int | None]:
-    """(classifier, seed) of ``transfer:<classifier>[@seed=N]``: another architecture, or the target's
-    own trained from another seed (seed None: the run's)."""
-    t = Threat(threat)
-    return str(t.surrogate), t.seed
-
-
 def over_all(threat: object) -> bool:
     """A stored row's threat is "all": the per-sample worst over every threat model."""
     return Threat.stored(threat).is_all

@@ -50,7 +50,6 @@ class Runner:
         it is (``cfg.classifier`` names it); ``datasets`` and ``defenses``, by the names
         ``cfg.dataset`` and ``cfg.defenses`` list them under."""
         self.cfg, self.command = cfg, command
-        self.classifier_object = classifier
         self.dataset_objects, self.defense_objects = dict(datasets or {}), dict(defenses or {})
         self.worker = Worker(cfg)  # resolves the device and every attack: errors before any work
         self.device = self.worker.device

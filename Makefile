@@ -55,11 +55,13 @@ reference: $(GRIDS) headline site
 $(GRIDS): $(STAMP) fashion-data
 	$(PY) -m bench grid $(REF)/$@
 
-# Every reference grid on one leaderboard page (docs/site/index.html), rows best first by their
-# worst case over threat models; its links and plots point into each grid's folder.
+# Every reference grid and the GPU run's grids (GPU_RUN, GPU_GRIDS below) on one leaderboard page
+# (docs/site/index.html), rows best first by their worst case over every attack and threat model on
+# any device: README's headline numbers, from the same function; its links point into each grid's
+# folder, its lead plots (worst case against defense ms/sample) are drawn beside it.
 comma := ,
 site: $(STAMP)
-	$(PY) -m bench report --results-dir docs --site-from $(subst $() ,$(comma),$(addprefix $(REF)/,$(GRIDS)))
+	$(PY) -m bench report --results-dir docs --site-from $(subst $() ,$(comma),$(addprefix $(REF)/,$(GRIDS)) $(addprefix $(GPU_RUN)/,$(GPU_GRIDS)))
 
 # README's headline: each defense's worst case over every attack and threat model (MNIST at eps 0.3,
 # Fashion-MNIST at 0.1, the grids' budgets), every stored cell of a row counting on any device: with

@@ -25,8 +25,9 @@ from torch import nn
 from bench.analysis.frame import frame
 from bench.builtin.userdata import UserDataset, from_tensors
 from bench.core.config import TABLE_KEYS, Config, resolve
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, ContractError, PluginFailed
 from bench.core.record import Record
+from bench.core.threats import attack_model
 from bench.render.report import write_report
 from bench.run.driver import Runner
 from bench.run.executors import make_executor
@@ -53,6 +54,10 @@ def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -
             records = runner.run(executor)
         except KeyboardInterrupt:
             raise Interrupted(runner.writer.count, runner.writer.dir) from None
+        except (ContractError, PluginFailed) as exc:
+            # A broken plugin loses nothing: its error says where the cells finished before it are.
+            exc.stored_in(runner.writer.count, runner.writer.dir)
+            raise
         # Tables, plots and the leaderboard page: what a run leaves for its user to open.
         written = write_report(Path(cfg.results_dir), html=True) if report else []
         return records, runner.summary(), written
@@ -140,3 +145,25 @@ def evaluate(
 def table(records: list[Record]) -> pd.DataFrame:
     """Records as the report's frame: one row per cell identity, with variant labels."""
     return frame(records)
+
+
+def attacked_model(
+    defense: str, *, threat: str = "white", config: str | Path | None = None, **settings: Any
+) -> tuple[nn.Module, Any, Any]:
+    """The model an attack meets in a cell, and the test images and labels the run scores: for
+    another attack library to run on exactly what the harness attacks (tools/aa_versus_original.py).
+
+    Args (keyword-only besides ``defense``): threat = "white" (gray: the bare classifier; white: the
+    classifier behind the defense, end to end; bpda: the defense's Jacobian taken as the identity),
+    config = None, **settings: any ``[run]`` key (``dataset``, ``classifier``, ``limit``, ``offline`` …).
+    Returns (model in eval mode, images N×C×H×W in [0,1], labels); the weights come through the same
+    ladder as a run's (the shipped zoo, the cache, training).
+    Example: ``model, x, y = bench.api.attacked_model("countergan", limit=64, offline=True)``
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        settings = {**settings, "defenses": [defense], "threat": [threat], "results_dir": tmp}
+        cfg = resolve(settings, str(config) if config is not None else None)
+        with Runner(cfg, ["bench.api.attacked_model", defense]) as runner:
+            prep, _ = runner.prepare(runner.specs[0])
+    model = attack_model(cfg.threat[0], prep.classifier.eval(), prep.defenses[defense].eval())
+    return model, prep.test.x, prep.test.y

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from defenses.base import Defense
+from bench.plugin import Defense
 
 
 class GaussianBlur(Defense):

@@ -52,3 +52,30 @@ def test_worst_over_threats_is_per_sample_over_every_attack_and_threat(run_args)
     assert worst["defended_adv_acc"] == pytest.approx(both.float().mean().item())
     assert worst["defended_adv_acc"] <= min(r["defended_adv_acc"] for r in parts)
     assert not [r for r in recs if r.kind == "worst" and r["threat"] == "gray"]  # one attack: no row
+
+
+def test_time_budget_stores_what_finished_and_says_what_is_left(run_args, capsys, monkeypatch):
+    """--time-budget: the run stops between batches, exits 0, names what is left; the same command
+    without the budget then finishes from what was stored and saved."""
+    from bench.run import worker
+
+    clock = iter(range(0, 10_000, 5))  # every look at the clock is 5 s later: the budget runs out
+    monkeypatch.setattr(worker.time, "monotonic", lambda: float(next(clock)))
+    args = run_args("--defenses", "none,bitdepth", "--attack", "fgsm,pgd", "--limit", "48", "--batch-size", "16")
+    assert main([*args, "--time-budget", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "[budget] --time-budget 12 s spent, stopped" in out and "run the same command again to continue" in out
+    stored = len([r for r in read_records(run_args.results) if r.kind == "cell"])
+    assert stored < 4 and "planned cell(s) left" in out
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert len([r for r in read_records(run_args.results) if r.kind == "cell"]) == 4
+    assert not (run_args.results / "partial").exists()
+
+
+def test_time_budget_needs_the_local_executor():
+    from bench.core.config import resolve
+    from bench.core.errors import BenchError
+
+    with pytest.raises(BenchError, match="local executor"):
+        resolve({"time_budget": 60, "executor": "ray"}, None)

@@ -134,3 +134,40 @@ def test_countergan_checkpoint_does_not_depend_on_the_rest_of_the_grid(run_args,
         assert rec["defense_params"]["train_eps"] == 0.3 and rec["defense_params"]["train_attack"] == "fgsm"
         hashes.append(rec["fit"]["defense_weights_hash"])
     assert hashes[0] == hashes[1]
+
+
+def test_every_committed_record_keeps_its_cell_key_and_fit_key():
+    """Identity by registered name (issue 39) changed no stored key: every committed record's
+    stored identity hashes to its cell key, and every trained defense's fit key is what today's
+    code makes of its name and hyperparameters (the frozen legacy table, identity.LEGACY_FIT_PLUGIN,
+    keeps the keys made when identities named a module path)."""
+    import json
+    from pathlib import Path
+
+    from bench.core.registry import DEFENSES
+    from bench.run.plan import plugin_name
+
+    root = Path(__file__).resolve().parent.parent / "results"
+    checked = fits = 0
+    for path in sorted(root.glob("**/records.jsonl")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            ident = rec["identity"]
+            assert identity.key(ident) == rec["cell_key"], f"{path}: {rec['defense']} {rec['attack']}"
+            checked += 1
+            if ident.get("defense_fit"):
+                hp = ident["defense_params"]
+                cls = DEFENSES.get(hp.get("plugin", ident["defense"]))
+                fit = {k: v for k, v in hp.items() if cls.fit_params is None or k in cls.fit_params}
+                ours = identity.fit_identity(
+                    plugin_name(cls),
+                    fit,
+                    ident["classifier_hash"],
+                    rec["data_fingerprint"],
+                    ident["seed"],
+                    cls.training_version,
+                )
+                assert "." not in ours["plugin"]  # a registered name, never a module path
+                assert identity.key(ours) == ident["defense_fit"], f"{path}: {rec['defense']} fit key"
+                fits += 1
+    assert checked > 1000 and fits > 500

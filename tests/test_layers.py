@@ -45,11 +45,16 @@ LAYERS: dict[str, set[str]] = {
         "defenses",
     },
     "bench": {"bench.cli", "bench.api"},  # bench/__init__.py, bench/__main__.py
+    # The one import for plugin authors: the core and the plugin base classes (PLUGIN_API), nothing
+    # of the runner, so a plugin written against it sees what a built-in sees.
+    "bench.plugin": {"bench.core", "attacks", "defenses"},
     # Plugins see the core only: a plugin written against the registry and the tensor contract
     # keeps working whatever the runner, the store or the report become.
     "attacks": {"bench.core"},
     "defenses": {"bench.core"},
 }
+# Of the plugin packages, bench.plugin imports their base classes only (never a plugin).
+PLUGIN_API = {"attacks.base", "defenses.base"}
 # Imports deferred into a function body on purpose: (module, imported module) → why.
 DEFERRED = {
     ("bench", "bench.api"): "bench.evaluate is resolved on first use: `import bench.core…` must not load the runner",
@@ -117,6 +122,13 @@ def test_each_layer_imports_only_what_the_rule_allows():
             if theirs != mine and theirs not in LAYERS[mine]:
                 bad.append(f"{m}:{line} imports {target} ({mine} may import {sorted(LAYERS[mine]) or 'nothing'})")
     assert not bad, "\n".join(bad)
+
+
+def test_the_plugin_api_imports_the_core_and_the_base_classes_only():
+    imported = {t for t, _, _ in edges()["bench.plugin"]}
+    assert imported, "bench.plugin imports nothing?"
+    bad = sorted(t for t in imported if not t.startswith("bench.core") and t not in PLUGIN_API)
+    assert not bad, f"bench.plugin imports {bad}: only bench.core and {sorted(PLUGIN_API)}"
 
 
 def test_no_import_inside_a_function_body_unless_listed():

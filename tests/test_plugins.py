@@ -8,6 +8,7 @@ import attacks  # noqa: F401
 import defenses  # noqa: F401
 from bench.builtin import classifiers, data  # noqa: F401
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS, DEFENSES, build
+from bench.run import contract
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -45,8 +46,9 @@ def test_defense_contract(name, mnist_setup):
     x = torch.rand(5, *spec.shape)
     with torch.no_grad():
         out = defense(x)
-    assert out.shape == x.shape and out.dtype == x.dtype
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    # The check every cell runs (bench.run.contract): shape, dtype, device, finite; and no range flag.
+    low, high = contract.defense_output(name, "test", x, out)
+    assert not contract.out_of_range(low, high)
     assert type(defense).__doc__ and "Example" in type(defense).__doc__
 
 
@@ -55,7 +57,7 @@ def test_attack_respects_budget_and_range(name, mnist_setup):
     from bench.run.plan import make_attack
 
     spec, d, clf = mnist_setup
-    attack = make_attack(name, None)
+    attack = contract.checked_attack(name, make_attack(name, None))  # as a worker runs it
     x, y = d.test.x[:3], d.test.y[:3]
     eps = 0.1
     adv = attack.perturb(clf, x, y, eps if attack.uses_eps else None, spec)

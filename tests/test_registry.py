@@ -58,3 +58,18 @@ def test_a_variant_is_a_table_row_that_pickles_like_a_class():
     assert cls.__qualname__ == "CounterGANLinearBCE" and cls.preset["gan_loss"] == "bce"
     with pytest.raises(ValueError, match="unknown parameter.*colour"):
         Registry("defense").variant("x", cls.__mro__[1], preset={"colour": 1}, doc="", class_name="X")
+
+
+def test_unknown_name_of_a_kind_without_entry_points_still_names_it_and_what_exists():
+    """The message of a registry with no entry-point group (classifiers, datasets) kept only its
+    last clause once: the conditional took the whole concatenated string."""
+    from bench.core.errors import BenchError
+    from bench.core.registry import Registry
+
+    reg = Registry("classifier")
+    reg.register("resnet18")(type("Net", (), {}))
+    with pytest.raises(
+        BenchError,
+        match=r"unknown classifier 'nonexistent-net'; available: resnet18 \(or an external plugin as module:ClassName\)$",
+    ):
+        reg.get("nonexistent-net")

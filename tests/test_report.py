@@ -332,6 +332,43 @@ def test_plots_draw_no_one_point_curves_and_keep_one_colour_per_defense(tmp_path
     assert len(set(plots.colours(["a", "b", "c"]).values())) == 3
 
 
+def test_lead_figures_and_training_curves_draw_no_one_point_plot(tmp_path):
+    """The page's lead figure (worst case against ms/sample) needs two points; a training curve two
+    training lengths on one line (issue 37: an "accuracy vs training" plot with a single point)."""
+    import pandas as pd
+
+    from bench.render import plots
+
+    cpu = dict(title="t", stem="lead_t", label="a", defense="a", acc=0.5, lo=0.4, hi=0.6, n=10, ms=1.0)
+    one = pd.DataFrame([{**cpu, "device": "cpu (x86_64, 2 threads)"}])
+    assert plots.worst_vs_latency(one, tmp_path) == []
+    two = pd.concat([one, one.assign(device="NVIDIA H200", ms=0.01), one.assign(label="b", defense="b", ms=0.0)])
+    (png,) = plots.worst_vs_latency(two, tmp_path)  # CPU and GPU panels; a 0 ms defense at the left edge
+    assert png.name == "lead_t.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.worst_vs_latency(two, tmp_path / "again")[0].read_bytes() == png.read_bytes()  # byte for byte
+    assert plots._markers(["cpu (x86_64, 2 threads)", "NVIDIA H200"]) == {
+        "cpu (x86_64, 2 threads)": "o",
+        "NVIDIA H200": "^",
+    }
+    base = dict(
+        dataset="mnist",
+        classifier="c",
+        threat="gray",
+        attack="fgsm",
+        eps=0.3,
+        defense="d",
+        variant="",
+        generator_iterations=1000,
+        defended_adv_acc=0.5,
+        defended_clean_acc=0.9,
+        time=1.0,
+        defense_params={},
+    )
+    assert plots.accuracy_vs_iterations(pd.DataFrame([base]), tmp_path) == []
+    curve = [base, {**base, "generator_iterations": 2000, "time": 2.0}]
+    assert len(plots.accuracy_vs_iterations(pd.DataFrame(curve), tmp_path)) == 1
+
+
 def test_a_report_removes_the_plots_it_no_longer_draws(run_args):
     """Regression: regenerating a report kept figures an older rule had drawn (one-point curves),
     so a stale plot sat beside the current ones and on the page."""
@@ -465,3 +502,89 @@ def test_pass_and_cascade_columns_appear_only_where_records_have_them(tmp_path):
     assert "attack fwd/img" in md and "attack bwd/img" in md
     assert "6.625" in md and "5.625" in md and "after aa-apgd-ce; ran on 3/4" in md
     assert "aa-apgd-t 0.3 (cascade)" in md
+
+
+# --- the ranking at the top of every report: the headline's and the page's one number ---------
+
+
+def test_the_reports_ranking_is_row_worst_as_the_headline_and_page_show_it_on_committed_records():
+    """Issue 37 (item 4): built from the same committed records (the threat-matrix reference
+    grid), each ranking row is ``row_worst`` over that leaderboard row's records, and the same
+    accuracy, interval and n as README's headline and the leaderboard page show for the rows they
+    share; best first; and it leads the committed results.md."""
+    from pathlib import Path
+
+    from bench.analysis.frame import run_commits, run_versions
+    from bench.analysis.worst import row_key, row_records, row_worst
+    from bench.core.labels import fmt_eps
+    from bench.render import headline, site
+    from bench.render.report import ranking
+    from bench.store.runs import iter_records
+
+    grid = Path(__file__).resolve().parents[1] / "results" / "reference" / "threat-matrix"
+    df = frame(iter_records(grid), None, run_commits(grid), run_versions(grid))
+    ranked = ranking(df)
+    shown = {(title, r["defense"]): r for title, t in ranked for _, r in t.iterrows()}
+    assert len(shown) == 14  # 13 defenses on mnist-cnn, the adversarially trained classifier alone
+    for title, t in ranked:
+        accs = [float(v.split()[0]) for v in t["worst case [95% CI]"]]
+        assert accs == sorted(accs, reverse=True), title  # best first
+
+    # The one function, on the records of each row (row_key), directly.
+    for (ds, clf, defense, eps, _), g in df.groupby(
+        ["dataset", "classifier", "defense", "eps", df.apply(row_key, axis=1)], sort=True
+    ):
+        recs = [r for _, r in g.iterrows()]
+        w = row_worst(recs)
+        r = shown[(f"{ds} · {clf} · L∞ ε = {fmt_eps(eps)}", defense)]
+        assert r["worst case [95% CI]"] == f"{w.acc:.3f} [{w.ci_low:.3f}, {w.ci_high:.3f}]"
+        assert (r["n"], r["cells"]) == (w.n, len(row_records(recs)))
+        assert w.per_image and r["cells"] >= 8  # 2 attacks × 4 threat models, a budget sweep's more
+
+    # README's headline, from the same records: every one of its rows, the same number.
+    compared = 0
+    for (ds, clf, eps), t in headline.rows(df).items():
+        for _, h in t.iterrows():
+            r = shown[(f"{ds} · {clf} · L∞ ε = {fmt_eps(eps)}", h["defense"])]
+            assert (r["worst case [95% CI]"], r["n"]) == (h["worst case"], int(h["n"])), h["defense"]
+            compared += 1
+    assert compared == len(shown)
+
+    # The leaderboard page, from the same records: every row, the same number, the same order.
+    for table in site.leaderboard(df):
+        (t,) = [t for title, t in ranked if title == table.title]
+        assert list(t["defense"]) == [row.label for row in table.rows]
+        for row in table.rows:
+            r = shown[(table.title, row.label)]
+            assert r["worst case [95% CI]"] == f"{row.worst.acc:.3f} [{row.worst.lo:.3f}, {row.worst.hi:.3f}]"
+            assert r["n"] == row.worst.n
+
+    # The committed report leads with it, after its header.
+    text = (grid / "results.md").read_text()
+    assert text.index("## Ranking: worst case over every attack and threat model") < text.index("## Paper view")
+    first = ranked[0][1].iloc[0]
+    assert f"| {first['defense']}" in text.split("## Paper view")[0]
+
+
+def test_the_ranking_keeps_rows_apart_and_says_when_no_per_image_outcomes_are_stored(tmp_path):
+    """Records without bitmaps (older runs): the lowest cell, said so; an unbounded attack gets its
+    own table; a report with records always has the section, at the top."""
+    write_records(
+        tmp_path,
+        [
+            rec("a", 0.5, 1.0, defended_adv_acc_ci_low=0.4, defended_adv_acc_ci_high=0.6),
+            rec("a", 0.25, 2.0, attack="pgd"),
+            rec("b", 0.75, 1.5, threat="white"),
+            rec("none", 0.2, 2.0, eps=None, attack="cw"),
+        ],
+    )
+    assert main(["report", "--results-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "results.md").read_text()
+    top = text.split("## Paper view")[0]
+    assert top.index("## Ranking") > top.index("Generated by")
+    assert "### mnist · mnist-cnn · L∞ ε = 0.3" in top and "### mnist · mnist-cnn · unbounded attacks" in top
+    assert top.index("unbounded attacks") < top.index("ε = 0.3")  # tables in budget order, as on the page
+    table = top.split("### mnist · mnist-cnn · L∞ ε = 0.3")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "defense" not in line]
+    assert rows[0].split("|")[1].strip() == "b" and rows[1].split("|")[1].strip() == "a"  # best first
+    assert "0.250 (lowest cell: no per-image outcomes)" in rows[1] and rows[1].rstrip("| ").endswith("2")

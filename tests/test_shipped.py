@@ -185,10 +185,12 @@ def test_bench_weights_ships_then_finds_its_retraining_identical(monkeypatch, tm
     assert main(["weights", "--only", "mnist/nope"]) == 2
 
 
-def test_every_shipped_defense_keeps_its_fit_key_under_todays_code():
+def test_every_shipped_defense_keeps_its_fit_key_under_todays_code(monkeypatch):
     """A refactor (a variant moved from a subclass into a table, a module moved) must not change
     what a shipped defense's key is: every zoo defense, built from today's registry and bench.toml,
-    has exactly the fit identity its provenance file was shipped under."""
+    has the fit key its provenance file was shipped under (its stored identity still hashes to it),
+    and the identity it is found under names the plugin by its registered name, never a module —
+    also once its class has moved to another module."""
     import tomllib
 
     from bench.core.registry import DATASETS
@@ -199,11 +201,19 @@ def test_every_shipped_defense_keeps_its_fit_key_under_todays_code():
     for meta_path in sorted((ROOT / "bench" / "zoo").glob("defense-*.json")):
         meta = json.loads(meta_path.read_text())
         ident = meta["identity"]
+        assert identity.key(ident) == meta["key"], f"{meta_path.name}: its stored identity no longer hashes to its key"
         name = meta["name"]
         d = make_defense(name, tables.get(name))
         d.setup(DATASETS.get(meta["dataset"])())
         ours = fit_ident(d, ident["classifier"], ident["data"], ident["seed"])
-        assert ours == ident, f"{meta_path.name}: fit identity changed"
+        assert identity.key(ours) == meta["key"], f"{meta_path.name}: fit key changed"
+        assert ours["plugin"] == type(d).registered_name and "." not in ours["plugin"], ours["plugin"]
+        assert {k: v for k, v in ours.items() if k != "plugin"} == {k: v for k, v in ident.items() if k != "plugin"}
+        monkeypatch.setattr(type(d), "__module__", "somewhere.else.entirely")  # the file moved
+        assert identity.key(fit_ident(d, ident["classifier"], ident["data"], ident["seed"])) == meta["key"]
+        monkeypatch.undo()
+        found = shipped.find("defense", meta["dataset"], name, ours)  # what a run looks the zoo up with
+        assert found is not None and found.sha256 == meta["sha256"], meta_path.name
         checked += 1
     assert checked >= 9
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,3 +380,86 @@ def test_a_cells_tooltip_names_its_cascade_stage_and_its_passes_where_stored():
     assert "aa-square · cascade after aa-apgd-ce, aa-apgd-t, aa-fab-t (ran on 6)" in detail
     assert "12.5 forward + 0 backward passes/image" in detail
     assert "white · pgd: 0.750" in detail and "passes/image" not in detail.split("pgd: 0.750")[1].split("\n")[0]
+
+
+# --- one number everywhere: the page's worst case is README's headline's ------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _headline_block():
+    """README's headline block and the results dirs its command names."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- headline:start -->", 1)[1].split("<!-- headline:end -->", 1)[0]
+    dirs = re.search(r"--headline (\S+?)`", block).group(1).split(",")
+    return block, dirs
+
+
+def _readme_rows(block):
+    """(table title, defense) → (worst case as printed, n), from the headline's markdown tables."""
+    out, title, cols = {}, None, None
+    for line in block.splitlines():
+        if m := re.match(r"\*\*(.+?)\*\*", line):
+            title, cols = m.group(1), None
+        elif line.startswith("|") and title:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cols is None:
+                cols = cells
+            elif not set(line) <= set("|:- "):
+                row = dict(zip(cols, cells))
+                out[(title, row["defense"])] = (row["worst case"], int(row["n"]))
+    return out
+
+
+def test_page_and_headline_rank_every_row_by_one_number_from_the_same_records():
+    """Built from the same committed records (the README headline's folders, the GPU run's among
+    them), every headline row is a page row with the same worst case, interval and n."""
+    from bench.analysis.frame import frame
+    from bench.core.labels import fmt_eps
+    from bench.render import headline, site
+    from bench.store.runs import iter_records
+
+    _, dirs = _headline_block()
+    df = frame([r for d in dirs for r in iter_records(ROOT / d)])
+    page: dict = {}
+    for t in site.leaderboard(df):
+        for row in t.rows:
+            page.setdefault((t.title, row.label), []).append(row)
+    compared = 0
+    for (ds, clf, eps), table in headline.rows(df).items():
+        title = f"{ds} · {clf} · L∞ ε = {fmt_eps(eps)}"
+        for _, r in table.iterrows():
+            (p,) = page[(title, r["defense"])]  # one page row per headline row
+            assert r["worst case"] == f"{p.worst.acc:.3f} [{p.worst.lo:.3f}, {p.worst.hi:.3f}]", (title, r["defense"])
+            assert int(r["n"]) == p.worst.n, (title, r["defense"])
+            compared += 1
+    assert compared >= 26  # every defense of README's three tables, and the adaptive grid's other budgets
+
+
+def test_the_committed_page_shows_readmes_headline_numbers_and_the_gpu_records():
+    """docs/site/index.html (`make site`) against README's headline block (`make headline`): for
+    every headline row, the page's worst case and n are README's; the page holds the GPU run's
+    records, and leads with its figures."""
+    from html import unescape
+
+    block, dirs = _headline_block()
+    readme = _readme_rows(block)
+    assert len(readme) >= 26
+    index = ROOT / "docs" / "site" / "index.html"
+    page = index.read_text()
+    rows = {}
+    for title, body in re.findall(r'<section id="[^"]*"><h2>(.*?)</h2>(.*?)</section>', page, re.S):
+        parser = Tables()
+        parser.feed(body)
+        for r in parser.tables[0]["rows"]:
+            rows.setdefault((unescape(title), r["attrs"]["data-defense"]), []).append(r["cells"])
+    for (title, defense), (worst, n) in readme.items():
+        (cells,) = rows[(title, defense)]
+        assert f"{float(cells[7]['attrs']['data-value']):.3f}" == worst.split()[0], (title, defense)
+        assert int(cells[1]["attrs"]["data-value"]) == n, (title, defense)
+    links = re.findall(r'href="([^"]+)"', page)
+    for d in dirs:  # every folder of the headline, results/gpu/ too, has its records on the page
+        assert any(f"/{d}/runs/" in link for link in links), d
+    lead = re.findall(r'<figure class="lead"><img src="([^"]+)"', page)
+    assert lead and all((index.parent / src).is_file() for src in lead)
+    assert page.index('class="lead"') < page.index('<table class="board">')  # the figures come first

@@ -18,17 +18,23 @@ data order); an exact hash of trained weights differs in the last bits between C
 sets. A few optimiser steps amplify no float noise past 1e-4 on one machine, while any real change
 (a loss, a learning rate, a batch order, an initialisation) moves the weights by far more.
 
-Fingerprints are kept per machine class — CPU vendor, the instruction set ATen runs at, the BLAS and
-the numerics mode in force (``bench.core.numerics``) — because a few counterGAN training steps on
-another vendor's MKL code path move the weights past 1e-4 with the same instruction set (issue 33:
-an AMD EPYC failed against fingerprints from an Intel Xeon, both AVX512). A machine class with no
-fingerprints skips, saying how to record them; a version bumped on one class drops the others'
-entries for that case (they describe the old code), which then skip until recorded there.
+Fingerprints are computed under the portable numerics mode (``bench.core.numerics``: ATen and
+oneDNN capped at AVX2, ``MKL_CBWR=COMPATIBLE``), in a child process, since those settings only count
+when set before torch is imported. Native numerics would need fingerprints per machine class: a few
+counterGAN steps on AMD's MKL path moved the weights past 1e-4 with the same AVX-512 kernels as an
+Intel Xeon (issue 33), and a machine class with none recorded skipped (issue 38: every AVX2-only
+machine). Under the portable mode one recorded set holds on any x86-64 with AVX2 (AMD or Intel,
+AVX2 or AVX-512); a machine where the mode cannot be in force (not x86, or no AVX2) skips, saying
+why. The set is kept under its class (architecture/instruction set/BLAS/mode) so a torch built on
+another BLAS records its own rather than failing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -139,49 +145,87 @@ def compute(case: str) -> tuple[int, list[float]]:
 
 
 def machine_class() -> str:
-    """What decides the last bits of a CPU training here: vendor/instruction set/BLAS/numerics mode."""
+    """What decides the last bits of a CPU training here: instruction set/BLAS/numerics mode, and the
+    CPU vendor unless the portable mode is in force (``MKL_CBWR=COMPATIBLE`` takes one MKL code path
+    on every vendor; ATen and oneDNN dispatch by instruction set only)."""
     from bench.core import numerics
     from bench.store.provenance import blas
 
-    return f"{numerics.cpu_vendor()}/{numerics.cpu_capability()}/{blas().split(' ')[0]}/{numerics.mode_in_force()}"
-
-
-# Fingerprints stored before machine classes, recorded on the references' Intel Xeon (AVX512, MKL).
-LEGACY_CLASS = "GenuineIntel/{kernels}/mkl/native"
+    mode = numerics.mode_in_force()
+    who = "x86-64" if mode == "portable" else numerics.cpu_vendor()
+    return f"{who}/{numerics.cpu_capability()}/{blas().split(' ')[0]}/{mode}"
 
 
 def stored() -> dict[str, dict]:
     """machine class → case → {"version", "values"}."""
     data = json.loads(STORE.read_text()) if STORE.is_file() else {}
-    if "machines" in data:
-        return data["machines"]
-    legacy = {k: v for k, v in data.items() if not k.startswith("_")}
-    return {LEGACY_CLASS.format(kernels=data["_kernels"]): legacy} if legacy else {}
+    return data.get("machines", {})
 
 
-@pytest.mark.parametrize("case", cases())
-def test_training_code_matches_its_version(case):
-    machines, here = stored(), machine_class()
-    version_now = (
+def _adamw_lr() -> None:
+    real = torch.optim.AdamW
+    torch.optim.AdamW = lambda params, lr, **kw: real(params, lr=lr * 1.5, **kw)  # type: ignore[misc]
+
+
+# Changes a child makes to the training code before training (the test of the test: a changed
+# trainer must fail), by name: a child process cannot be monkeypatched from here.
+PATCHES = {"adamw-lr": _adamw_lr}
+
+
+def portable_skip_reason() -> str | None:
+    """Why the portable mode cannot be in force here (None: it can)."""
+    arch = platform.machine().lower()
+    if arch not in ("x86_64", "amd64"):
+        return (
+            f"training fingerprints are recorded under the portable numerics mode, which pins x86-64 "
+            f"instruction sets; this machine is {platform.machine() or 'of an unknown architecture'}"
+        )
+    return None
+
+
+def compute_portable(cases_: list[str], patch: str | None = None) -> tuple[str, dict[str, tuple[int, list[float]]]]:
+    """(machine class, case → (version, fingerprint)) from a child process under the portable
+    numerics mode (its settings only count before torch is imported, which this process did)."""
+    from bench.core import numerics
+
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}
+    numerics.apply("portable", env)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--compute", *cases_]
+    res = subprocess.run(argv + (["--patch", patch] if patch else []), env=env, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"the portable child failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return out["machine"], {c: (v, values) for c, (v, values) in out["cases"].items()}
+
+
+@pytest.fixture(scope="module")
+def portable() -> tuple[str, dict[str, tuple[int, list[float]]]]:
+    """Every case's fingerprint, computed once per test process in one portable child (~15 s)."""
+    reason = portable_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    here, computed = compute_portable(cases())
+    if not here.endswith("/portable"):
+        pytest.skip(f"the portable numerics mode is not in force on this CPU ({here}): it needs AVX2")
+    return here, computed
+
+
+def version_now(case: str) -> int:
+    return (
         classifiers.TRAINING_VERSION
         if case.startswith("classifier:")
         else DEFENSES.get(case.split(":", 1)[1]).training_version
     )
-    recorded_anywhere = [m for m, cases in machines.items() if cases.get(case, {}).get("version") == version_now]
-    assert recorded_anywhere, (
-        f"no training fingerprint for {case} at training-code version {version_now} on any "
-        "machine class: run `python tests/test_training_code.py --update` and commit "
-        "tests/data/training_fingerprints.json"
+
+
+def check(case: str, here: str, version: int, values: list[float]) -> None:
+    """Fail unless ``values`` match the fingerprint recorded for ``case`` at its version on ``here``."""
+    assert version == version_now(case)
+    entry = stored().get(here, {}).get(case)
+    assert entry is not None and entry["version"] == version, (
+        f"no training fingerprint for {case} at training-code version {version} on {here}: run "
+        "`python tests/test_training_code.py --update` and commit tests/data/training_fingerprints.json"
     )
-    entry = machines.get(here, {}).get(case)
-    if entry is None or entry["version"] != version_now:
-        pytest.skip(
-            f"{case}: fingerprints are recorded on {', '.join(sorted(recorded_anywhere))}, not on this "
-            f"machine class ({here}): the last bits of a training differ across them; "
-            "`python tests/test_training_code.py --update` on a clean checkout here records them"
-        )
-    version, values = compute(case)
-    assert version == version_now
     ok = torch.allclose(torch.tensor(values), torch.tensor(entry["values"]), atol=ATOL, rtol=RTOL)
     kind = (
         "bench.builtin.classifiers.TRAINING_VERSION"
@@ -189,10 +233,16 @@ def test_training_code_matches_its_version(case):
         else f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
     )
     assert ok, (
-        f"{case}: the training code now trains different weights from the same settings on this machine "
-        f"class ({here}), so old cached and shipped models would be taken for the new code's. Bump {kind} "
-        "(it is part of the cache key), then run `python tests/test_training_code.py --update`"
+        f"{case}: the training code now trains different weights from the same settings ({here}), so "
+        f"old cached and shipped models would be taken for the new code's. Bump {kind} (it is part of "
+        "the cache key), then run `python tests/test_training_code.py --update`"
     )
+
+
+@pytest.mark.parametrize("case", cases())
+def test_training_code_matches_its_version(case, portable):
+    here, computed = portable
+    check(case, here, *computed[case])
 
 
 def test_a_changed_training_path_changes_the_key():
@@ -222,44 +272,66 @@ def test_the_fingerprint_sees_a_changed_training_step(monkeypatch):
 
 
 def update() -> None:
-    """Record this machine class's fingerprints for new cases and bumped versions; never overwrite
-    an unchanged version. A bumped version drops the other classes' entries for that case."""
-    machines, here = stored(), machine_class()
+    """Record the portable fingerprints of new cases and bumped versions; never overwrite an
+    unchanged version (a moved fingerprint there needs a bump first)."""
+    reason = portable_skip_reason()
+    if reason:
+        sys.exit(reason)
+    here, computed = compute_portable(cases())
+    if not here.endswith("/portable"):
+        sys.exit(f"the portable numerics mode is not in force on this CPU ({here}): it needs AVX2")
+    machines = stored()
     mine = machines.setdefault(here, {})
-    for case in cases():
-        version, values = compute(case)
+    for case, (version, values) in computed.items():
         old = mine.get(case)
         if old and old["version"] == version:
             if not torch.allclose(torch.tensor(values), torch.tensor(old["values"]), atol=ATOL, rtol=RTOL):
                 print(f"{case}: weights moved but training-code version {version} did not: bump it first")
             continue
         mine[case] = {"version": version, "values": values}
-        for other, their in machines.items():
-            if other != here and case in their and their[case]["version"] != version:
-                print(f"{case}: dropped {other}'s fingerprint of version {their.pop(case)['version']}")
         print(f"{case}: recorded version {version} on {here}")
     STORE.parent.mkdir(parents=True, exist_ok=True)
     STORE.write_text(json.dumps({"machines": machines}, indent=1, sort_keys=True) + "\n")
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--update"]:
-        sys.exit("usage: python tests/test_training_code.py --update")
-    update()
+def child(argv: list[str]) -> None:
+    """``--compute CASE… [--patch NAME]``: print one JSON line of fingerprints (run by
+    ``compute_portable`` in a child process with the portable settings in its environment)."""
+    patch = None
+    if "--patch" in argv:
+        i = argv.index("--patch")
+        patch, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    if patch:
+        PATCHES[patch]()
+    out = {"machine": machine_class(), "cases": {c: compute(c) for c in argv}}
+    print(json.dumps(out))
 
 
-def test_a_changed_defense_trainer_fails_here_and_another_machine_class_skips(monkeypatch):
-    """Issue 33: keyed by machine class, the check still fails on this machine when a trainer
-    changes (here: counterGAN's AdamW at 1.5× its learning rate), and a machine class with no
-    fingerprints of its own skips with the command that records them instead of failing."""
-    import _pytest.outcomes
-
-    if stored().get(machine_class(), {}).get("defense:countergan") is None:
-        pytest.skip(f"no fingerprints for this machine class ({machine_class()})")
-    real = torch.optim.AdamW
-    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: real(params, lr=lr * 1.5, **kw))
+def test_a_changed_defense_trainer_fails_under_the_portable_mode(portable):
+    """Issue 33 and 38: under the portable mode a changed trainer (here: counterGAN's AdamW at 1.5×
+    its learning rate) still fails, on any x86 with AVX2."""
+    here, computed = portable
+    check("defense:countergan", here, *computed["defense:countergan"])
+    patched_here, changed = compute_portable(["defense:countergan"], patch="adamw-lr")
+    assert patched_here == here
     with pytest.raises(AssertionError, match=r"Bump \w+\.training_version"):
-        test_training_code_matches_its_version("defense:countergan")
-    monkeypatch.setattr(sys.modules[__name__], "machine_class", lambda: "OtherVendor/AVX2/openblas/native")
-    with pytest.raises(_pytest.outcomes.Skipped, match="--update"):
-        test_training_code_matches_its_version("defense:countergan")
+        check("defense:countergan", here, *changed["defense:countergan"])
+
+
+def test_one_recorded_set_for_every_x86_with_avx2_and_a_reason_elsewhere(monkeypatch):
+    """The portable class names no vendor, so AMD and Intel machines meet the same fingerprints; a
+    machine that cannot run the mode skips saying why, never in silence."""
+    assert list(stored()) == ["x86-64/AVX2/mkl/portable"]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert "pins x86-64 instruction sets; this machine is aarch64" in (portable_skip_reason() or "")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert portable_skip_reason() is None
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--compute"]:
+        child(sys.argv[2:])
+    elif sys.argv[1:] == ["--update"]:
+        update()
+    else:
+        sys.exit("usage: python tests/test_training_code.py --update")

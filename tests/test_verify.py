@@ -116,3 +116,21 @@ def test_a_gpu_record_is_matched_to_its_cpu_recomputation_by_identity_but_device
     assert other_device(gpu, [other, cpu]) is cpu
     assert other_device(gpu, [other]) is None
     assert other_device(cpu, [gpu]) is None  # a CPU record is recomputed on the CPU, under its own key
+
+
+def test_square_cell_stored_before_the_standard_schedule_is_recomputed_as_it_ran(tmp_path):
+    from bench.core.config import Config
+    from bench.run.verify import narrowed
+
+    config = Config(attack=["aa"], defenses=["none"]).to_dict()
+    rec = {
+        "dataset": "mnist",
+        "defense": "none",
+        "attack": "aa-square",
+        "eps": 0.3,
+        "threat": "white",
+        "attack_params": {"component": "square", "n_queries": 5000, "restarts": 1, "seed": 0},
+    }
+    assert narrowed(config, rec, tmp_path).attack_params["aa-square"]["rescale_schedule"] is True
+    now = {**rec, "attack_params": {**rec["attack_params"], "rescale_schedule": False}}
+    assert "aa-square" not in narrowed(config, now, tmp_path).attack_params

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bench.analysis.frame import frame
-from bench.analysis.worst import cascade_of, worst_case, worst_fields, worst_groups
+from bench.analysis.worst import cascade_of, row_key, row_records, row_worst, worst_case, worst_fields, worst_groups
 from bench.core import record
 from bench.core.stats import wilson
 from bench.core.threats import over_all
@@ -182,6 +182,32 @@ def test_driver_page_and_headline_agree_on_every_row_of_a_committed_grid():
 
 
 def test_the_page_and_headline_take_their_worst_case_from_analysis():
-    """No second implementation: the page and the headline import the one function."""
-    assert site.worst_case is worst_case and headline.worst_case is worst_case
+    """No second implementation: the page and the headline rank by the one function, on the one
+    row key."""
+    assert site.row_worst is row_worst and headline.row_worst is row_worst
+    assert site.row_key is row_key and headline.row_key is row_key
     assert isinstance(frame([rec([1, 0])]), pd.DataFrame)
+
+
+def test_a_rows_worst_case_counts_each_cell_once_and_a_worst_row_only_for_cells_not_there():
+    a, b = rec([1, 1, 0, 1, 1, 1], "fgsm", "gray"), rec([1, 0, 1, 1], "pgd", "white")
+    sweep = rec([1, 1, 1, 0], "pgd", "white", key="sweep")
+    stored = record.make(
+        "worst",
+        {k: np.array([1, 0, 0, 1], bool) for k in record.OUTCOMES},
+        **{
+            **{k: b[k] for k in ("dataset", "classifier", "defense", "eps", "n")},
+            "threat": "all",
+            "identity": {"attack": "worst", "attack_params": {"cells": [a["cell_key"], b["cell_key"]]}},
+            "cell_key": "w",
+            "attack": "worst",
+            "time": 0.0,
+        },
+    )
+    assert row_records([a, b, sweep, stored]) == [a, b, sweep]  # its cells are there: not counted twice
+    w = row_worst([a, b, sweep, stored])
+    assert w.n == 4 and w.records == 3 and w.outcomes["defended_adv"].tolist() == [True, False, False, False]
+    # a worst row whose cells are not among the records stands in for them
+    assert row_records([sweep, stored]) == [sweep, stored] and row_worst([sweep, stored]).acc == 0.25
+    # one row: the same data, weights and norm; attack labels (the attacker's choice) do not split it
+    assert row_key(a) == row_key(a.replace(attack_labels="predicted")) != row_key(a.replace(norm="L2"))

@@ -1,10 +1,11 @@
-"""Defenses planted by the trust tests (named as external plugins, module:Class)."""
+"""Defenses and attacks planted by the trust and contract tests (named as external plugins, module:Class)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from attacks.base import AttackPlugin
 from defenses.base import Defense
 
 
@@ -87,3 +88,94 @@ class CoinBlank(Defense):
     def forward(self, x):
         keep = (torch.rand(len(x), generator=self.gen) < 0.5).to(x.device)
         return torch.where(keep[:, None, None, None], x, torch.zeros_like(x))
+
+
+# --- contract breakers (tests/test_contract.py): a new user's four first plugins, and attacks ---
+
+
+class NaNs(Defense):
+    """Returns NaN everywhere. Example: --defenses trust_plugins:NaNs"""
+
+    def forward(self, x):
+        return x * float("nan")
+
+
+class Crop(Defense):
+    """Returns a 14×14 centre crop of a 28×28 image. Example: --defenses trust_plugins:Crop"""
+
+    def forward(self, x):
+        return x[:, :, 7:21, 7:21]
+
+
+class Stretch(Defense):
+    """Returns 5x − 2: far outside [0,1]. Example: --defenses trust_plugins:Stretch"""
+
+    def forward(self, x):
+        return 5 * x - 2
+
+
+class Raises(Defense):
+    """Raises inside forward. Example: --defenses trust_plugins:Raises"""
+
+    def forward(self, x):
+        raise RuntimeError("boom inside the plugin")
+
+
+class LateNaN(Defense):
+    """Fine on the first call (the harness's first check), NaN from the third on: caught on a scored
+    batch. Example: --defenses trust_plugins:LateNaN"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * float("nan") if self.calls > 2 else x.clone()
+
+
+class LateRaise(Defense):
+    """Fine on the first two calls, raises from the third on. Example: --defenses trust_plugins:LateRaise"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 2:
+            raise ValueError("boom on a later batch")
+        return x.clone()
+
+
+class NaNAttack(AttackPlugin):
+    """Returns NaN images. Example: --attack trust_plugins:NaNAttack"""
+
+    def perturb(self, model, x, y, eps, spec):
+        return x * float("nan")
+
+
+class CropAttack(AttackPlugin):
+    """Returns a crop. Example: --attack trust_plugins:CropAttack"""
+
+    def perturb(self, model, x, y, eps, spec):
+        return x[:, :, 7:21, 7:21]
+
+
+class RaisingAttack(AttackPlugin):
+    """Raises. Example: --attack trust_plugins:RaisingAttack"""
+
+    def perturb(self, model, x, y, eps, spec):
+        raise RuntimeError("attack boom")
+
+
+class L2TooFar(AttackPlugin):
+    """An L2 attack that moves every image by 2·eps in L2 (but little in L∞).
+    Example: --attack trust_plugins:L2TooFar"""
+
+    norm = "L2"
+
+    def perturb(self, model, x, y, eps, spec):
+        step = torch.full_like(x, 1.0)
+        step = step / step.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return x + 2 * eps * step * torch.where(x > 0.5, -1.0, 1.0)

@@ -8,7 +8,10 @@ and says so (``per_image`` False).
 
 ``worst_groups`` says which cells of a run make which worst row (over the attacks of one threat
 model, over every attack and threat model, a suite's own row); the runner stores a record for each
-from ``worst_case``. Both are pure functions of records: unit-tested without running anything.
+from ``worst_case``. ``row_key`` and ``row_worst`` are what README's headline and the leaderboard
+page rank a defense by: which stored records are one leaderboard row, and their worst case over
+every attack and threat model, on any device, on the images every record scored. All are pure
+functions of records: unit-tested without running anything.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.core import identity
+from bench.core.identity import ASPECTS, digest, of_record
 from bench.core.labels import missing as _missing
 from bench.core.record import checks_of, first_images
 from bench.core.stats import wilson
@@ -65,6 +69,38 @@ def worst_case(
     low = min(same_n, key=lambda r: float(r["defended_adv_acc"]))
     lo, hi = (_number(low.get(f"defended_adv_acc_ci_{end}")) for end in ("low", "high"))
     return Worst(n, float(low["defended_adv_acc"]), lo, hi, False, None, len(recs))
+
+
+def row_key(rec: Mapping[str, Any]) -> str:
+    """Which leaderboard row a record belongs to (with its dataset, classifier, defense and eps):
+    records combine only where they share test data, classifier weights, defense settings and
+    weights (``ASPECTS["row"]``) and norm. Attack labels (true or predicted) are the attacker's
+    choice, as the attack is: both count in one worst case."""
+    return digest([{k: of_record(rec).get(k) for k in ASPECTS["row"]}, rec.get("norm")])
+
+
+def _cells_of(rec: Mapping[str, Any]) -> list[str]:
+    """The cell keys a stored worst row combines (none for a cell)."""
+    ident = rec.get("identity")
+    return list((ident.get("attack_params") or {}).get("cells", [])) if isinstance(ident, dict) else []
+
+
+def row_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """What a row's worst case combines, out of every stored record of it: each cell (any threat
+    model, any device, a budget sweep's every setting), and a stored worst row only where some cell
+    it combines is not among them, or it names none (its cells came from elsewhere)."""
+    recs = list(records)
+    cells = [r for r in recs if r.get("kind", "cell") == "cell"]
+    have = {r.get("cell_key") for r in cells}
+    stand_in = [r for r in recs if r.get("kind") == "worst" and not (_cells_of(r) and set(_cells_of(r)) <= have)]
+    return cells + stand_in
+
+
+def row_worst(records: Iterable[Mapping[str, Any]], n: int | None = None) -> Worst | None:
+    """A leaderboard row's worst case (README's headline and the page rank by it): ``records``, the
+    row's stored records (``row_key``), combined image by image (``worst_case``) on the images every
+    one of them scored (default) or on their first ``n``."""
+    return worst_case(row_records(records), n)
 
 
 def cascade_of(rec: Mapping[str, Any]) -> list[str] | None:

@@ -11,7 +11,7 @@ import traceback
 
 from bench.cli import numerics
 from bench.core import numerics as core_numerics
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, PluginFailed
 
 # subcommand → its module under bench/cli/ (``list`` would shadow the builtin in this package)
 SUBCOMMANDS = {
@@ -43,3 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PluginFailed as exc:
+        # A plugin that raised: its traceback is the user's code, shown; the last line names the
+        # plugin, the cell and where the finished cells are.
+        traceback.print_exception(exc.__cause__ if exc.__cause__ is not None and not debug else exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -92,6 +92,12 @@ def run_parser() -> Parser:
         '(the result is cached; DefenseGAN\'s own shipped generator is kept: pretrained = "" trains '
         "one; --no-retrain overrides the config file)",
     )
+    a(
+        "--time-budget",
+        type=_int,
+        help="seconds this run may compute: then it stores what finished (whole cells and the finished "
+        "batches of the cell in progress), says what is left and exits 0; the same command resumes",
+    )
     a("--executor", help="local (default) or ray")
     a("--ray-address", help="Ray cluster address (else RAY_ADDRESS, else a local Ray for the run)")
     a("--wandb", help="Weights & Biases logging: disabled (default), offline, online")

@@ -1,4 +1,5 @@
-"""``python -m bench list``: every registered plugin with its parameters."""
+"""``python -m bench list``: every plugin — built-in, or declared by an installed package's entry
+point — with its parameters."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def main(argv: list[str]) -> int:
             if reg is CLASSIFIERS:  # a classifier's knobs are its training recipe
                 recipe = ", ".join(f"{k}={v!r}" for k, v in asdict(resolve_recipe(name, {}, {})).items())
                 print(f"  {'':28s} recipe: {recipe}")
+        for name, why in sorted(reg.unloadable.items()):  # an installed package's plugin that does not load
+            print(f"  {name:28s} (cannot load: {why})")
     print("  torchattacks:<ClassName>     any torchattacks attack, e.g. torchattacks:MIFGSM")
     print("attack suites (each member a cell, plus one per-sample row named after the suite):")
     for name, (members, doc) in sorted(ATTACKS.suites.items()):

@@ -30,6 +30,10 @@ CODES: dict[str, tuple[str, str]] = {
     "nonfinite-gradient": ("NaN or inf gradients through the attacked model", "NaN/inf gradients"),
     "exceeds-eps": ("the perturbation exceeds eps", "perturbation exceeds eps"),
     "leaves-range": ("adversarial images leave [0,1]", "adversarial images leave [0,1]"),
+    "defense-range": (
+        "the defense's outputs leave [0,1] (the contract forbids it)",
+        "the defense's outputs leave [0,1]",
+    ),
     "wrote-input": ("the defense wrote into its input (the contract forbids it)", "the defense wrote into its input"),
     "label-leak": ("signs of label leaking (Kurakin et al. 2017)", "label leaking?"),
     "weaker-than-fgsm": ("an iterative attack weaker than FGSM on the same cell", "is weaker than FGSM"),

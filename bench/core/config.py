@@ -43,9 +43,9 @@ STR_KEYS = (
     "wandb_project",
     "attack_labels",
 )
-POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit")
+POSITIVE_INT_KEYS = ("limit", "batch_size", "eot_samples", "image_size", "resubmit", "time_budget")
 NON_NEGATIVE_INT_KEYS = ("seed", "warmup")
-OPTIONAL_KEYS = ("limit", "image_size")  # None: the whole test split / images as stored
+OPTIONAL_KEYS = ("limit", "image_size", "time_budget")  # None: the whole test split / as stored / no deadline
 
 
 @dataclass
@@ -74,6 +74,9 @@ class Config:
     resubmit: int = 1  # classify each input N times through a randomised defense
     attack_labels: str = "true"  # craft with the true labels, or the classifier's predictions
     executor: str = "local"
+    # Seconds this run may compute; then it stores what finished (cells, and the finished batches of
+    # the cell in progress) and stops, saying what is left (bench.run.worker.OutOfTime).
+    time_budget: int | None = None
     ray_address: str | None = None
     wandb: str = "disabled"
     wandb_project: str = "defense-bench"
@@ -250,6 +253,10 @@ def validate(cfg: Config) -> None:
         raise BenchError(f"invalid wandb mode {cfg.wandb!r}; use {', '.join(WANDB_MODES)}")
     if cfg.executor not in EXECUTORS:
         raise BenchError(f"unknown executor {cfg.executor!r}; available: {', '.join(EXECUTORS)}")
+    if cfg.time_budget is not None and cfg.executor != "local":
+        raise BenchError(
+            "--time-budget works with the local executor only (a Ray task cannot be stopped between batches)"
+        )
     if cfg.attack_labels not in ("true", "predicted"):
         raise BenchError(f"invalid attack-labels {cfg.attack_labels!r}; use true or predicted")
     # Threats enter here and leave as values (bench.core.threats.Threat): parsed once.

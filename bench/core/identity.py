@@ -50,13 +50,43 @@ def classifier_identity(
     }
 
 
+# Fit identities made before plugins were identified by their registered name (issue 39) named the
+# class by its Python path, and every fit key then made (the shipped zoo's, bench/zoo/*.json, and
+# every cache's) is a hash over that string. A frozen table, registered name → that string, used
+# only when hashing (``hashed``): an identity names the plugin by its registered name, and the keys
+# of everything stored before stay what they were. Never add a row: a plugin registered from now on
+# is hashed under its name, so moving its file changes nothing.
+LEGACY_FIT_PLUGIN: dict[str, str] = {
+    "countergan": "defenses.countergan.CounterGANPreset",
+    "countergan-adaptive": "defenses.countergan.CounterGANAdaptive",
+    "countergan-conv-bce": "defenses.countergan.CounterGANConvBCE",
+    "countergan-conv-mse": "defenses.countergan.CounterGANConvMSE",
+    "countergan-linear-bce": "defenses.countergan.CounterGANLinearBCE",
+    "countergan-linear-mse": "defenses.countergan.CounterGANLinearMSE",
+    "countergan-linear-wgangp": "defenses.countergan.CounterGANLinearWGANGP",
+    "defensegan": "defenses.defensegan.DefenseGAN",
+}
+
+
+def hashed(identity: dict[str, Any]) -> dict[str, Any]:
+    """The form of ``identity`` its key is the hash of: itself, except a fit identity of a plugin
+    stored before issue 39, whose ``plugin`` is hashed as it was then spelt (``LEGACY_FIT_PLUGIN``
+    for a built-in; ``module.Class`` for an external ``module:Class``)."""
+    plugin = identity.get("plugin") if identity.get("kind") == "defense-fit" else None
+    if not isinstance(plugin, str):
+        return identity
+    legacy = LEGACY_FIT_PLUGIN.get(plugin) or (plugin.replace(":", ".", 1) if ":" in plugin else None)
+    return identity if legacy is None else {**identity, "plugin": legacy}
+
+
 def fit_identity(
     plugin: str, fit_params: dict[str, Any], classifier_hash: str, data_fingerprint: str, seed: int, code: int
 ) -> dict[str, Any]:
-    """What determines a trained defense's weights (its cache key): its class, the
-    hyperparameters that change training (including its training attack, that attack's
-    parameters and eps), the classifier it was trained against, the data, the seed and the
-    version of its training code (the class's ``training_version``)."""
+    """What determines a trained defense's weights (its cache key): its plugin (the registered
+    name of its class, or ``module:Class`` for an external class given so — never where a
+    registered class's file lies), the hyperparameters that change training (including its
+    training attack, that attack's parameters and eps), the classifier it was trained against, the
+    data, the seed and the version of its training code (the class's ``training_version``)."""
     return {
         "kind": "defense-fit",
         "v": IDENTITY_VERSION,
@@ -134,7 +164,7 @@ def canonical(value: Any) -> str:
 
 
 def key(identity: dict[str, Any]) -> str:
-    return digest(identity)
+    return digest(hashed(identity))
 
 
 def flatten(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,8 +5,17 @@ A plugin is a class registered under the string users type on the command line::
     @register_defense("countergan")
     class CounterGAN(Defense): ...
 
-External plugins are named explicitly as ``package.module:ClassName``; nothing is
-discovered by scanning.
+Every plugin is declared, nothing is discovered by scanning:
+
+* built-ins: the modules defense-bench declares as entry points in its ``pyproject.toml``
+  (``[project.entry-points."defense_bench.defenses"]``, ``…attacks``), imported on first lookup —
+  a new built-in is its file and its line there, never an import added by hand;
+* a pip-installed package: its own entry point in the same group, ``mine = "pkg.mod:Mine"``, used
+  as ``--defenses mine`` (loaded when the name is not a built-in, or when ``bench list`` runs);
+* any class on the path: ``package.module:ClassName``.
+
+A plugin is identified by its registered name (a built-in's, an entry point's) and never by the
+module it lies in; a class given as ``module:Class`` has no other name.
 """
 
 from __future__ import annotations
@@ -14,8 +23,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
@@ -24,21 +37,81 @@ from bench.core.errors import BenchError
 class Registry:
     """A name → class table for one plugin kind (``"defense"``, ``"attack"`` …)."""
 
-    def __init__(self, kind: str, builtins: str | None = None) -> None:
+    def __init__(
+        self, kind: str, builtins: str | None = None, *, group: str | None = None, base: str | None = None
+    ) -> None:
         self.kind = kind
         self._table: dict[str, type] = {}
         # The module that registers the built-in plugins of this kind, imported on first lookup:
         # a named module (explicit discovery, no scanning), so a lookup never depends on what
         # the caller happened to import first.
         self._builtins = builtins
+        # The entry-point group of this kind: defense-bench's own entries are its built-ins (all
+        # loaded on first lookup), another distribution's are loaded by name when asked for.
+        self.group = group
+        self._declared = group is None
+        # ``module:Class`` every plugin of this kind must subclass, checked at registration
+        # (imported then: the core never imports a plugin package).
+        self._base = base
         # name → (member names, description): a suite runs its members as cells of their own and
         # is combined per sample into one row named after it (AutoAttack's ``aa``).
         self.suites: dict[str, tuple[tuple[str, ...], str]] = {}
+        # An installed package's entry point that failed to load when every plugin was listed → why.
+        self.unloadable: dict[str, str] = {}
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Import the built-ins of this kind (once; every lookup does it first)."""
         if self._builtins is not None:
             module, self._builtins = self._builtins, None
             importlib.import_module(module)
+        if not self._declared:
+            self._declared = True
+            assert self.group is not None
+            for name, value in builtin_entry_points(self.group):
+                self._load_entry_point(metadata.EntryPoint(name, value, self.group))
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+        """Load one declared plugin: ``module:Class`` is registered under the entry point's name;
+        a module (a built-in's) registers its plugins itself, the entry point's name among them."""
+        loaded = ep.load()
+        if inspect.isclass(loaded) and self._table.get(ep.name) is not loaded:
+            self.register(ep.name)(loaded)
+        if ep.name not in self._table and ep.name not in self.suites:
+            raise BenchError(f"entry point {ep.name} = {ep.value!r} ({ep.group}) registers no {self.kind} {ep.name!r}")
+
+    def _plugin_entry_points(self) -> dict[str, metadata.EntryPoint]:
+        """Other distributions' entry points of this kind not shadowed by a built-in, by name."""
+        if self.group is None:
+            return {}
+        return {
+            ep.name: ep
+            for ep in metadata.entry_points(group=self.group)
+            if _dist_name(ep) != DISTRIBUTION and ep.name not in self._table and ep.name not in self.suites
+        }
+
+    def _from_entry_point(self, name: str) -> type | None:
+        ep = self._plugin_entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            self._load_entry_point(ep)
+        except BenchError:
+            raise
+        except Exception as exc:  # an installed plugin that does not load is its package's error, said in one line
+            raise BenchError(
+                f"cannot load {self.kind} {name!r} (entry point {ep.value!r} of {_dist_name(ep) or 'an unknown distribution'}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return self._table.get(name)
+
+    def _check_base(self, name: str, cls: Any) -> None:
+        if self._base is None:
+            return
+        module, _, attr = self._base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+        if not (inspect.isclass(cls) and issubclass(cls, base)):
+            what = f"{cls.__module__}.{cls.__qualname__}" if inspect.isclass(cls) else repr(cls)
+            raise TypeError(f"{self.kind} {name!r}: {what} is not a {module}.{attr} subclass")
 
     def register(self, name: str) -> Callable[[type], type]:
         def decorator(cls: type) -> type:
@@ -47,6 +120,7 @@ class Registry:
                     f"{self.kind} {name!r} is already registered by "
                     f"{self._table[name].__module__}.{self._table[name].__qualname__}"
                 )
+            self._check_base(name, cls)
             cls.registered_name = name  # type: ignore[attr-defined]  # every plugin class carries its name
             self._table[name] = cls
             return cls
@@ -65,9 +139,9 @@ class Registry:
         known: set[str] | None = None,
     ) -> type:
         """Register ``name`` as ``base`` with other defaults: a variant is data (a row of a table
-        of presets), not a hand-written subclass. ``class_name`` names it in identities and fit
-        keys (``module.class_name``): the name its keys were made under stays its name, so
-        moving a variant between a class and a table never changes a cache key or a shipped file."""
+        of presets), not a hand-written subclass. ``class_name`` names the Python class (plain
+        pickle finds it as ``module.class_name``); identities and fit keys name ``name``, so
+        moving a variant between a class and a table, or its module, never changes a key."""
         # ``attr``: where the class keeps its defaults (a classifier's are its training recipe's,
         # ``recipe_preset``, checked against ``known``).
         unknown = sorted(set(preset) - (known if known is not None else set(hyperparameters(base))))
@@ -98,29 +172,42 @@ class Registry:
 
     def expand(self, names: list[str]) -> list[str]:
         """``names`` with every suite replaced by its members (order kept, duplicates dropped)."""
-        self._load()
+        self.load()
         out = [m for n in names for m in (self.suites[n][0] if n in self.suites else (n,))]
         return list(dict.fromkeys(out))
 
     def names(self) -> list[str]:
-        self._load()
-        return sorted(self._table)
+        """Every name this kind answers to: registered, or declared by an installed package's entry
+        point (named from its metadata: nothing is imported for the name)."""
+        self.load()
+        return sorted({*self._table, *self._plugin_entry_points()})
 
     def __contains__(self, name: str) -> bool:
-        self._load()
-        return name in self._table
+        self.load()
+        return name in self._table or name in self._plugin_entry_points()
 
     def __iter__(self) -> Iterator[tuple[str, type]]:
-        self._load()
+        """(name, class) of every plugin, installed packages' loaded (``bench list``); one that
+        does not load is left out, its error in ``unloadable``."""
+        self.load()
+        for name in self._plugin_entry_points():
+            try:
+                self._from_entry_point(name)
+            except BenchError as exc:
+                self.unloadable[name] = str(exc)
         return iter(sorted(self._table.items()))
 
     def get(self, name: str) -> type:
-        """The class for ``name``; ``module:Class`` imports an external plugin."""
-        self._load()
+        """The class for ``name``: a built-in, an installed package's entry point, or
+        ``module:Class`` (an external plugin imported by its path)."""
+        self.load()
         if name in self._table:
             return self._table[name]
         if ":" in name:
             return self._external(name)
+        found = self._from_entry_point(name)
+        if found is not None:
+            return found
         if name in self.suites:
             raise BenchError(
                 f"{self.kind} {name!r} is a suite of {', '.join(self.suites[name][0])}: "
@@ -129,9 +216,10 @@ class Registry:
         known = sorted([*self.names(), *self.suites])
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
+        where = f", or an installed package's entry point in {self.group}" if self.group else ""
         raise BenchError(
             f"unknown {self.kind} {name!r}; {hint}available: {', '.join(known)}"
-            f" (or an external plugin as module:ClassName)"
+            f" (or an external plugin as module:ClassName{where})"
         )
 
     def _external(self, spec: str) -> type:
@@ -145,7 +233,13 @@ class Registry:
         cls = getattr(module, attr, None)
         if not inspect.isclass(cls):
             raise BenchError(f"module {module_name!r} has no class {attr!r} for {self.kind} {spec!r}")
-        if not getattr(cls, "registered_name", None):
+        try:
+            self._check_base(spec, cls)
+        except TypeError as exc:
+            raise BenchError(str(exc)) from None
+        # Its own attribute, never one inherited from a registered base class: a subclass of a
+        # built-in given by its path is named by that path.
+        if not cls.__dict__.get("registered_name"):
             cls.registered_name = spec  # type: ignore[attr-defined]
         return cls
 
@@ -228,10 +322,36 @@ def doc_line(cls: type) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
 
 
+DISTRIBUTION = "defense-bench"
+PROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return _canonical(dist.name) if dist is not None and dist.name else ""
+
+
+def builtin_entry_points(group: str) -> list[tuple[str, str]]:
+    """(name, ``module`` or ``module:Class``) of the built-in plugins of an entry-point group, as
+    defense-bench declares them (``[project.entry-points."<group>"]``): read from its
+    ``pyproject.toml`` in a checkout (so a line added there counts before any reinstall), from the
+    installed distribution's metadata otherwise (a wheel). Order kept: a module may use what an
+    earlier one registered."""
+    if PROJECT.is_file():
+        project = tomllib.loads(PROJECT.read_text()).get("project", {})
+        if _canonical(str(project.get("name", ""))) == DISTRIBUTION:
+            return list(project.get("entry-points", {}).get(group, {}).items())
+    return [(ep.name, ep.value) for ep in metadata.entry_points(group=group) if _dist_name(ep) == DISTRIBUTION]
+
+
 DATASETS = Registry("dataset", "bench.builtin.data")
 CLASSIFIERS = Registry("classifier", "bench.builtin.classifiers")
-DEFENSES = Registry("defense", "defenses")
-ATTACKS = Registry("attack", "attacks")
+DEFENSES = Registry("defense", group="defense_bench.defenses", base="defenses.base:Defense")
+ATTACKS = Registry("attack", group="defense_bench.attacks", base="attacks.base:AttackPlugin")
 
 register_dataset = DATASETS.register
 register_classifier = CLASSIFIERS.register

@@ -57,8 +57,9 @@ class Shipped:
 
 
 def differences(a: dict[str, Any], b: dict[str, Any], limit: int = 3) -> str:
-    """The first fields two identities differ in, as ``field: shipped → this run``."""
-    fa, fb = identity.flatten(a), identity.flatten(b)
+    """The first fields two identities differ in, as ``field: shipped → this run`` (as their keys
+    see them: a plugin named by its registered name is the same as its legacy spelling)."""
+    fa, fb = identity.flatten(identity.hashed(a)), identity.flatten(identity.hashed(b))
     diff = [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
     text = "; ".join(f"{k}: {fa.get(k)!r} → {fb.get(k)!r}" for k in diff[:limit])
     return text + (f" (+{len(diff) - limit} more)" if len(diff) > limit else "")

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analysis.worst import worst_case
-from bench.core.identity import ASPECTS, digest, of_record
+from bench.analysis.worst import Worst, row_key, row_worst, worst_case
+from bench.core.identity import digest, of_record
 from bench.core.record import first_images
 from bench.core.threats import Threat, order, over_all, threat_name
 from bench.render.blocks import fill as fill_block
@@ -84,16 +84,8 @@ def _cells(r: Any) -> list[str]:
     return list((ident.get("attack_params") or {}).get("cells", [])) if isinstance(ident, dict) else []
 
 
-def _row_key(r: Any) -> str:
-    """Records are combined only where they are one leaderboard row: the same test data, classifier
-    weights, defense settings and weights (ASPECTS["row"]), norm and attack labels."""
-    return digest([{k: of_record(r).get(k) for k in ASPECTS["row"]}, r.get("norm"), r.get("attack_labels")])
-
-
-def _combined(recs: list[Any], n: int) -> tuple[float, Any, Any]:
-    """Records ``recs`` (worst rows and cells, each of n or more images) combined image by image on
-    the first ``n`` images (``bench.analysis.worst.worst_case``): accuracy and Wilson CI."""
-    w = worst_case(recs, n)
+def _value(w: Worst | None) -> tuple[float, Any, Any]:
+    """A combination's accuracy and Wilson CI."""
     assert w is not None  # every headline record has n and an accuracy
     return w.acc, w.ci_low, w.ci_high
 
@@ -106,15 +98,16 @@ def _on_first(rec: Any, n: int) -> float | None:
     return float(np.mean(ok)) if ok is not None and len(ok) == n else None
 
 
-def _combo(worst: list[Any], more: list[Any], n: int, by_key: dict[str, Any]) -> dict[str, Any]:
-    """Worst rows and other cells combined on the first ``n`` images, with what they ran over:
-    ``counted``, the cells of the worst rows' devices (described as attacks × threat models), and
-    ``named``, other devices' cells (named attack by attack)."""
+def _combo(worst: list[Any], more: list[Any], value: Worst | None, by_key: dict[str, Any]) -> dict[str, Any]:
+    """Worst rows and other cells combined on the images ``value`` (their combination) is computed
+    on, with what they ran over: ``counted``, the cells of the worst rows' devices (described as
+    attacks × threat models), and ``named``, other devices' cells (named attack by attack)."""
     parts = [by_key[k] for r in worst for k in _cells(r) if k in by_key]
     main = {device(r) for r in [*worst, *parts]}
+    assert value is not None
     return {
-        "n": n,
-        "value": _combined([*worst, *more], n),
+        "n": value.n,
+        "value": _value(value),
         "counted": parts + [c for c in more if device(c) in main],
         "named": [c for c in more if device(c) not in main],
     }
@@ -159,22 +152,32 @@ def rows(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     by_key = {r["cell_key"]: r for _, r in df.iterrows()}
     worst = df[(df["kind"] == "worst") & df["threat"].map(over_all)]
     covered = {k for _, r in worst.iterrows() for k in _cells(r)}
+    # Every stored record by the leaderboard row it belongs to (``row_key``): the row's worst case
+    # is the page's, from the same function (``row_worst``).
+    everything: dict[tuple, list[Any]] = {}
+    for _, r in df.iterrows():
+        everything.setdefault((r["dataset"], r["classifier"], r["defense"], r["eps"], row_key(r)), []).append(r)
     # Cells no worst-over-all row holds (a budget sweep, a suite run on another device on more
     # images), by the leaderboard row they belong to.
     extra: dict[tuple, list[Any]] = {}
     for _, c in df[(df["kind"] == "cell") & ~df["cell_key"].isin(covered)].iterrows():
-        extra.setdefault((c["dataset"], c["classifier"], c["defense"], c["eps"], _row_key(c)), []).append(c)
-    worst = worst.assign(_same=[_row_key(r) for _, r in worst.iterrows()])
+        extra.setdefault((c["dataset"], c["classifier"], c["defense"], c["eps"], row_key(c)), []).append(c)
+    worst = worst.assign(_same=[row_key(r) for _, r in worst.iterrows()])
     found: dict[tuple, list[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]]] = {}
     for key, g in worst.groupby(["dataset", "classifier", "defense", "eps", "_same"], sort=True):
         ds, clf, defense, eps, _ = key
         recs = [r for _, r in g.sort_values("n", kind="stable").iterrows()]
         more = extra.get(key, [])
-        n = min(int(r["n"]) for r in [*recs, *more])  # the images every record scored
+        first = _combo(recs, more, row_worst(everything[key]), by_key)  # on the images every record scored
+        n = first["n"]
         most = max(int(r["n"]) for r in [*recs, *more])
-        first = _combo(recs, more, n, by_key)
         big = (
-            _combo([r for r in recs if int(r["n"]) == most], [c for c in more if int(c["n"]) == most], most, by_key)
+            _combo(
+                [r for r in recs if int(r["n"]) == most],
+                [c for c in more if int(c["n"]) == most],
+                worst_case([r for r in [*recs, *more] if int(r["n"]) == most], most),
+                by_key,
+            )
             if most > n
             else None
         )

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from bench.core.labels import defense_label  # noqa: E402
 from bench.core.threats import threat_name  # noqa: E402
@@ -160,7 +162,8 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path, colour: dict[str, tuple]
     """Defended accuracy against generator training iterations (records with ``generator_iterations``,
     e.g. from ``python -m tools.defensegan_curve``): one figure per (dataset, classifier,
     threat, attack, eps), one colour per defense, solid = under attack, dashed = clean, shaded =
-    95% Wilson interval. The label adds the training lr and the device type when they vary."""
+    95% Wilson interval. The label adds the training lr and the device type when they vary. Only
+    where a line has two training lengths or more: a one-point "curve" carries nothing the tables do not."""
     if "generator_iterations" not in df.columns:
         return []
     data = df[df["generator_iterations"].notna()].copy()
@@ -178,6 +181,8 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path, colour: dict[str, tuple]
     colour = colour or colours(df["defense"])
     keys = ["dataset", "classifier", "threat", "attack", "eps"]
     for (dataset, clf, threat, attack, eps), g in data.groupby(keys, sort=True, dropna=False):
+        if all(h["generator_iterations"].nunique() < 2 for _, h in g.groupby("label", sort=False)):
+            continue  # one training length per line: a point is not a curve (the tables have it)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (label, h) in enumerate(g.groupby("label", sort=True)):
             # a resumed run may have probed an iteration twice: keep the latest record
@@ -211,4 +216,181 @@ def accuracy_vs_iterations(df: pd.DataFrame, out: Path, colour: dict[str, tuple]
         ax.grid(alpha=0.3)
         legend_outside(ax)
         paths.append(save(fig, out / f"acc_vs_iterations_{dataset}_{clf}_{threat}_{attack}_{eps_txt}.png"))
+    return paths
+
+
+def _markers(devices) -> dict[str, str]:
+    """One marker per device: CPUs filled circles and squares, GPUs triangles (a device is a GPU
+    unless its name says CPU, as the records name them)."""
+    cpu = [d for d in devices if str(d).lower().startswith("cpu")]
+    gpu = [d for d in devices if d not in cpu]
+    return {**dict(zip(cpu, "osDphH8" * 4)), **dict(zip(gpu, "^v<>" * 8))}
+
+
+def _device_name(device: str) -> str:
+    return "CPU" + str(device)[3:] if str(device).lower().startswith("cpu") else str(device)
+
+
+def _overlaps(box, boxes) -> bool:
+    return any(box.overlaps(b) for b in boxes)
+
+
+def _place_labels(ax, anchors: list[tuple[str, float, float]], avoid: list) -> None:
+    """Label points without overlaps: each text at the first of a ring of offsets around its point
+    (nearest first) where it meets no placed label, no point and stays inside the axes; a text set
+    away from its point gets a leader line. ``anchors``: (text, x, y) in data coordinates;
+    ``avoid``: display-space boxes of the points."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed: list = []
+    px_to_pt = 72.0 / fig.dpi
+    rings = [(r, a) for r in (7, 15, 26, 40, 58, 80) for a in range(0, 360, 30)]
+    for text, x, y in anchors:
+        best = None
+        for radius, angle in rings:
+            dx, dy = radius * np.cos(np.radians(angle + 45)), radius * np.sin(np.radians(angle + 45))
+            t = ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx * px_to_pt, dy * px_to_pt),
+                fontsize=8,
+                fontweight="bold",
+                ha="left" if dx >= 0 else "right",
+                va="bottom" if dy >= 0 else "top",
+                zorder=6,
+            )
+            box = t.get_window_extent(renderer).expanded(1.1, 1.15)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not _overlaps(box, placed) and not _overlaps(box, avoid):
+                best = (t, box, radius)
+                break
+            t.remove()
+        if best is None:  # nowhere free: the nearest spot inside the axes
+            t = ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, fontweight="bold")
+            best = (t, t.get_window_extent(renderer), 0)
+        t, box, radius = best
+        if radius > rings[0][0]:  # set away from its point: a leader line to it
+            ax.annotate(
+                "",
+                (x, y),
+                xytext=t.xyann,
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 0, "shrinkB": 3},
+                zorder=5,
+            )
+        placed.append(box)
+
+
+def _is_cpu(device: object) -> bool:
+    return str(device).lower().startswith("cpu")
+
+
+def _panel(ax, g: pd.DataFrame, rows: pd.DataFrame, number: dict, colour: dict, marker: dict) -> None:
+    """One device kind's panel of a lead figure: each row's points (one per device), joined, with
+    their Wilson bars, and one number per row by its leftmost point."""
+    for _, h in g.groupby("label", sort=False):
+        c = colour[str(h["defense"].iloc[0])]
+        h = h.sort_values("x")
+        if len(h) > 1:
+            ax.plot(h["x"], h["acc"], "-", color=c, lw=0.8, alpha=0.6, zorder=2)
+        for _, p in h.iterrows():
+            ax.plot([p["x"], p["x"]], [p["lo"], p["hi"]], "-", color=c, lw=0.7, alpha=0.35, zorder=1)
+            ax.scatter(
+                [p["x"]],
+                [p["acc"]],
+                marker=marker[p["device"]],
+                s=46,
+                color=c,
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=4,
+            )
+    ax.set_xscale("log")
+    ax.set_xlim(float(g["x"].min()) / 2.5, float(g["x"].max()) * 2.5)
+    ax.grid(alpha=0.3, which="both")
+
+
+def _label_panel(ax, g: pd.DataFrame, rows: pd.DataFrame, number: dict) -> None:
+    to_px = ax.transData.transform
+    avoid = []
+    for _, p in g.iterrows():
+        px, py = to_px((p["x"], p["acc"]))
+        avoid.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
+    # one label per row at its leftmost point; rows whose points there coincide share it
+    anchors: list[tuple[list[int], float, float, tuple[float, float]]] = []
+    for label in rows["label"]:
+        mine = g[g["label"] == label]
+        if mine.empty:
+            continue
+        p = mine.sort_values("x").iloc[0]
+        pix = tuple(to_px((p["x"], p["acc"])))
+        near = next((a for a in anchors if abs(a[3][0] - pix[0]) < 5 and abs(a[3][1] - pix[1]) < 5), None)
+        if near is not None:
+            near[0].append(number[label])
+        else:
+            anchors.append(([number[label]], float(p["x"]), float(p["acc"]), (float(pix[0]), float(pix[1]))))
+    _place_labels(ax, [(",".join(map(str, nums)), x, y) for nums, x, y, _ in anchors], avoid)
+
+
+def worst_vs_latency(points: pd.DataFrame, out: Path, colour: dict[str, tuple] | None = None) -> list[Path]:
+    """The leaderboard's lead figures: per table (``title``, file ``stem``), each row's worst case
+    over every attack and threat model (``acc`` with its Wilson interval ``lo``–``hi`` on ``n``
+    images) against its defense's ms/sample (log x) on each device it was timed on (``device``,
+    ``ms``): a panel for CPUs and one for GPUs (sharing the y axis), one marker per device, one
+    colour per defense, a row's points joined. Rows are numbered best first; the key beside the
+    axes names them, and a number sits by its row's points where no other label or point is (rows
+    whose points coincide share one label). A figure with fewer than two points is not drawn."""
+    paths: list[Path] = []
+    if points.empty:
+        return paths
+    colour = colour or colours(points["defense"])
+    for (title, stem), g in points.groupby(["title", "stem"], sort=False):
+        if len(g) < 2:
+            continue
+        rows = g.drop_duplicates("label").sort_values(["acc", "label"], ascending=[False, True], kind="stable")
+        number = {label: i + 1 for i, label in enumerate(rows["label"])}
+        devices = sorted(g["device"].unique(), key=lambda d: (not _is_cpu(d), str(d)))
+        marker = _markers(devices)
+        positive = g.loc[g["ms"] > 0, "ms"]
+        floor = float(positive.min()) / 3 if len(positive) else 1.0  # a defense of 0 ms: at the left edge
+        g = g.assign(x=np.maximum(g["ms"].to_numpy(float), floor), cpu=g["device"].map(_is_cpu))
+        kinds = [(name, g[g["cpu"] == cpu]) for name, cpu in (("CPU", True), ("GPU", False)) if (g["cpu"] == cpu).any()]
+        fig, axes = plt.subplots(
+            1, len(kinds), figsize=(5.2 * len(kinds) + 2.0, 5.2), sharey=True, squeeze=False, layout="constrained"
+        )
+        for ax, (name, h) in zip(axes[0], kinds):
+            _panel(ax, h, rows, number, colour, marker)
+            ax.set_title(f"on {name}", fontsize=9)
+            ax.set_xlabel("defense ms per sample (log)" + (", 0 ms at the left edge" if (h["ms"] <= 0).any() else ""))
+        axes[0][0].set_ylim(-0.04, 1.04)
+        axes[0][0].set_ylabel("worst-case robust accuracy (defended)")
+        fig.suptitle(f"{title}\nworst case over every attack and threat model", fontsize=10, x=0.02, ha="left")
+        fig.canvas.draw()
+        for ax, (_, h) in zip(axes[0], kinds):
+            _label_panel(ax, h, rows, number)
+        key = [
+            Line2D(
+                [],
+                [],
+                lw=5,
+                color=colour[str(r["defense"])],
+                label=f"{number[r['label']]}. {r['label']}: {r['acc']:.3f} (n={int(r['n'])})",
+            )
+            for _, r in rows.iterrows()
+        ]
+        timed = [
+            Line2D([], [], ls="", marker=marker[d], ms=7, color="0.6", markeredgecolor="black", label=_device_name(d))
+            for d in devices
+        ]
+        fig.legend(
+            handles=timed + key,
+            labels=[h.get_label() for h in timed] + [h.get_label() for h in key],
+            fontsize=7,
+            loc="outside right upper",
+            title="timed on · rows, best first",
+            title_fontsize=7,
+        )
+        paths.append(save(fig, out / f"{stem}.png"))
     return paths

@@ -1,6 +1,7 @@
 """Tables and plots from stored records only (``python -m bench report``); no model is run.
 
-Writes ``results.md`` (full table + a "paper view" pivot), ``results.csv`` (unrounded),
+Writes ``results.md`` (a ranking by the worst case over every attack and threat model, a "paper
+view" pivot per threat model, the full table), ``results.csv`` (unrounded),
 optionally ``results.tex``, and PNG plots under ``plots/``, each file atomically.
 
 Rows never mix: a row is one cell identity (``bench.core.identity``). Two stored cells that differ
@@ -21,6 +22,7 @@ import pandas as pd
 
 from bench.analysis import adequacy
 from bench.analysis.frame import ACCS, COLUMNS, ROW_KEY, frame, run_commits, run_versions
+from bench.analysis.worst import Worst, row_key, row_records, row_worst
 from bench.core.labels import defense_label, fmt_eps, missing
 from bench.core.record import decode
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
@@ -165,6 +167,77 @@ def paper_view(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+RANKING_INTRO = (
+    "Per dataset · classifier · ε, each defense's defended accuracy with an image counted robust "
+    "only where it survives every stored attack under every threat model, on any device, on the "
+    "images every record scored (`bench.analysis.worst.row_worst` over the records of one "
+    "leaderboard row, `row_key`: the number README's headline and the leaderboard page rank by). "
+    "Best first; **cells**: the attack × threat-model cells it combines."
+)
+
+
+def _cell_count(rec: pd.Series) -> int:
+    """The cells a record of ``row_worst``'s combination stands for: a cell itself, or a stored
+    worst row standing in for the cells it names (they are not in this report)."""
+    if rec.get("kind", "cell") == "cell":
+        return 1
+    ident = rec.get("identity")
+    cells = (ident.get("attack_params") or {}).get("cells") if isinstance(ident, dict) else None
+    return len(cells) if isinstance(cells, list) and cells else 1
+
+
+def _worst_text(w: Worst) -> str:
+    if missing(w.ci_low) or missing(w.ci_high):
+        return f"{w.acc:.3f}"
+    return f"{w.acc:.3f} [{w.ci_low:.3f}, {w.ci_high:.3f}]"
+
+
+def ranking(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Per (dataset, classifier, eps), one row per leaderboard row (defense and ``row_key``) with
+    its worst case over every attack and threat model (``row_worst`` over all its records, as
+    README's headline and the page take it): accuracy, Wilson 95% interval, n, and the cells it
+    combines, best first. A defense with several rows in one table (other weights, settings or
+    norm) is labelled with what tells them apart, as on the page."""
+    if df.empty or "threat" not in df.columns:
+        return []
+    df = df.copy()
+    for col in ("attack_params", "run_id", "identity", "norm"):
+        if col not in df.columns:
+            df[col] = None
+    df["_eps_key"] = df["eps"].map(lambda e: -1.0 if missing(e) else float(e))
+    out = []
+    for (dataset, clf), g in df.groupby(["dataset", "classifier"], sort=True):
+        g = g.assign(_variant=site.row_variants(g), _row=[row_key(r) for _, r in g.iterrows()])
+        for _, h in g.groupby("_eps_key", sort=True):
+            eps = h["eps"].iloc[0]
+            norm = h["norm"].dropna().iloc[0] if h["norm"].notna().any() else "Linf"
+            budget = "unbounded attacks" if missing(eps) else f"{str(norm).replace('Linf', 'L∞')} ε = {fmt_eps(eps)}"
+            rows = []
+            for (defense, _), recs in h.groupby(["defense", "_row"], sort=True):
+                records = [r for _, r in recs.iterrows()]
+                w = row_worst(records)
+                if w is None:
+                    continue
+                mine = h[h["defense"] == defense]
+                parts = list(dict.fromkeys(v for v in recs["_variant"] if v))
+                if mine["norm"].nunique(dropna=False) > 1:
+                    parts += [f"norm={v}" for v in dict.fromkeys(recs["norm"].dropna())]
+                rows.append(
+                    {
+                        "defense": str(defense) + (f" [{', '.join(parts)}]" if parts else ""),
+                        "worst case [95% CI]": _worst_text(w)
+                        + ("" if w.per_image else " (lowest cell: no per-image outcomes)"),
+                        "n": w.n,
+                        "cells": sum(_cell_count(r) for r in row_records(records) if not missing(r.get("n"))),
+                        "_acc": w.acc,
+                    }
+                )
+            if rows:
+                t = pd.DataFrame(rows).sort_values(["_acc", "defense"], ascending=[False, True], kind="stable")
+                out.append((f"{dataset} · {clf} · {budget}", t.drop(columns="_acc").reset_index(drop=True)))
+    return out
+
+
 def markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_no records_\n"
@@ -194,8 +267,13 @@ def write_report(
             "Generated by `python -m bench report` from "
             "`runs/*/records.jsonl`; do not edit. Accuracies with a Wilson 95% interval "
             "where stored.\n",
-            "## Paper view: defended accuracy under attack\n",
         ]
+        ranked = ranking(df)
+        if ranked:
+            parts += ["## Ranking: worst case over every attack and threat model\n", RANKING_INTRO + "\n"]
+            for title, t in ranked:
+                parts += [f"### {title}\n", t.to_markdown(index=False, disable_numparse=[0, 1]) + "\n"]
+        parts += ["## Paper view: defended accuracy under attack\n"]
         for title, pv in paper_view(df):
             parts += [f"### {title}\n", pv.to_markdown(index=False, floatfmt=".4g", missingval="—") + "\n"]
             if pv.attrs.get("note"):

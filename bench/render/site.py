@@ -2,7 +2,8 @@
 
 One self-contained HTML file (inline CSS and a few lines of vanilla JS for sorting; no CDN, no
 server, readable without JS) plus the report's plots copied beside it under ``site/plots/``.
-Built from stored records only.
+Built from stored records only. It leads with its own figures (``site/plots/lead_*.png``): per
+dataset · ε, each row's worst case against its defense ms/sample (log axis), per device.
 
 Layout: one table per dataset × classifier × eps (accuracies at different budgets are not
 comparable, so they never share a table; unbounded attacks such as CW get their own). One row
@@ -15,8 +16,10 @@ rows of one defense apart). Columns:
   threat, computed from the per-sample bitmaps on the images every one of those cells scored (a
   cell of n images scored the first n, so AutoAttack's 64 meet PGD's 500 on the first 64); the
   cells it covers, each with its own accuracy and Wilson interval, are in the cell's tooltip;
-* **worst**: the same across every threat model of the row, image by image;
-* **clean (defended)**, **n**, **ms/sample** per device (CPU and GPU side by side when both
+* **worst**: the same across every threat model of the row, image by image
+  (``bench.analysis.worst.row_worst``: README's headline ranks by the same function, on the same
+  rows, ``row_key``), with **n** the images it is computed on;
+* **clean (defended)**, **ms/sample** per device (CPU and GPU side by side when both
   were measured: the median over the row's cells of the defense's forward time), and links to
   the row's raw records and config (``../runs/<id>/``).
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +45,13 @@ import pandas as pd
 from bench.analysis.adequacy import annotate, match_key
 from bench.analysis.adequacy import curves as find
 from bench.analysis.frame import frame, run_commits
-from bench.analysis.worst import worst_case
+from bench.analysis.worst import Worst, row_key, row_records, row_worst
 from bench.core.errors import BenchError
 from bench.core.identity import ASPECTS, flatten, of_record
 from bench.core.labels import fmt_eps, missing, short
 from bench.core.record import decode
 from bench.core.threats import THREAT_NAMES, THREATS, over_all, threat_name
+from bench.render import plots as plotting
 from bench.store.runs import iter_records, write_atomic
 
 
@@ -74,6 +79,7 @@ class Row:
     worst: Value | None
     ms: dict[str, float | None]
     runs: list[str]
+    contract: str = ""  # the defense's broken-contract checks on its cells (bench.run.contract), "" when none
 
 
 @dataclass
@@ -82,6 +88,9 @@ class Table:
     anchor: str
     devices: list[str]
     rows: list[Row] = field(default_factory=list)
+    dataset: str = ""
+    classifier: str = ""
+    budget: str = ""  # "L∞ ε = 0.3", or "unbounded attacks"
 
 
 def _row_identity(r: pd.Series) -> dict[str, Any]:
@@ -152,16 +161,17 @@ def _cell_line(r: pd.Series) -> str:
 
 
 def combine(cells: pd.DataFrame, what: str) -> Value | None:
-    """Worst case over ``cells`` (one row's cells): per image over every cell, on the images all of
-    them scored (``bench.analysis.worst.worst_case``, the rule the runner's worst rows and the
-    headline use)."""
+    """Worst case over ``cells`` (one row's records, or those of one threat model): per image over
+    every cell, on the images all of them scored (``bench.analysis.worst.row_worst``, the function
+    README's headline ranks by)."""
     cells = cells[cells["defended_adv_acc"].notna() & cells["n"].notna()]
     if cells.empty:
         return None
-    top = [r for _, r in cells.iterrows()]
-    w = worst_case(top)
+    top = row_records([r for _, r in cells.iterrows()])
+    w: Worst | None = row_worst(top)
     if w is None:
         return None
+    cells = pd.DataFrame(top)
     n = w.n
     lines = [_cell_line(r) for _, r in cells.sort_values(["threat", "attack", "n"], kind="stable").iterrows()]
     # The single cell that does the most damage: the attack that sets this value, named on hover.
@@ -204,6 +214,32 @@ def _flag(cells: pd.DataFrame) -> str:
     return "; ".join(reasons)
 
 
+def _variant_label(cells: pd.DataFrame, defense: pd.DataFrame) -> str:
+    """What tells a row apart from its defense's other rows of one table: its identity's differing
+    fields (``row_variants``), and its norm where its defense's rows differ in it."""
+    parts = list(dict.fromkeys(v for v in cells["_variant"] if v))
+    if "norm" in defense.columns and defense["norm"].nunique(dropna=False) > 1:
+        parts += [f"norm={v}" for v in dict.fromkeys(cells["norm"].dropna())]
+    return ", ".join(parts)
+
+
+CONTRACT_CODES = ("defense-range", "wrote-input")
+
+
+def _contract(cells: pd.DataFrame) -> str:
+    """The messages of the checks that say a row's defense broke its contract (shown as a badge)."""
+    if "check_codes" not in cells.columns:
+        return ""
+    found = {
+        m
+        for codes, msgs in zip(cells["check_codes"], cells["checks"])
+        if isinstance(codes, list) and isinstance(msgs, list)
+        for c, m in zip(codes, msgs)
+        if c in CONTRACT_CODES
+    }
+    return "; ".join(sorted(found))
+
+
 def _device_label(device: str) -> str:
     return "CPU" + device[3:] if device.lower().startswith("cpu") else device
 
@@ -229,7 +265,7 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
     df["_eps_key"] = df["eps"].map(lambda e: -1.0 if missing(e) else float(e))
     tables = []
     for (dataset, clf), g in df.groupby(["dataset", "classifier"], sort=True):
-        g = g.assign(_variant=row_variants(g))
+        g = g.assign(_variant=row_variants(g), _row=[row_key(r) for _, r in g.iterrows()])
         for _, h in g.groupby("_eps_key", sort=True):
             eps = h["eps"].iloc[0]
             devices = sorted(
@@ -240,8 +276,12 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
             budget = "unbounded attacks" if missing(eps) else f"{norm.replace('Linf', 'L∞')} ε = {fmt_eps(eps)}"
             title = f"{dataset} · {clf} · {budget}"
             anchor = "-".join(str(x) for x in (dataset, clf, "eps", fmt_eps(eps))).replace(".", "_")
-            table = Table(title, anchor, [str(d) for d in devices])
-            for (defense, variant), cells in h.groupby(["defense", "_variant"], sort=True):
+            table = Table(
+                title, anchor, [str(d) for d in devices], dataset=str(dataset), classifier=str(clf), budget=budget
+            )
+            # One row per leaderboard row of README's headline (``row_key``): its records combine.
+            for (defense, _), cells in h.groupby(["defense", "_row"], sort=True):
+                variant = _variant_label(cells, h[h["defense"] == defense])
                 latest = (
                     cells.sort_values(["n", "time"], kind="stable", na_position="first").iloc[-1]
                     if "time" in cells.columns
@@ -284,6 +324,7 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
                         worst=worst,
                         ms=ms,
                         runs=sorted({str(r) for r in cells["run_id"].dropna()}),
+                        contract=_contract(cells),
                     )
                 )
             # Best first by the worst case over threat models (rows without one last): the order a
@@ -291,6 +332,62 @@ def leaderboard(df: pd.DataFrame) -> list[Table]:
             table.rows.sort(key=lambda r: (r.worst is None, -(r.worst.acc if r.worst is not None else 0), r.label))
             tables.append(table)
     return tables
+
+
+# --- the lead figures -----------------------------------------------------------------------------
+
+LEAD = "lead_"  # the page's own figures (site/plots/lead_*.png), drawn from its tables
+
+
+def lead_points(tables: list[Table]) -> pd.DataFrame:
+    """The lead figures' points: per dataset · budget, each row's worst case over every attack and
+    threat model (the page's ``worst`` column) and its defense ms/sample on each device timed. A
+    row of another classifier than the figure's main one (the one with most rows) is named so."""
+    groups: dict[tuple[str, str], list[Table]] = {}
+    for t in tables:
+        groups.setdefault((t.dataset, t.budget), []).append(t)
+    out = []
+    for (dataset, budget), ts in groups.items():
+        main = max(ts, key=lambda t: len(t.rows)).classifier
+        several = len({t.classifier for t in ts}) > 1
+        title = f"{dataset} · {budget}" + (f" (classifier {main} unless named)" if several else f" · {main}")
+        stem = LEAD + re.sub(r"[^A-Za-z0-9]+", "-", f"{dataset} {budget}".replace("∞", "inf")).strip("-")
+        for t in ts:
+            for row in t.rows:
+                if row.worst is None:
+                    continue
+                label = (
+                    row.label
+                    + (f" [{row.variant}]" if row.variant else "")
+                    + (f" · {t.classifier}" if t.classifier != main else "")
+                )
+                for device, ms in row.ms.items():
+                    if ms is None or missing(ms):
+                        continue
+                    w = row.worst
+                    out.append(
+                        {
+                            "title": title,
+                            "stem": stem,
+                            "label": label,
+                            "defense": row.label,
+                            "acc": w.acc,
+                            "lo": w.lo,
+                            "hi": w.hi,
+                            "n": w.n,
+                            "device": device,
+                            "ms": ms,
+                        }
+                    )
+    return pd.DataFrame(out)
+
+
+def draw_lead(tables: list[Table], plots_dir: Path) -> list[Path]:
+    """Draw the lead figures into ``plots_dir`` (its earlier ones removed first)."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for old in plots_dir.glob(f"{LEAD}*.png"):
+        old.unlink()
+    return plotting.worst_vs_latency(lead_points(tables), plots_dir)
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -312,6 +409,7 @@ small{display:block;color:#57606a;font-size:.72em;white-space:nowrap}
 td.na{color:#8c959f}td.flagged{background:#fff5f5}.flag{color:#c62828;font-weight:700;margin-left:.15em}
 td.links a{margin-right:.4em;font-size:.85em}td.links summary{cursor:pointer;font-size:.85em;color:#0b57d0}.note{color:#57606a;font-size:.9em;max-width:60rem}
 figure{display:inline-block;margin:0 1rem 1rem 0}figure img{max-width:620px;border:1px solid #d8dee4}
+figure.lead img{max-width:100%;width:1000px}details.grid{margin:.4rem 0}details.grid summary{cursor:pointer}
 figcaption{font-size:.8em;color:#57606a}code{background:#f3f5f7;padding:0 .25em;border-radius:3px}
 """
 
@@ -369,10 +467,16 @@ def _row_html(row: Row, devices: list[str], rel: str | dict[str, str]) -> str:
         if row.randomized
         else ""
     )
+    if row.contract:  # values the classifier was scored on that no defense may return: said on the row
+        badge += f'<span class="badge" title="{_e(row.contract)}">contract</span>'
     variant = f'<span class="variant">{_e(row.variant)}</span>' if row.variant else ""
+    # n: the images the worst case is computed on (every cell of the row scored them: README's n),
+    # with the row's cell sizes under it where they differ
+    n = row.worst.n if row.worst is not None else (min(row.n) if row.n else None)
+    sizes = f"<small>cells: {'/'.join(str(k) for k in row.n)}</small>" if len(row.n) > 1 else ""
     cells = [
         f'<th scope="row" data-value="{_e(row.label + " " + row.variant)}">{_e(row.label)}{badge}{variant}</th>',
-        f'<td data-value="{max(row.n) if row.n else ""}">{"/".join(str(n) for n in row.n)}</td>',
+        f'<td data-value="{"" if n is None else n}">{"" if n is None else n}{sizes}</td>',
         _value_td(row.clean),
     ]
     cells += [_value_td(row.threats[t]) for t in THREATS]
@@ -399,7 +503,8 @@ def _row_html(row: Row, devices: list[str], rel: str | dict[str, str]) -> str:
 def _table_html(t: Table, rel: str | dict[str, str]) -> str:
     head = [
         '<th scope="col" data-sort="text">defense</th>',
-        '<th scope="col" data-sort="num" title="images per cell">n</th>',
+        '<th scope="col" data-sort="num" title="images the worst case is computed on: the first n, which '
+        "every cell of the row scored (the cells' own sizes under it)\">n</th>",
         '<th scope="col" data-sort="num" title="accuracy of defense + classifier on clean images">'
         "clean (defended)</th>",
     ]
@@ -426,8 +531,25 @@ def _table_html(t: Table, rel: str | dict[str, str]) -> str:
     )
 
 
-def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: str | dict[str, str] = "..") -> str:
-    tables = leaderboard(df)
+def _figure(src: str, cls: str = "") -> str:
+    attr = f' class="{_e(cls)}"' if cls else ""
+    return (
+        f'<figure{attr}><img src="{_e(src)}" alt="{_e(Path(src).name)}" loading="lazy">'
+        f"<figcaption>{_e(Path(src).name)}</figcaption></figure>"
+    )
+
+
+def render(
+    df: pd.DataFrame,
+    plots: list[str] | dict[str, list[str]],
+    curves: list | None = None,
+    rel: str | dict[str, str] = "..",
+    lead: list[str] | None = None,
+    tables: list[Table] | None = None,
+) -> str:
+    """The page. ``plots``: the report's plots (a combined page: each grid's, by grid folder, folded);
+    ``lead``: the page's own figures, shown first; ``tables``: ``leaderboard(df)`` when already made."""
+    tables = leaderboard(df) if tables is None else tables
     n_records = len(df)
     runs = sorted({str(r) for r in df["run_id"].dropna()}) if "run_id" in df.columns else []
     parts = [
@@ -449,6 +571,16 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
         "attack budget behind this value was below the converged one (see attack adequacy). "
         "Click a column header to sort.</p>",
     ]
+    if lead:
+        parts += [
+            '<h2 id="lead">Worst case against cost</h2>',
+            '<p class="note">Per dataset · ε: each row\'s <b>worst</b> case (over every attack and threat '
+            "model, on any device, image by image on the images every cell scored: README's headline number) "
+            "against its defense's ms/sample on each device it was timed on (log axis; the marker says the "
+            "device, a row's points are joined, the vertical bar is its Wilson 95% interval). Numbers are "
+            "the rows best first, as the key beside each figure lists them.</p>",
+        ]
+        parts += [_figure(p, "lead") for p in lead]
     if not tables:
         parts.append("<p><em>No records.</em></p>")
     parts += [_table_html(t, rel) for t in tables]
@@ -462,13 +594,18 @@ def render(df: pd.DataFrame, plots: list[str], curves: list | None = None, rel: 
                     f"n={c.n}: {_e(a.verdict())}</li>"
                 )
         parts += ['<h2 id="adequacy">Attack adequacy</h2>', "<ul>" + "".join(items) + "</ul>"]
-    if plots:
-        parts.append('<h2 id="plots">Plots</h2>')
+    if isinstance(plots, dict) and any(plots.values()):
+        parts.append('<h2 id="plots">Each grid\'s plots</h2>')
         parts += [
-            f'<figure><img src="{_e(p)}" alt="{_e(Path(p).name)}" loading="lazy"><figcaption>{_e(Path(p).name)}'
-            "</figcaption></figure>"
-            for p in plots
+            f'<details class="grid"><summary><code>{_e(grid)}</code>: {len(pngs)} plot(s)</summary>'
+            + "".join(_figure(p) for p in pngs)
+            + "</details>"
+            for grid, pngs in plots.items()
+            if pngs
         ]
+    elif plots:
+        parts.append('<h2 id="plots">Plots</h2>')
+        parts += [_figure(p) for p in plots]
     parts += [f"<script>{JS}</script>", "</body></html>", ""]
     return "\n".join(parts)
 
@@ -487,9 +624,12 @@ def write_site(df: pd.DataFrame, results_dir: Path, curves: list | None = None) 
         names.append(png.name)
     if curves is None:
         curves = find(df)
+    tables = leaderboard(df)
+    lead = draw_lead(tables, plots_dir)
     index = site / "index.html"
-    write_atomic(index, render(df, [f"plots/{n}" for n in names], curves))
-    return [index] + [plots_dir / n for n in names]
+    page = render(df, [f"plots/{n}" for n in names], curves, lead=[f"plots/{p.name}" for p in lead], tables=tables)
+    write_atomic(index, page)
+    return [index] + [plots_dir / n for n in names] + lead
 
 
 def write_combined_site(dirs: list[Path], out: Path) -> list[Path]:
@@ -497,18 +637,20 @@ def write_combined_site(dirs: list[Path], out: Path) -> list[Path]:
     each run's links and each plot pointing into its own folder (nothing copied)."""
     site = Path(out) / "site"
     site.mkdir(parents=True, exist_ok=True)
-    records, commits, rel, names = [], {}, {}, []
+    records, commits, rel, names = [], {}, {}, {}
     for d in map(Path, dirs):
         mine = list(iter_records(d))
         records += mine
         commits.update(run_commits(d))
         prefix = Path(os.path.relpath(d.resolve(), site.resolve())).as_posix()
         rel.update({str(r["run_id"]): prefix for r in mine if r.get("run_id")})
-        names += [f"{prefix}/plots/{png.name}" for png in sorted((d / "plots").glob("*.png"))]
+        names[d.as_posix()] = [f"{prefix}/plots/{png.name}" for png in sorted((d / "plots").glob("*.png"))]
     df = frame(records, None, commits)
+    tables = leaderboard(df)
+    lead = draw_lead(tables, site / "plots")
     index = site / "index.html"
-    write_atomic(index, render(df, names, find(df), rel))
-    return [index]
+    write_atomic(index, render(df, names, find(df), rel, [f"plots/{p.name}" for p in lead], tables))
+    return [index, *lead]
 
 
 # --- a real browser --------------------------------------------------------------------------------

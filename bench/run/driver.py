@@ -19,7 +19,7 @@ from bench.analysis import checks, worst
 from bench.builtin import userdata
 from bench.builtin.classifiers import resolve_recipe
 from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
-from bench.core import identity, record
+from bench.core import identity, numerics, record
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
@@ -28,7 +28,8 @@ from bench.run.executors import LocalExecutor
 from bench.run.models import Models
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, plan
 from bench.run.timing import BatchTimer
-from bench.run.worker import CellResult, Prepared, Worker
+from bench.run.worker import CellResult, OutOfTime, Prepared, Worker
+from bench.store.partial import BatchStore
 from bench.store.provenance import make_env
 from bench.store.runs import ResultsLock, RunWriter, iter_records, refuse_dirty_reference
 from defenses.base import Defense
@@ -76,6 +77,18 @@ class Runner:
         self.lock = ResultsLock(Path(cfg.results_dir))
         self.done = {} if cfg.rerun else {r.get("cell_key"): r for r in iter_records(Path(cfg.results_dir))}
         self.writer = RunWriter(Path(cfg.results_dir), cfg.to_dict(), make_env(command, self.device, cfg.seed))
+        # Finished batches of a cell in progress, taken back by the same command after a kill or a
+        # time budget (--rerun recomputes them too); saved under what they were computed with.
+        env = {
+            "torch": torch.__version__,
+            "numerics": f"{numerics.mode_in_force()} {numerics.cpu_capability()}",
+            "threads": torch.get_num_threads(),
+            "device": self.worker.device_label,
+        }
+        self.worker.partial = BatchStore(Path(cfg.results_dir), env, read=not cfg.rerun)
+        self.pending = 0  # cells planned and not in the store (the datasets prepared so far)
+        self.prepared = 0  # datasets planned
+        self.out_of_time: OutOfTime | None = None
         self.records: list[dict[str, Any]] = []
         self.reused: list[dict[str, Any]] = []
         self.stored_keys: set[str] = set()
@@ -84,16 +97,31 @@ class Runner:
         self.lock.release()
 
     def run(self, executor: Any = None) -> list[dict[str, Any]]:
-        for spec in self.specs:
-            prep, groups = self.prepare(spec)
-            if groups:
-                (executor or LocalExecutor()).run(self, prep, groups)
-            self.worst_case_rows(prep.base, len(prep.test))
+        if self.cfg.time_budget is not None:
+            self.worker.deadline = time.monotonic() + self.cfg.time_budget
+        try:
+            for spec in self.specs:
+                prep, groups = self.prepare(spec)
+                self.prepared += 1
+                self.pending += sum(len(g.cells) for g in groups)
+                if groups:
+                    (executor or LocalExecutor()).run(self, prep, groups)
+                self.worst_case_rows(prep.base, len(prep.test))
+        except OutOfTime as stop:
+            # Everything finished is stored; the same command continues from it.
+            self.out_of_time = stop
+            return self.records
+        if self.worker.partial is not None:  # every cell that used them is stored
+            for craft in self.worker.crafts:
+                self.worker.partial.discard(craft)
         return self.records
 
     def summary(self) -> str:
-        """One line: computed vs taken from the store, and where each came from / went."""
+        """One line: computed vs taken from the store, and where each came from / went (and, when
+        the time budget stopped the run, what is left)."""
         line = f"[run] computed {self.writer.count} cell(s)"
+        if self.worker.resumed:
+            line += f" ({self.worker.resumed} batch(es) taken back from an interrupted run)"
         if self.writer.count:
             line += f" (stored in {self.writer.dir})"
         line += f"; took {len(self.reused)} from the store"
@@ -105,6 +133,17 @@ class Runner:
             line += (
                 f"; {once} of them bpda-eot on a deterministic defense, which is drawn once whatever --eot-samples says"
             )
+        if self.out_of_time is not None:
+            left = self.pending - self.writer.count
+            line += (
+                f"\n[budget] --time-budget {self.cfg.time_budget} s spent, stopped {self.out_of_time.where}: "
+                f"{left} planned cell(s) left"
+            )
+            if self.prepared < len(self.specs):
+                line += f", and {len(self.specs) - self.prepared} dataset(s) not yet planned"
+            if self.worker.partial is not None and self.worker.partial.root.is_dir():
+                line += f"; finished batches saved under {self.worker.partial.root}"
+            line += "; run the same command again to continue"
         return line
 
     def reuse(self, rec: dict[str, Any]) -> None:

@@ -57,7 +57,7 @@ class Models:
         print(
             f"[threat] transfer:{name}"
             + (f"@seed={seed}" if seed is not None else "")
-            + ": surrogate weights {info['classifier_hash']} ({info['classifier_source']})"
+            + f": surrogate weights {info['classifier_hash']} ({info['classifier_source']})"
         )
         return model, info["classifier_hash"]
 

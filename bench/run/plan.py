@@ -58,13 +58,18 @@ def object_params(d: Defense) -> dict[str, Any]:
     return out
 
 
+def plugin_name(cls: type) -> str:
+    """What identifies a plugin class: the name it is registered under (a built-in's, an entry
+    point's), never the module it lies in; a class given as ``module:Class`` has no other name."""
+    return cls.__dict__.get("registered_name") or f"{cls.__module__}:{cls.__qualname__}"
+
+
 def fit_ident(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> dict[str, Any] | None:
     """What determines a trained defense's weights (None for a defense that does not train)."""
     if not d.trainable:
         return None
     fit = {k: v for k, v in d.hparams.items() if d.fit_params is None or k in d.fit_params}
-    plugin = f"{type(d).__module__}.{type(d).__qualname__}"
-    return identity.fit_identity(plugin, fit, classifier_hash, data_fingerprint, seed, d.training_version)
+    return identity.fit_identity(plugin_name(type(d)), fit, classifier_hash, data_fingerprint, seed, d.training_version)
 
 
 def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) -> str | None:

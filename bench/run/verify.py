@@ -115,12 +115,18 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
     cfg.dataset, cfg.defenses, cfg.attack = [rec["dataset"]], [rec["defense"]], [cascade_suite(rec) or rec["attack"]]
     cfg.eps = None if rec.get("eps") is None else [rec["eps"]]
     cfg.threat, cfg.attack_labels = [rec["threat"]], rec.get("attack_labels", cfg.attack_labels)
+    params = rec.get("attack_params") or {}
+    if params.get("component") == "square" and "rescale_schedule" not in params:
+        # Stored before AutoAttack's standard schedule was Square's default (and named in its
+        # identity): it ran torchattacks' stretched schedule, and is recomputed as it ran.
+        cfg.attack_params[rec["attack"]] = {**cfg.attack_params.get(rec["attack"], {}), "rescale_schedule": True}
     cfg.results_dir, cfg.rerun, cfg.retrain = str(tmp), True, False
     # The device the record was computed on where this machine has it (a stored "auto" would move
     # a CPU record onto a GPU here); a CUDA record on a machine without one is recomputed on the CPU
     # and graded as such.
     cfg.device = "cuda" if rec.get("device_type") == "cuda" and torch.cuda.is_available() else "cpu"
     cfg.executor, cfg.wandb, cfg.offline = "local", "disabled", True
+    cfg.time_budget = None  # a recomputation runs to its end, whatever budget the stored run had
     validate(cfg)
     return cfg
 

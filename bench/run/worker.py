@@ -21,18 +21,41 @@ from bench.core.checkcodes import Check
 from bench.core.config import Config, resolve_device
 from bench.core.errors import BenchError
 from bench.core.identity import digest
-from bench.core.progress import progress
+from bench.core.progress import heartbeat, progress
 from bench.core.registry import ATTACKS
 from bench.core.stats import wilson
 from bench.core.threats import Threat, attack_model
-from bench.run import probes
+from bench.run import contract, probes
 from bench.run.passes import Counted, Passes
 from bench.run.plan import Cell, Group, make_attack
 from bench.run.timing import BatchTimer
+from bench.store.partial import Batch, BatchStore
 from bench.store.provenance import device_name, machine
 from defenses.base import Defense
 
 SAMPLES = 8  # images per cell kept for the report's image grid
+# A cell's identity fields that name its defense: examples crafted on the bare classifier (gray-box,
+# transfer) do not depend on them.
+DEFENSE_FIELDS = ("defense", "defense_params", "defense_fit", "defense_weights", "resubmit", "eot_samples")
+
+
+class OutOfTime(Exception):
+    """The run's time budget (``--time-budget``) is spent: what finished is stored (cells, and the
+    finished batches of the cell in progress); ``where`` says how far the cell in progress got."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+def describe(group: Group, cell: Cell) -> str:
+    """A cell as a person names it: attack, eps, threat, defense."""
+    eps = "" if group.eps is None else f" eps={group.eps:g}"
+    return f"{group.attack}{eps} {group.threat} {cell.defense}"
+
+
+def without(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k not in keys}
 
 
 @dataclass
@@ -76,6 +99,8 @@ class Defended:
     pred: torch.Tensor
     shown: torch.Tensor  # the first SAMPLES defended images
     wrote_input: bool  # the defense wrote into the tensor it was given
+    low: float = 0.0  # the smallest and largest value it returned (bench.run.contract: the range flag)
+    high: float = 1.0
 
 
 def one_draw_bpda(cell: Cell, d: Defense) -> bool:
@@ -93,13 +118,28 @@ class Worker:
             numerics.deterministic_cuda()
         self.machine = machine(self.device)
         # A suite (``aa``) is its members, each a cell of its own.
-        self.attacks = {n: make_attack(n, cfg.attack_params.get(n)) for n in ATTACKS.expand(cfg.attack)}
+        # Checked on the instance (bench.run.contract): a raise or a wrong output names the attack.
+        self.attacks = {
+            n: contract.checked_attack(n, make_attack(n, cfg.attack_params.get(n))) for n in ATTACKS.expand(cfg.attack)
+        }
         self.check_cache: dict[tuple, Any] = {}  # probes shared by the cells of one process
         # Single-draw BPDA examples of the latest (attack, eps, labels), by the rest of their cell's
         # identity (one_draw_bpda).
         self.bpda_once: tuple[tuple, dict[str, Crafted]] = ((), {})
         # Cascade stages this worker computed: cell key → outcomes, for the next stage.
         self.outcomes: dict[str, dict[str, Any]] = {}
+        # Set by the runner that owns a results folder: finished batches are saved there (and taken
+        # back by a rerun), and a time budget stops the run between batches.
+        self.partial: BatchStore | None = None
+        self.deadline: float | None = None  # time.monotonic() at which the budget is spent
+        self.crafts: set[str] = set()  # the crafts whose batches this run saved
+        self.resumed = 0  # batches taken back from an interrupted run
+
+    def check_time(self, where: str, next_batch_s: float = 0.0) -> None:
+        """Stop (``OutOfTime``) when the budget is spent, or would be before a batch as long as the
+        longest one so far finishes: a batch cut off is lost, so it is not started."""
+        if self.deadline is not None and time.monotonic() + next_batch_s > self.deadline:
+            raise OutOfTime(where)
 
     def batches(self, n: int) -> list[tuple[int, int]]:
         return [(i, min(i + self.cfg.batch_size, n)) for i in range(0, n, self.cfg.batch_size)]
@@ -126,7 +166,10 @@ class Worker:
         clean_ok = prep.clean_pred == test.y
         shared: dict[str, Crafted] = {}
         for cell in group.cells:
+            what = describe(group, cell)
+            self.check_time(f"before {what}")
             d = prep.defenses[cell.defense].to(self.device).eval()
+            self.preflight(prep, cell, d)
             model = attack_model(cell.threat_effective, classifier, d, prep.surrogates.get(group.threat))
             before, index = self.stage_start(prep, cell)
             images = "all" if index is None else digest(index.tolist())
@@ -134,7 +177,8 @@ class Worker:
                 # crafted on a bare classifier (the target's, or the surrogate's): shared by every
                 # defense (a cascade stage's by every defense that left the same images robust)
                 if images not in shared:
-                    shared[images] = self.craft(model, attack, prep, group, labels, index=index)
+                    craft_id = digest(["shared", without(cell.identity, DEFENSE_FIELDS), images])
+                    shared[images] = self.craft(model, attack, prep, group, labels, index=index, craft=(craft_id, what))
                 crafted = shared[images]
             elif one_draw_bpda(cell, d) or self.same_queries(cell, group, attack):
                 # BPDA, BPDA+EOT on a deterministic defense (drawn once) and white-box on a
@@ -149,18 +193,36 @@ class Worker:
                     self.bpda_once = (scope, done)
                 # Everything but the threat: data, n, classifier, defense and its weights, attack,
                 # and the images crafted.
-                same = digest([{k: v for k, v in cell.identity.items() if k not in ("threat", "eot_samples")}, images])
+                same = digest([without(cell.identity, ("threat", "eot_samples")), images])
                 if same not in done:
                     draws = 1 if one_draw_bpda(cell, d) else cell.eot_samples
-                    done[same] = self.craft(model, attack, prep, group, labels, d, draws, index)
+                    done[same] = self.craft(model, attack, prep, group, labels, d, draws, index, (same, what))
                 crafted = done[same]
             else:
-                crafted = self.craft(model, attack, prep, group, labels, d, cell.eot_samples, index)
+                craft_id = digest([cell.identity, images])
+                crafted = self.craft(model, attack, prep, group, labels, d, cell.eot_samples, index, (craft_id, what))
             result = self.score(prep, group, cell, d, model, crafted, attack, clean_ok, before)
             self.outcomes[cell.key] = {
                 k: result.record[k] for k in ("correct", "resubmit_correct") if k in result.record
             }
             yield result
+
+    def preflight(self, prep: Prepared, cell: Cell, d: Defense) -> None:
+        """The defense contract on a few test images before any attack runs through the defense:
+        under white-box and BPDA a broken defense would otherwise fail (or feed NaN) inside the
+        attack, blamed on the attack. Once per defense, dataset and classifier in a process (like
+        the probes); every batch a cell scores is checked again in ``defend``."""
+        key = ("contract", cell.defense, prep.base.get("dataset"), prep.base.get("classifier_hash"))
+        if key in self.check_cache:
+            return
+        where = f"a first check on {probes.PROBE} test images, before {contract.cell_name(cell)}"
+        given = prep.test.x[: probes.PROBE].to(self.device)
+        if d.randomized:
+            d.seed(self.seed_for("contract"))  # reproducible; every scored batch is seeded afresh
+        with torch.no_grad():
+            out = contract.blamed("defense", cell.defense, where, lambda: d(given.clone()))
+        contract.defense_output(cell.defense, where, given, out)
+        self.check_cache[key] = True
 
     @staticmethod
     def same_queries(cell: Cell, group: Group, attack: AttackPlugin) -> bool:
@@ -205,9 +267,10 @@ class Worker:
         adv, adv_pred, index = crafted.adv, crafted.pred, crafted.index
         n = len(test)
         timer = BatchTimer(self.device, self.cfg.warmup)
-        dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer)
+        named = {"name": cell.defense, "where": contract.cell_name(cell)}
+        dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer, **named)
         ran = slice(None) if index is None else index
-        da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index)
+        da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index, **named)
 
         def merged(got: torch.Tensor, outcome: str, where: str = "correct") -> torch.Tensor:
             """``got`` (on the images run on) with the previous stage's ``outcome`` elsewhere (its
@@ -231,9 +294,10 @@ class Worker:
             draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
             for k in range(1, cell.resubmit):
                 draws["defended_clean"].append(
-                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k).pred == test.y
+                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k, **named).pred == test.y
                 )
-                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index).pred == test.y[ran]
+                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index, **named).pred
+                got = got == test.y[ran]
                 draws["defended_adv"].append(merged(got, "defended_adv"))
             resubmitted = record.resubmission(draws)
             dc_ok, da_ok = resubmitted.pop("worst")
@@ -295,6 +359,22 @@ class Worker:
         found += probes.label_leak(rec, clean_ok, dc_ok, da_ok)
         if adv.min().item() < 0 or adv.max().item() > 1:
             found.append(Check("leaves-range", "adversarial images leave [0,1]"))
+        if group.eps is not None and attack.norm == "L2" and len(adv):
+            # max_linf (probes' check) bounds an L2 ball only loosely: the per-image L2 norm.
+            l2 = (adv - test.x).flatten(1).norm(dim=1).max().item()
+            if l2 > group.eps * (1 + 1e-5) + 1e-6:
+                found.append(
+                    Check("exceeds-eps", f"perturbation exceeds eps: max ||x_adv - x||_2 = {l2:.6g} > {group.eps:.6g}")
+                )
+        low, high = min(dc.low, da.low), max(dc.high, da.high)
+        if contract.out_of_range(low, high):
+            found.append(
+                Check(
+                    "defense-range",
+                    f"the defense's outputs leave [0,1] (from {low:.4g} to {high:.4g}): the classifier "
+                    "was scored on images no data set holds",
+                )
+            )
         if dc.wrote_input or da.wrote_input:
             found.append(
                 Check(
@@ -331,26 +411,49 @@ class Worker:
         defense: Defense | None = None,
         draws: int | None = None,
         index: torch.Tensor | None = None,
+        craft: tuple[str, str] | None = None,
     ) -> Crafted:
         """Adversarial examples of ``index``'s images (every image when None), batch by batch; each
         batch is seeded by the test index of its first image, so a batch of the images every
-        earlier stage left robust starts from the seed it has when every image is attacked."""
+        earlier stage left robust starts from the seed it has when every image is attacked, and a
+        batch does not depend on the batches before it. ``craft``: an id of everything that
+        determines these examples, and what to call them: each finished batch is saved under it
+        (``self.partial``) and taken back by the same command rerun after a kill or a time budget."""
         timer, test, passes = BatchTimer(self.device, self.cfg.warmup), prep.test, Passes()
-        counted = Counted(model, passes)
+        craft_id, what = craft if craft is not None else (None, f"{group.attack} eps={group.eps} {group.threat}")
         x, y = (test.x, labels) if index is None else (test.x[index], labels[index])
         adv = test.x.clone()
-        out = []
-        for a, b in progress(self.batches(len(x)), f"{group.attack} eps={group.eps} {group.threat}"):
+        out: list[torch.Tensor] = []
+        took: list[float] = []  # seconds of each batch computed here: the deadline's estimate of the next
+        for a, b in progress(self.batches(len(x)), what, total=len(x), size=lambda span: span[1] - span[0]):
+            kept = self.partial.load(craft_id, a, b) if self.partial is not None and craft_id else None
+            if kept is not None:  # finished by an earlier, interrupted run of the same command
+                timer.samples.append(kept.ms_per_sample)
+                passes.add(Passes(kept.forward, kept.backward))
+                out.append(kept.adv)
+                self.resumed += 1
+                self.crafts.add(craft_id)
+                continue
+            self.check_time(f"{what}: {a} of {len(x)} images crafted", max(took, default=0.0))
             start = a if index is None else int(index[a])
             torch.manual_seed(self.seed_for("attack", group.attack, group.eps, start))
             if defense is not None and defense.randomized:
                 defense.seed(self.seed_for("attack-defense", group.attack, group.eps, start))
             xb, yb = x[a:b].to(self.device), y[a:b].to(self.device)
+            mine = Passes()  # this batch's, saved with it
+            counted = Counted(model, mine)
             if draws and draws > 1:
                 call = lambda: attack.perturb_eot(counted, xb, yb, group.eps, prep.spec, draws)
             else:
                 call = lambda: attack.perturb(counted, xb, yb, group.eps, prep.spec)
-            out.append(timer(call, b - a).cpu())
+            t0 = time.perf_counter()
+            with heartbeat(f"{what}: images {a}-{b} of {len(x)}", mine):
+                out.append(timer(call, b - a).cpu())
+            took.append(time.perf_counter() - t0)
+            passes.add(mine)
+            if self.partial is not None and craft_id:
+                self.partial.save(craft_id, a, b, Batch(out[-1], mine.forward, mine.backward, timer.samples[-1]))
+                self.crafts.add(craft_id)
         crafted = torch.cat(out) if out else x.clone()
         if index is None:
             adv = crafted
@@ -371,10 +474,14 @@ class Worker:
         timer: BatchTimer | None,
         draw: int = 0,
         index: torch.Tensor | None = None,
+        name: str = "the defense",
+        where: str = "a cell",
     ) -> Defended:
         """``index``: the test indices of ``xs`` (a cascade stage's images); a batch is seeded by
-        its first image's."""
+        its first image's. ``name`` and ``where``: the defense's and the cell's names, for an
+        error about what it returned (``bench.run.contract``: checked on every batch)."""
         out, shown, wrote = [], None, False
+        low, high = 0.0, 1.0
         for a, b in self.batches(len(xs)):
             xb = xs[a:b].to(self.device)
             # The defense gets a copy: one that writes into its input must not corrupt the test
@@ -387,7 +494,12 @@ class Worker:
                     self.seed_for("defense", tag, start) if draw == 0 else self.seed_for("defense", tag, start, draw)
                 )
             with torch.no_grad():
-                xd = timer(lambda: d(given), b - a) if timer is not None else d(given)
+                call = (lambda: timer(lambda: d(given), b - a)) if timer is not None else (lambda: d(given))
+                xd = contract.blamed("defense", name, where, call)
+                # Before anything scores it: a wrong shape would fail inside the classifier, a NaN
+                # would be scored as a prediction.
+                lo, hi = contract.defense_output(name, where, xb, xd)
+                low, high = min(low, lo), max(high, hi)
                 wrote = wrote or not torch.equal(given, xb)
                 out.append(undefended[a:b] if d.identity else classifier(xd).argmax(1).cpu())
             if shown is None or len(shown) < SAMPLES:  # the first SAMPLES images, over batches smaller than that
@@ -395,4 +507,4 @@ class Worker:
                 shown = more if shown is None else torch.cat([shown, more])
         if not out:  # a cascade stage with no image left to attack
             return Defended(undefended[:0].clone(), xs[:SAMPLES].detach().cpu(), False)
-        return Defended(torch.cat(out), shown, wrote)
+        return Defended(torch.cat(out), shown, wrote, low, high)

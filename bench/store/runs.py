@@ -2,7 +2,8 @@
 
 Records are appended one JSON object a line and fsync'ed as each cell finishes (the run
 folder too), so a run killed at any moment loses at most the cell in flight. Readers skip a
-torn last line. A run holds ``<results>/.lock`` for its whole life: a second run on the same
+line they cannot read (a torn last line, a damaged one) and name it on stderr, file and line, once
+per process: nothing is skipped in silence. A run holds ``<results>/.lock`` for its whole life: a second run on the same
 folder gets a clear error instead of duplicating work and interleaving reports.
 """
 
@@ -13,6 +14,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +26,44 @@ from bench.core.errors import BenchError
 from bench.core.record import Record
 from bench.store.provenance import ROOT, git_state
 
+# Lines already named in this process (file, line number, content): a report reads a folder more
+# than once (tables, page, the runner's store lookup before it); one warning each is enough.
+_named: set[tuple[str, int, int]] = set()
+
+
+def skipped(path: Path, number: int, line: str, why: str) -> None:
+    """Name a line no reader can use, on stderr (the exit status is unchanged: the other records stand)."""
+    seen = (str(path), number, hash(line))
+    if seen not in _named:
+        _named.add(seen)
+        print(f"[store] warning: {path}:{number}: {why}; skipped", file=sys.stderr)
+
 
 def iter_records(results_dir: Path, runs: list[str] | None = None) -> Iterator[Record]:
     """Every stored record (of ``runs`` only, when given), oldest run first, as a ``Record``; a
-    torn line (the one a killed run was writing) is skipped; a record this code cannot read (a
-    newer schema, an undeclared field) is an error naming its file and line."""
+    line that is no JSON object (a torn last line, the one a killed run was writing) is skipped and
+    named on stderr (``skipped``); a record this code cannot read (a newer schema, an undeclared
+    field) is an error naming its file and line."""
     for path in sorted(Path(results_dir).glob("runs/*/records.jsonl")):
         if runs is not None and path.parent.name not in runs:
             continue
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue  # an empty line holds no record: nothing is lost
                 try:
                     raw = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the line a killed run was writing
+                except json.JSONDecodeError as exc:
+                    torn = not line.endswith("\n")  # only the last line can lack its newline
+                    skipped(
+                        path,
+                        number,
+                        line,
+                        "a torn last line (a run stopped while writing it)" if torn else f"not JSON ({exc.msg})",
+                    )
+                    continue
                 if not isinstance(raw, dict):
+                    skipped(path, number, line, f"a JSON {type(raw).__name__}, not a record")
                     continue
                 try:
                     yield Record.from_json(raw)

@@ -19,7 +19,7 @@ from conftest import read_records
 from bench.store.partial import Batch, BatchStore
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"torch": "2.x", "numerics": "portable AVX2", "threads": 1, "device": "cpu"}
+ENV = {"torch": "2.x", "numerics": "portable AVX2", "threads": 1, "device": "cpu", "code": "c0ffee"}
 
 
 def batch(value: float = 0.5) -> Batch:
@@ -41,6 +41,32 @@ def test_batch_from_other_settings_is_recomputed(tmp_path):
     other = BatchStore(tmp_path, {**ENV, "threads": 2})
     assert other.load("c1", 0, 2) is None
     assert other.stale == [other.path("c1", 0, 2)]
+
+
+def test_batch_computed_by_other_code_is_recomputed(tmp_path):
+    BatchStore(tmp_path, ENV).save("c1", 0, 2, batch())
+    assert BatchStore(tmp_path, {**ENV, "code": "beef"}).load("c1", 0, 2) is None
+
+
+def test_code_version_follows_a_changed_file_but_not_the_batches(tmp_path):
+    """A file that differs from HEAD changes the code's version; saved batches (outputs) do not."""
+    from bench.store.partial import code_version
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "attack.py").write_text("STEPS = 40\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = code_version(tmp_path)
+    BatchStore(tmp_path / "results", ENV).save("c1", 0, 2, batch())
+    assert code_version(tmp_path) == clean
+    (tmp_path / "attack.py").write_text("STEPS = 41\n")
+    edited = code_version(tmp_path)
+    assert edited != clean
+    (tmp_path / "attack.py").write_text("STEPS = 42\n")
+    assert code_version(tmp_path) not in (clean, edited)
 
 
 def test_cut_file_is_recomputed_not_an_error(tmp_path):

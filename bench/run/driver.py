@@ -29,7 +29,7 @@ from bench.run.models import Models
 from bench.run.plan import Group, fit_ident, make_attack, make_defense, plan
 from bench.run.timing import BatchTimer
 from bench.run.worker import CellResult, OutOfTime, Prepared, Worker
-from bench.store.partial import BatchStore
+from bench.store.partial import BatchStore, code_version
 from bench.store.provenance import make_env
 from bench.store.runs import ResultsLock, RunWriter, iter_records, refuse_dirty_reference
 from defenses.base import Defense
@@ -84,6 +84,7 @@ class Runner:
             "numerics": f"{numerics.mode_in_force()} {numerics.cpu_capability()}",
             "threads": torch.get_num_threads(),
             "device": self.worker.device_label,
+            "code": code_version(),
         }
         self.worker.partial = BatchStore(Path(cfg.results_dir), env, read=not cfg.rerun)
         self.pending = 0  # cells planned and not in the store (the datasets prepared so far)

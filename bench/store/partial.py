@@ -8,14 +8,16 @@ outcomes an uninterrupted run gives, bit for bit (tests/test_partial.py kills a 
 
 A batch is saved as tensors only (``torch.save`` of a dict of tensors, read back with
 ``weights_only=True``), each file written atomically, beside what it was computed under
-(``ENV_KEYS``: the torch version, the numerics mode, the thread count, the device): a batch computed
-under other settings could carry other last bits, so it is recomputed, never mixed in. A batch's
+(``ENV_KEYS``: the torch version, the numerics mode, the thread count, the device, and the code:
+``code_version``): a batch computed under other settings or by other code could carry other
+examples or other last bits, so it is recomputed, never mixed in. A batch's
 name is a digest of everything that determines it (the cell's key, the images crafted, the batch's
 bounds); the folder of a craft is removed once every cell that used it is stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 from dataclasses import dataclass
@@ -24,10 +26,23 @@ from typing import Any
 
 import torch
 
+from bench.store.provenance import ROOT, git_state
 from bench.store.runs import fsync_dir, write_atomic
 
 FOLDER = "partial"
-ENV_KEYS = ("torch", "numerics", "threads", "device")
+ENV_KEYS = ("torch", "numerics", "threads", "device", "code")
+
+
+def code_version(root: Path | None = None) -> str:
+    """The code a batch is computed by: HEAD's commit and the content of every file that differs
+    from it (outputs such as these batches excluded: ``provenance.OUTPUTS``)."""
+    here = root or ROOT
+    commit, dirty = git_state(here)
+    h = hashlib.sha256(str(commit).encode())
+    for name in dirty:
+        path = here / name
+        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -77,7 +77,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 # Outputs under results/ (records, tables, plots, pages, resumable training state) grow while runs
 # append to them: a changed output is not a changed code state. Inputs there (grid.toml) still count.
-OUTPUTS = ("runs", "plots", "site", "resume", "results.md", "results.csv")
+OUTPUTS = ("runs", "plots", "site", "resume", "partial", "results.md", "results.csv")
 
 
 def git_state(root: Path | None = None) -> tuple[str | None, list[str]]:

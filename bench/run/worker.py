@@ -20,7 +20,7 @@ from bench.core import numerics, record
 from bench.core.checkcodes import Check
 from bench.core.config import Config, resolve_device
 from bench.core.errors import BenchError
-from bench.core.identity import digest
+from bench.core.identity import digest, group_key
 from bench.core.progress import heartbeat, progress
 from bench.core.registry import ATTACKS
 from bench.core.stats import wilson
@@ -34,9 +34,6 @@ from bench.store.provenance import device_name, machine
 from defenses.base import Defense
 
 SAMPLES = 8  # images per cell kept for the report's image grid
-# A cell's identity fields that name its defense: examples crafted on the bare classifier (gray-box,
-# transfer) do not depend on them.
-DEFENSE_FIELDS = ("defense", "defense_params", "defense_fit", "defense_weights", "resubmit", "eot_samples")
 
 
 class OutOfTime(Exception):
@@ -52,10 +49,6 @@ def describe(group: Group, cell: Cell) -> str:
     """A cell as a person names it: attack, eps, threat, defense."""
     eps = "" if group.eps is None else f" eps={group.eps:g}"
     return f"{group.attack}{eps} {group.threat} {cell.defense}"
-
-
-def without(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if k not in keys}
 
 
 @dataclass
@@ -177,7 +170,8 @@ class Worker:
                 # crafted on a bare classifier (the target's, or the surrogate's): shared by every
                 # defense (a cascade stage's by every defense that left the same images robust)
                 if images not in shared:
-                    craft_id = digest(["shared", without(cell.identity, DEFENSE_FIELDS), images])
+                    # examples crafted on the bare classifier do not depend on the defense's fields
+                    craft_id = digest(["shared", group_key({"identity": cell.identity}, ("defense",)), images])
                     shared[images] = self.craft(model, attack, prep, group, labels, index=index, craft=(craft_id, what))
                 crafted = shared[images]
             elif one_draw_bpda(cell, d) or self.same_queries(cell, group, attack):
@@ -193,7 +187,7 @@ class Worker:
                     self.bpda_once = (scope, done)
                 # Everything but the threat: data, n, classifier, defense and its weights, attack,
                 # and the images crafted.
-                same = digest([without(cell.identity, ("threat", "eot_samples")), images])
+                same = digest([group_key({"identity": cell.identity}, ("query",)), images])
                 if same not in done:
                     draws = 1 if one_draw_bpda(cell, d) else cell.eot_samples
                     done[same] = self.craft(model, attack, prep, group, labels, d, draws, index, (same, what))

@@ -48,7 +48,7 @@ bench: $(STAMP)
 # write under results/reference/ from a dirty tree. A regeneration starts from empty runs/ folders
 # (the records it replaces stay in git history). `make verify` recomputes a sample.
 REF := results/reference
-GRIDS := default label-leak threat-matrix threat-matrix-aa fashion-threat-matrix defensegan adaptive
+GRIDS := default label-leak threat-matrix threat-matrix-aa fashion-threat-matrix defensegan adaptive ranking-n500
 .PHONY: reference verify headline site $(GRIDS)
 reference: $(GRIDS) headline site
 
@@ -101,14 +101,12 @@ test: $(STAMP) browser lint
 test-all: $(STAMP) browser
 	WANDB_MODE=disabled WANDB_SILENT=true $(PY) -m pytest -q -m ''
 
-# The GPU script (tools/gpu.py; its docstring lists the steps). `make gpu-wheels`, here with network:
+# The GPU script (tools/gpu.py): an environment check, the plan (tools/gpu_plan.toml, a grid file run
+# by `python -m bench grid` with the time left) and a packer. `make gpu-wheels`, here with network:
 # the pure-Python wheels the GPU machine lacks (torchattacks, mlxtend) into wheels/ (ignored; carry
-# it). `make gpu` on the GPU machine: every step in ≤ 9 minutes with that machine's python3 and
-# PYTHONPATH=. (the project is not pip-installed there), packed into $OUT. First (step aa, up to
-# 7.5 min) AutoAttack on 500 images for every MNIST defense of the README headline, with the
-# threat-matrix-aa grid's settings: white-box, then BPDA, then gray-box, the defenses still far from
-# 0 first, no computation twice; then the wall-clock steps with the time left. `make gpu DRY_RUN=1`:
-# the same steps on CPU with tiny sizes, as CI runs them (tests/test_gpu_script.py).
+# it). `make gpu` on the GPU machine, with its python3 and PYTHONPATH=. (the project is not
+# pip-installed there): ≤ 9 minutes, first the ranking rows at n = 1,000, packed into $OUT.
+# `make gpu DRY_RUN=1`: tools/gpu_plan_dry.toml on CPU at toy sizes, as CI runs it.
 GPU_DRY := $(filter-out 0 no false,$(DRY_RUN))
 GPU_PY := $(if $(GPU_DRY)$(wildcard $(PY)),$(PY),python3)
 .PHONY: gpu gpu-wheels

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The numerics mode (README, "Same numbers on another machine") must be set before torch loads its
+# kernels: a script sets it first thing with ``bench.numerics.apply("portable")``. No torch here.
+from bench.core import numerics as numerics
+
 __version__ = "0.1.0"
 
 

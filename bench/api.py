@@ -23,15 +23,72 @@ import pandas as pd
 from torch import nn
 
 from bench.analysis.frame import frame
+from bench.builtin.classifiers import check_recipe, get_classifier, make_classifier
+from bench.builtin.data import MNIST
 from bench.builtin.userdata import UserDataset, from_tensors
-from bench.core.config import TABLE_KEYS, Config, resolve
+from bench.core import identity
+from bench.core.config import TABLE_KEYS, Config, resolve, resolve_device, validate
 from bench.core.errors import BenchError, ContractError, PluginFailed
-from bench.core.record import Record
+from bench.core.record import Record, accuracies, decode, decode_tensor, encode
+from bench.core.registry import ATTACKS, DATASETS, DEFENSES, build
+from bench.core.shipped import sha256_file
 from bench.core.threats import attack_model
+from bench.render.blocks import fill
 from bench.render.report import write_report
 from bench.run.driver import Runner
-from bench.run.executors import make_executor
+from bench.run.executors import LocalExecutor, RayExecutor, make_executor
+from bench.run.timing import BatchTimer
+from bench.store.provenance import device_name, make_env
+from bench.store.runs import RunWriter, iter_records
 from defenses.base import Defense
+
+# The toolkit: what a script beside the library uses (tools/, a user's benchmark script or
+# notebook), from this one module, so that the layers behind it may move without breaking them
+# (tests/test_layers.py holds tools/ to bench, bench.api and bench.plugin). The runner and its
+# executors; configuration (resolve = flags and file merged and checked by the one path); the
+# registries and the built-in data and classifiers; sha256_file, the hash shipped weights are checked
+# by; the record, its codec and the one reader and
+# writer of a results folder; provenance (device_name, make_env); BatchTimer, the runner's clock;
+# fill, which writes a generated block into a Markdown file.
+__all__ = [
+    "ATTACKS",
+    "DATASETS",
+    "DEFENSES",
+    "MNIST",
+    "BatchTimer",
+    "BenchError",
+    "Config",
+    "ContractError",
+    "Defense",
+    "Interrupted",
+    "LocalExecutor",
+    "PluginFailed",
+    "RayExecutor",
+    "Record",
+    "RunWriter",
+    "Runner",
+    "accuracies",
+    "attacked_model",
+    "build",
+    "check_recipe",
+    "decode",
+    "decode_tensor",
+    "device_name",
+    "encode",
+    "evaluate",
+    "fill",
+    "get_classifier",
+    "identity",
+    "iter_records",
+    "make_classifier",
+    "make_env",
+    "resolve",
+    "resolve_device",
+    "run",
+    "sha256_file",
+    "table",
+    "validate",
+]
 
 
 class Interrupted(Exception):

@@ -73,3 +73,34 @@ def test_the_makefile_runs_grids_by_name_and_names_no_issue():
     names = re.search(r"^GRIDS := (.*)$", text, re.M).group(1).split()
     assert sorted(names) == sorted(p.name for p in REF.iterdir() if p.is_dir())
     assert not re.search(r"\bissues? \d+|#\d+", text, re.I)
+
+
+def test_a_grid_time_budget_and_extra_arguments_reach_every_run_step(tmp_path, tiny_toml, cache_dir, capsys):
+    out = tmp_path / "results"
+    common = f'"--config", "{tiny_toml}", "--cache-dir", "{cache_dir}", "--results-dir", "{out}", "--limit", "64"'
+    (tmp_path / "grid.toml").write_text(
+        "[grid]\nsteps = [\n"
+        f'  [{common}, "--defenses", "none"],\n'
+        f'  ["report", "--results-dir", "{out}", "--no-plots"],\n]\n'
+    )
+    # `--` arguments come after the step's own: the later --limit wins; the budget is the grid's.
+    assert main(["grid", str(tmp_path), "--time-budget", "600", "--", "--limit", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"--limit 64 --defenses none --limit 8 --time-budget (59\d|600)\b", printed), printed
+    assert [r["n"] for r in read_records(out)] == [8]
+    assert "report" in printed and "--time-budget" not in printed.split("step 2/2")[1].splitlines()[0]
+
+
+def test_a_spent_grid_budget_skips_the_remaining_run_steps_but_draws_the_report(tmp_path, monkeypatch, capsys):
+    import bench.cli.grid as grid
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(grid, "bench_main", lambda argv: ran.append(argv) or 0)
+    clock = iter([0.0, 0.5, 5.0, 6.0, 7.0])  # the deadline is 2 s: step 1 starts in time, step 2 not
+    monkeypatch.setattr(grid.time, "monotonic", lambda: next(clock))
+    (tmp_path / "grid.toml").write_text(
+        "[grid]\nsteps = [['--defenses', 'none'], ['--defenses', 'bitdepth'], ['report', '--results-dir', 'x']]\n"
+    )
+    assert main(["grid", str(tmp_path), "--time-budget", "2"]) == 0
+    assert ran == [["--defenses", "none", "--time-budget", "1"], ["report", "--results-dir", "x"]]
+    assert "step 2/3 skipped: --time-budget 2 s spent" in capsys.readouterr().out

@@ -44,7 +44,8 @@ LAYERS: dict[str, set[str]] = {
         "attacks",
         "defenses",
     },
-    "bench": {"bench.cli", "bench.api"},  # bench/__init__.py, bench/__main__.py
+    # bench/__init__.py, bench/__main__.py; bench.numerics (bench.core.numerics), set before torch loads
+    "bench": {"bench.cli", "bench.api", "bench.core"},
     # The one import for plugin authors: the core and the plugin base classes (PLUGIN_API), nothing
     # of the runner, so a plugin written against it sees what a built-in sees.
     "bench.plugin": {"bench.core", "attacks", "defenses"},
@@ -175,3 +176,37 @@ def test_the_rule_catches_a_violation(tmp_path):
     found = imports("bench.core.x", path, {"bench.render.report": path, "bench.run.driver": path})
     assert ("bench.render.report", 1, False) in found and ("bench.run.driver", 4, True) in found
     assert layer_of("bench.render.report") not in LAYERS["bench.core"]
+
+
+# tools/ is a client of the library: it uses what a user's script may use, so the layers behind
+# bench.api may move without breaking it. (An import deferred into a function is allowed there: a
+# tool may set the numerics mode before torch loads, or keep a parent process light.)
+TOOLS_MAY_IMPORT = {"bench", "bench.api", "bench.plugin"}
+
+
+def tool_imports() -> list[tuple[str, str, int]]:
+    out = []
+    for path in sorted((ROOT / "tools").glob("*.py")):
+        for name, line, _ in imports(f"tools.{path.stem}", path, {}):
+            out.append((path.name, name, line))
+    return out
+
+
+def test_tools_import_the_library_through_its_public_surface_only():
+    found = tool_imports()
+    assert any(name == "bench.api" for _, name, _ in found), "no tool imports bench.api?"
+    bad = [f"tools/{f}:{line} imports {name}" for f, name, line in found if name not in TOOLS_MAY_IMPORT]
+    assert not bad, "tools/ may import " + ", ".join(sorted(TOOLS_MAY_IMPORT)) + ":\n" + "\n".join(bad)
+
+
+def test_the_tools_rule_catches_an_internal_import(tmp_path):
+    path = tmp_path / "t.py"
+    path.write_text("from bench.api import Runner\n\ndef f():\n    from bench.run.driver import Runner\n")
+    names = {n for n, _, _ in imports("tools.t", path, {})}
+    assert names == {"bench.api", "bench.run.driver"} and not names <= TOOLS_MAY_IMPORT
+
+
+def test_the_gpu_script_is_an_environment_check_and_a_packer():
+    """Its plan is data (tools/gpu_plan.toml, run by the ordinary runner), so its code stays small."""
+    lines = sum(len(p.read_text().splitlines()) for p in (ROOT / "tools").glob("gpu*.py"))
+    assert lines <= 600, f"tools/gpu*.py: {lines} lines"

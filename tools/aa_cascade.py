@@ -22,10 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.core.config import resolve, resolve_device, validate
-from bench.core.record import decode
-from bench.run.driver import Runner
-from bench.store.provenance import device_name
+from bench.api import Runner, decode, device_name, resolve, resolve_device, validate
 
 MODES = {"cascade": "aa", "individual": "aa-individual"}
 

@@ -25,7 +25,7 @@ import re
 import time
 from typing import Any
 
-from bench.core import numerics
+from bench import numerics
 
 numerics.apply("portable")  # before torch loads its kernels: the CLI's default mode, for both sides
 
@@ -33,8 +33,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import bench  # noqa: E402
-from bench.api import attacked_model  # noqa: E402
-from bench.core.record import decode_tensor  # noqa: E402
+from bench.api import attacked_model, decode_tensor  # noqa: E402
 
 STAGES = ("aa-apgd-ce", "aa-apgd-t", "aa-fab-t", "aa-square")
 ORIGINAL_STAGE = re.compile(r"robust accuracy after (\S+): ([\d.]+)% \(total time ([\d.]+) s\)")

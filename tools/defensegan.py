@@ -18,11 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.core.config import Config, resolve_device
-from bench.core.registry import DATASETS
-from bench.run.driver import Runner
-from bench.run.timing import BatchTimer
-from bench.store.provenance import device_name
+from bench.api import DATASETS, BatchTimer, Config, Runner, device_name, resolve_device
 
 
 def floor_loop(G: torch.nn.Module, x: torch.Tensor, L: int, R: int, z_dim: int, lr: float) -> torch.Tensor:

@@ -34,19 +34,26 @@ from typing import Any
 
 import torch
 
-from bench.builtin.data import MNIST
-from bench.core import identity, record
-from bench.core.record import Record
-from bench.core.registry import DEFENSES, build
-from bench.store.provenance import device_name, make_env
-from bench.store.runs import RunWriter
-from defenses.defensegan import DefenseGAN, sha256_file
+from bench.api import (
+    DEFENSES,
+    MNIST,
+    Defense,
+    Record,
+    RunWriter,
+    accuracies,
+    build,
+    device_name,
+    encode,
+    identity,
+    make_env,
+    sha256_file,
+)
 
 CLASSIFIER = ("mnist-cnn", {"epochs": 6, "lr": 1e-3, "batch_size": 64}, 0)  # name, recipe, seed
 EPS = 0.3
 
 
-def make_defense(width: int, args: argparse.Namespace, **over: Any) -> DefenseGAN:
+def make_defense(width: int, args: argparse.Namespace, **over: Any) -> Defense:
     d = build(
         DEFENSES,
         "defensegan",
@@ -69,7 +76,7 @@ class Probe:
     def __init__(self, data, args: argparse.Namespace, device: torch.device) -> None:
         import torchattacks
 
-        from bench.builtin.classifiers import check_recipe, get_classifier
+        from bench.api import check_recipe, get_classifier
 
         name, recipe, seed = CLASSIFIER
         for attempt in range(5):  # get_classifier is being reworked by others: retry transient breakage
@@ -91,7 +98,7 @@ class Probe:
             self.clean_ok = self.model(self.x).argmax(1) == self.y
             self.adv_ok = self.model(self.x_adv).argmax(1) == self.y
 
-    def measure(self, d: DefenseGAN, batch: int) -> dict[str, Any]:
+    def measure(self, d: Defense, batch: int) -> dict[str, Any]:
         d.to(self.device).eval()
         out, t0 = {}, time.perf_counter()
         for key, x in (("defended_clean", self.x), ("defended_adv", self.x_adv)):
@@ -107,8 +114,8 @@ class Probe:
         return {
             "n": len(self.x),
             "defense_ms_per_sample": ms,
-            "correct": {name: record.encode(ok) for name, ok in outcomes.items()},
-            **record.accuracies(outcomes),
+            "correct": {name: encode(ok) for name, ok in outcomes.items()},
+            **accuracies(outcomes),
         }
 
 
@@ -427,12 +434,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="with --table: write it into this page between <!-- curve:start --> and <!-- curve:end -->",
     )
-    p.add_argument("--ship-dir", type=Path, default=DefenseGAN.pretrained_dir)
+    p.add_argument("--ship-dir", type=Path, default=DEFENSES.get("defensegan").pretrained_dir)
     args = p.parse_args(argv)
     if args.table:
         md = table(Path(args.out))
         if args.doc:  # replace the block between the markers, keep the rest of the page
-            from bench.render.blocks import fill
+            from bench.api import fill
 
             fill(args.doc, "curve", [md])
         print(md)

@@ -1,11 +1,9 @@
-"""Plumbing of the GPU script (tools/gpu.py): its log, child processes, TOML writer and record
-tables. Standard library only: the parent process on the GPU machine imports nothing heavy."""
+"""Plumbing of the GPU script (tools/gpu.py): its log, a small table, the child process. Standard
+library only: the parent process on the GPU machine imports nothing heavy."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import resource
 import signal
 import subprocess
@@ -124,110 +122,14 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def kill_child() -> None:
+    """SIGKILL the benchmark subprocess running now, if any (the script was told to stop)."""
+    if _child is not None:
+        _signal(_child, signal.SIGKILL)
+
+
 def _signal(p: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(p.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-# ---- configuration files -------------------------------------------------------------------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def dump_toml(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """TOML for a config: nested dicts become [a.b] tables (what bench's config files use)."""
-    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    blocks = []
-    if scalars or (prefix and not tables):
-        head = ["[" + ".".join(map(_toml_key, prefix)) + "]"] if prefix else []
-        blocks.append("\n".join(head + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]))
-    blocks += [dump_toml(v, prefix + (k,)).rstrip("\n") for k, v in tables.items()]
-    return "\n\n".join(b for b in blocks if b) + "\n"
-
-
-# ---- records -------------------------------------------------------------------------------------
-def records(results: Path, runs: list[str] | None = None) -> list[Any]:
-    """Every stored record of a results folder, through the one reader (bench.core.record; imported
-    here: the orchestrator does not load torch before its children set their numerics)."""
-    from bench.store.runs import iter_records
-
-    return list(iter_records(results, runs))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of an interrupted run
-    return out
-
-
-def pick(
-    results: Path, defenses: list[str], attacks: list[str], eps: float, threats: list[str], limit: int | None
-) -> list[dict[str, Any]]:
-    """The latest record of each (defense, attack, threat) cell of a step's grid."""
-    latest: dict[tuple, dict] = {}
-    for r in records(results):
-        if (
-            r.get("defense") in defenses
-            and r.get("attack") in attacks
-            and r.get("threat") in threats
-            and r.get("eps") is not None
-            and abs(float(r["eps"]) - eps) < 1e-9
-            and (limit is None or r.get("limit") == limit)
-        ):
-            key = (r["defense"], r["attack"], r["threat"])
-            if key not in latest or r.get("time", 0) >= latest[key].get("time", 0):
-                latest[key] = r
-    return [latest[k] for k in sorted(latest)]
-
-
-def record_table(recs: list[dict[str, Any]]) -> str:
-    return table(
-        [
-            "defense",
-            "threat",
-            "attack",
-            "eps",
-            "n",
-            "defended clean",
-            "defended adv",
-            "defense ms/sample",
-            "attack ms/sample",
-            "timed batches",
-            "device",
-        ],
-        [
-            [
-                r["defense"],
-                r["threat"],
-                r["attack"],
-                r["eps"],
-                r.get("n"),
-                r.get("defended_clean_acc"),
-                r.get("defended_adv_acc"),
-                r.get("defense_ms_per_sample"),
-                r.get("attack_ms_per_sample"),
-                r.get("timing_batches"),
-                r.get("device"),
-            ]
-            for r in recs
-        ],
-    )

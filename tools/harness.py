@@ -19,11 +19,7 @@ from pathlib import Path
 import torch
 import torchattacks
 
-from bench.builtin.classifiers import check_recipe, get_classifier
-from bench.core.config import Config, resolve_device
-from bench.core.registry import DATASETS
-from bench.run.driver import Runner
-from bench.store.provenance import device_name
+from bench.api import DATASETS, Config, Runner, check_recipe, device_name, get_classifier, resolve_device
 
 
 def harness(cfg: Config) -> float:

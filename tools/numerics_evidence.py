@@ -40,7 +40,7 @@ PORTABLE_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 
 def records(folder: Path) -> dict[str, dict]:
-    from bench.store.runs import iter_records  # deferred: this process sets no numerics mode of its own
+    from bench.api import iter_records  # deferred: this process sets no numerics mode of its own
 
     out = {}
     for r in iter_records(folder):
@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(caption)
     if a.readme:
-        from bench.render import blocks  # deferred: this process sets no numerics mode of its own
+        from bench.api import fill  # deferred: this process sets no numerics mode of its own
 
-        print(f"wrote {blocks.fill(Path(a.readme), 'numerics', ['', caption, '', text, ''])}")
+        print(f"wrote {fill(Path(a.readme), 'numerics', ['', caption, '', text, ''])}")
     return 0
 
 

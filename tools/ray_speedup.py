@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.core.config import Config
-from bench.run.driver import Runner
-from bench.run.executors import LocalExecutor, RayExecutor
+from bench.api import Config, LocalExecutor, RayExecutor, Runner
 
 
 def timed(cfg: Config, executor) -> tuple[float, list[dict]]:

@@ -11,7 +11,7 @@ Three tables, each generated from stored measurements, never typed:
   times, from one run where a device has both in one (measured side by side), else from two runs,
   named.
 * ``reconstruction`` — DefenseGAN's reconstruction under eager, CUDA graphs, ``torch.compile`` and
-  both, beside its floor (``tools.gpu`` step 4's ``step4-reconstruction.jsonl``): ms per image and
+  both, beside its floor (``step4-reconstruction.jsonl``, written by ``tools.defensegan_compile``, then step 4 of the GPU script): ms per image and
   the speed-up over eager, per generator width.
 
 An absolute time is only ever shown with its device; only ratios of one device are comparable
@@ -35,7 +35,7 @@ from bench.core.threats import threat_name
 from bench.render.blocks import fill as fill_block
 
 PAIR = ("defensegan", "countergan")  # the slow purifier and the fast one, by their registered names
-RECONSTRUCTION = "step4-reconstruction.jsonl"  # tools.gpu step 4's measurements, one JSON object a line
+RECONSTRUCTION = "step4-reconstruction.jsonl"  # tools.defensegan_compile's measurements (the file name of its first run), one JSON object a line
 VARIANTS = {
     "eager": "eager",
     "graphs": "CUDA graphs",

@@ -1,6 +1,13 @@
-"""Step 4 of the GPU script (tools/gpu.py), run in its own process: DefenseGAN's reconstruction
-eager vs torch.compile vs CUDA graphs vs its floor (a compile that outlives the budget is killed
-with the process, not the script)."""
+"""DefenseGAN's reconstruction on a GPU: eager vs torch.func vs torch.compile vs CUDA graphs vs its
+floor (the L gradient steps of the generator on B·R latents and nothing else), one JSON line per
+(width, variant). Its last run is results/gpu/2026-12-04-h200/reconstruction (README, "Speed").
+
+    python -m tools.defensegan_compile --device cuda --out build/defensegan-compile.jsonl
+
+Options: --L 200 --R 10 (the paper's budget), --batch 256, --repeats 5, --widths 0,64 (0: the
+shipped generator's width; weights stay random, only time matters), --seconds 300 (a budget:
+variants left when it is gone are recorded as skipped), --compile-backend auto (inductor on CUDA,
+aot_eager on CPU, where it only checks that the step traces)."""
 
 from __future__ import annotations
 
@@ -8,22 +15,22 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 
-def step4_worker(a: argparse.Namespace) -> int:
-    """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.step4_worker``."""
-    import torch
+from bench.api import DEFENSES, MNIST, BatchTimer, build
 
-    import defenses.defensegan  # noqa: F401  (registers the plugin)
-    from bench.builtin.data import MNIST
-    from bench.core.registry import DEFENSES, build
-    from bench.run.timing import BatchTimer
+
+def measure(a: argparse.Namespace) -> int:
+    """Times DefenseGAN's reconstruction variants; one JSON line per (width, variant) in ``a.out``."""
 
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     stop = time.perf_counter() + a.seconds
-    sink = open(a.step4_worker, "a", encoding="utf-8")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    sink = open(a.out, "a", encoding="utf-8")
     dev_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     backend = a.compile_backend if a.compile_backend != "auto" else ("inductor" if cuda else "aot_eager")
     spec = MNIST()
@@ -38,7 +45,7 @@ def step4_worker(a: argparse.Namespace) -> int:
             continue
         done.add(d.width)
         if time.perf_counter() > stop - 5:
-            print(f"[step4] width {d.width}: skipped, budget gone", flush=True)
+            print(f"[defensegan-compile] width {d.width}: skipped, budget gone", flush=True)
             continue
         d.to(device).eval()
         G, B, R, L, zd = d.G, a.batch, d.R, d.L, d.z_dim
@@ -124,7 +131,7 @@ def step4_worker(a: argparse.Namespace) -> int:
                     if not state["full"]:
                         raise
                     print(
-                        f"[step4] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                        f"[defensegan-compile] fullgraph compile failed ({type(exc).__name__}: {str(exc)[:200]}); "
                         "retrying with graph breaks",
                         flush=True,
                     )
@@ -192,8 +199,26 @@ def step4_worker(a: argparse.Namespace) -> int:
             sink.write(json.dumps(rec) + "\n")
             sink.flush()
             print(
-                f"[step4] width {rec['width']} {name}: {rec['status']} "
+                f"[defensegan-compile] width {rec['width']} {name}: {rec['status']} "
                 + (f"{rec['ms_per_sample']:.4g} ms/sample" if rec.get("ms_per_sample") else rec.get("note", "")),
                 flush=True,
             )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.defensegan_compile", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="build/defensegan-compile.jsonl", help="JSON lines, appended")
+    p.add_argument("--L", type=int, default=200)
+    p.add_argument("--R", type=int, default=10)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--widths", default="0,64")
+    p.add_argument("--seconds", type=float, default=300)
+    p.add_argument("--compile-backend", default="auto")
+    return measure(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

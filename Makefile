@@ -71,14 +71,14 @@ headline: $(STAMP)
 
 # Measurements made on a GPU machine (results/gpu/<date>-<gpu>/, each folder's PROVENANCE.md and
 # grid.toml name the commands run there). `make gpu-table`: their reports, from their records, and
-# README's devices block (CPU beside GPU: the default grid, DefenseGAN against the counterGAN preset,
+# docs/results/devices.md's devices block (CPU beside GPU: the default grid, DefenseGAN against the counterGAN preset,
 # DefenseGAN's reconstruction). Nothing is computed: records only.
 GPU_RUN := results/gpu/2026-12-04-h200
 GPU_GRIDS := default-grid-and-defensegan autoattack-n500
 .PHONY: gpu-table
 gpu-table: $(STAMP)
 	for g in $(GPU_GRIDS); do $(PY) -m bench report --results-dir $(GPU_RUN)/$$g || exit 1; done
-	$(PY) -m bench report --readme README.md --devices $(REF)/default,$(GPU_RUN)/default-grid-and-defensegan --devices-from $(REF)/defensegan,$(REF)/threat-matrix,$(GPU_RUN)/reconstruction
+	$(PY) -m bench report --readme docs/results/devices.md --devices $(REF)/default,$(GPU_RUN)/default-grid-and-defensegan --devices-from $(REF)/defensegan,$(REF)/threat-matrix,$(GPU_RUN)/reconstruction
 
 # Recompute the 3 cheapest cells of the default reference grid from their stored identity (CI runs
 # the same check in tests/test_reference.py); `make verify N=` more cells, `N=all` every one.

@@ -2,14 +2,14 @@
 
 ``bench.evaluate(...)`` (``bench.api``) runs a grid from Python; ``python -m bench`` from the
 command line. Layers: ``core`` → ``builtin``, ``store`` → ``analysis`` → ``render``; ``run``;
-``api``; ``cli`` (README, "Architecture"; enforced by tests/test_layers.py).
+``api``; ``cli`` (docs/guides/architecture.md; enforced by tests/test_layers.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The numerics mode (README, "Same numbers on another machine") must be set before torch loads its
+# The numerics mode (docs/guides/reproducibility.md, "Same numbers on another machine") must be set before torch loads its
 # kernels: a script sets it first thing with ``bench.numerics.apply("portable")``. No torch here.
 from bench.core import numerics as numerics
 

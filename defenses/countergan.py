@@ -333,7 +333,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
             "eps_low": 0.5,
         },
         "counterGAN, our working preset: G sees the attacked image and emits a signed noise.\n\n"
-        'Differences from the published form, each measured (see README, "counterGAN preset"): '
+        'Differences from the published form, each measured (docs/guides/defenses.md): '
         "image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected "
         "least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40% "
         "clean share, training eps ~ U(0.5·eps, eps].",

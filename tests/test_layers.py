@@ -1,7 +1,7 @@
 """The architecture, enforced: which layer may import which, no import circle, no hidden imports.
 
 Data flows one way — config → plan → execute → store → analyse → render — and the folders under
-``bench/`` are those layers. ``LAYERS`` is the rule (README, "Architecture"); this test reads
+``bench/`` are those layers. ``LAYERS`` is the rule (docs/guides/architecture.md); this test reads
 every module's imports with ``ast`` (nothing is imported) and fails on any import the rule does
 not allow, on a circle among modules, and on a ``bench`` import hidden inside a function body.
 """

@@ -1,6 +1,6 @@
 """DefenseGAN's reconstruction on a GPU: eager vs torch.func vs torch.compile vs CUDA graphs vs its
 floor (the L gradient steps of the generator on B·R latents and nothing else), one JSON line per
-(width, variant). Its last run is results/gpu/2026-12-04-h200/reconstruction (README, "Speed").
+(width, variant). Its last run is results/gpu/2026-12-04-h200/reconstruction (docs/results/devices.md).
 
     python -m tools.defensegan_compile --device cuda --out build/defensegan-compile.jsonl
 

@@ -57,7 +57,7 @@ def run_parser() -> Parser:
     a("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
     a(
         "--numerics",
-        help="portable (default: the same bits on any x86 CPU with AVX2; README, 'Same numbers on "
+        help="portable (default: the same bits on any x86 CPU with AVX2; docs/guides/reproducibility.md, 'Same numbers on "
         "another machine') or native (each library's fastest CPU kernels)",
     )
     a("--seed", type=_int, help="random seed (default 0)")

@@ -12,7 +12,7 @@ momentum descent and AutoAttack's iterations amplify it into other per-image out
 * ``MKL_CBWR=COMPATIBLE`` — MKL's conditional numerical reproducibility mode, one code path on
   Intel and AMD (``MKL_CBWR=AVX2`` would be honoured on Intel only).
 
-Measured on a 2-core AMD EPYC (README, "Same numbers on another machine"; ``tools/numerics_evidence.py``):
+Measured on a 2-core AMD EPYC (docs/guides/reproducibility.md, "Same numbers on another machine"; ``tools/numerics_evidence.py``):
 with these settings the default grid is bit-identical under AVX-512 and AVX2 instruction sets,
 without them every cell differs in some images; it cost 1.3× the default grid's wall-clock
 (70–73 s vs 56–58 s), DefenseGAN 20–23 vs 16–17 ms per image, an APGD-CE cell 1.2×. ``native``

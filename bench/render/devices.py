@@ -1,4 +1,4 @@
-"""CPU and GPU side by side: README's ``devices`` block (``python -m bench report --devices``).
+"""CPU and GPU side by side: the ``devices`` block of docs/results/devices.md (``python -m bench report --devices``).
 
 Three tables, each generated from stored measurements, never typed:
 

@@ -86,8 +86,8 @@ N ?= 3
 verify: $(STAMP)
 	$(PY) -m bench verify --results-dir $(REF)/default $(if $(filter all,$(N)),,--sample $(N))
 
-# Guard-rails first (seconds): ruff's lint and format check over the whole tree, mypy over the
-# typed layers (pyproject.toml, [tool.ruff] and [tool.mypy]); then the tests.
+# Guard-rails first (seconds): ruff's lint and format check over the whole tree, mypy over all of
+# bench/ (pyproject.toml, [tool.ruff] and [tool.mypy]); then the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

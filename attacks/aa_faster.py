@@ -54,7 +54,7 @@ class Square(torchattacks.Square):
                 loss_min_curr = loss_min[idx_to_fool]
 
                 p = self.p_selection(i_iter)
-                s = max(int(round(math.sqrt(p * n_features / c))), 1)
+                s = max(round(math.sqrt(p * n_features / c)), 1)
                 vh = self.random_int(0, h - s)
                 vw = self.random_int(0, w - s)
                 new_deltas = torch.zeros([c, h, w]).to(self.device)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ class Defense(nn.Module):
     # it through BPDA, and the record says so (``threat_effective``).
     differentiable = True
     # Small hyperparameters that keep the automatic plugin tests fast (tests/test_plugins.py).
-    test_params: dict[str, Any] = {}
+    test_params: ClassVar[dict[str, Any]] = {}
     # Hyperparameters that change what ``fit`` learns (None = all): the training cache is keyed
     # by these, so variants differing only at inference share one trained model.
     fit_params: tuple[str, ...] | None = None
@@ -47,9 +47,22 @@ class Defense(nn.Module):
     training_version = 1
     # State-dict prefixes only training needs (a GAN's discriminator): not shipped, not hashed.
     training_only: tuple[str, ...] = ()
+    # Set on the object by the harness, never by the plugin (declared, not assigned, so the
+    # runner's reads are type-checked and nothing changes at run time): the dataset spec given to
+    # ``setup``; the constructor's arguments as built (the registry); the name it was built under;
+    # where its weights came from with their hash, and what determined them (the runner, once fitted).
+    spec: Any
+    hparams: dict[str, Any]
+    registered_name: str
+    fit_info: dict[str, Any]
+    fit_identity: dict[str, Any] | None
 
     def setup(self, spec: Any) -> None:
         self.spec = spec
+
+    def train_plan(self, n_train: int) -> str | None:
+        """What training on ``n_train`` images will do, for the runner's progress line (None: nothing to say)."""
+        return None
 
     def fit(self, train: Any, classifier: nn.Module, *, device: torch.device, seed: int, eps: float) -> dict[str, Any]:
         """Train on ``train`` (a ``bench.builtin.data.Split``); returns facts to store (e.g. seconds)."""

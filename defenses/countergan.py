@@ -24,7 +24,7 @@ The WGAN-GP critic has no batch norm (a per-sample gradient penalty is undefined
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,7 @@ class CounterGAN(Defense):
 
     trainable = True
     training_only = ("D.",)  # the discriminator shapes training only; the zoo ships the generator
-    test_params = {"iterations": 4, "batch_size": 64}
+    test_params: ClassVar[dict[str, Any]] = {"iterations": 4, "batch_size": 64}
 
     def __init__(
         self,
@@ -333,7 +333,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
             "eps_low": 0.5,
         },
         "counterGAN, our working preset: G sees the attacked image and emits a signed noise.\n\n"
-        'Differences from the published form, each measured (docs/guides/defenses.md): '
+        "Differences from the published form, each measured (docs/guides/defenses.md): "
         "image-conditioned conv encoder–decoder G (width 16), tanh noise (±1), a fully connected "
         "least-squares D (weight 0.1, every 2nd step, no instance noise), paired batches with a 40% "
         "clean share, training eps ~ U(0.5·eps, eps].",

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -87,7 +87,14 @@ class DefenseGAN(Defense):
         "pretrained",
         "pretrained_sha256",
     )
-    test_params = {"iterations": 3, "L": 5, "R": 2, "width": 8, "batch_size": 16, "pretrained": ""}
+    test_params: ClassVar[dict[str, Any]] = {
+        "iterations": 3,
+        "L": 5,
+        "R": 2,
+        "width": 8,
+        "batch_size": 16,
+        "pretrained": "",
+    }
     # Where shipped generators live (a class attribute so tests can point it elsewhere).
     pretrained_dir = Path(__file__).resolve().parent / "pretrained"
 

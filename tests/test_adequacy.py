@@ -63,7 +63,7 @@ def test_converged_curve_flags_only_cells_below_the_converged_budget():
     planted = cell(0.50, 20, n=500, t=2.0)  # a main-table cell at another n, 20 steps: under budget
     enough = cell(0.41, 100, n=500, t=2.0)
     other = cell(0.9, 10, defense="other")  # a different defense: no curve speaks for it
-    df = frame(sweep + [planted, enough, other])
+    df = frame([*sweep, planted, enough, other])
     (curve,) = [c for c in curves(df) if c.n == 1000]
     (axis,) = curve.axes
     assert axis.name == "steps" and axis.converged and axis.converged_at == 40
@@ -226,7 +226,7 @@ def test_sweep_errors(tmp_path, capsys):
 
 def test_a_cell_beyond_an_unconverged_sweep_is_not_flagged():
     sweep = [cell(a, s) for a, s in ((0.60, 10), (0.50, 20), (0.40, 40))]
-    df = frame(sweep + [cell(0.30, 400, n=500, t=2.0)])
+    df = frame([*sweep, cell(0.3, 400, n=500, t=2.0)])
     flags = flags_by(df)
     assert flags[("d", 1000, 40, 1)].startswith("under-budget: not converged (steps 20→40")
     assert flags[("d", 500, 400, 1)] == ""

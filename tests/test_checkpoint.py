@@ -39,7 +39,7 @@ def test_crafted_pickle_is_refused_not_executed(tmp_path):
 @pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04truncated"])
 def test_corrupted_files_are_refused(tmp_path, content):
     (tmp_path / "bad.pt").write_bytes(content)
-    with pytest.raises(BenchError, match="corrupted|not a"):
+    with pytest.raises(BenchError, match=r"corrupted|not a"):
         load_state(nn.Linear(3, 2), tmp_path / "bad.pt")
 
 

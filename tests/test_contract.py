@@ -44,7 +44,7 @@ def test_a_plugins_own_bench_error_passes_as_it_is_and_others_are_blamed():
     def own():
         raise BenchError("my own clear line")
 
-    with pytest.raises(BenchError, match="^my own clear line$"):
+    with pytest.raises(BenchError, match=r"^my own clear line$"):
         contract.blamed("defense", "d", "here", own)
     with pytest.raises(contract.PluginFailed) as err:
         contract.blamed("defense", "d", "cell x", lambda: 1 / 0)
@@ -80,7 +80,7 @@ def test_a_broken_defense_under_white_box_is_blamed_not_the_attack(run_args, cap
 
 
 def test_values_outside_unit_range_flag_the_cell_in_the_record_and_the_table(run_args, capsys):
-    code, err = run(run_args, capsys, "none,trust_plugins:Stretch")
+    code, _err = run(run_args, capsys, "none,trust_plugins:Stretch")
     assert code == 0
     by = {r["defense"]: r for r in cells(run_args.results)}
     assert "defense-range" in by["trust_plugins:Stretch"]["check_codes"]

@@ -106,7 +106,7 @@ def test_checkpoint_round_trip_and_runner_cache_hit(run_args, tmp_path):
     args = run_args("--defenses", "countergan", "--attack", "fgsm", "--eps", "0.3")
     args[args.index("--config") + 1] = str(tmp_path / "cg.toml")
     assert main(args) == 0
-    assert main(args + ["--rerun"]) == 0
+    assert main([*args, "--rerun"]) == 0
     first, second = read_records(run_args.results)
     assert first["fit"]["defense_source"].startswith("trained:") and second["fit"]["defense_source"].startswith(
         "cache:"

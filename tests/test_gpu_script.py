@@ -134,7 +134,7 @@ def test_carried_wheels_install_offline_into_a_target_folder(tmp_path, monkeypat
     assert (tmp_path / "site" / "gpu_fake_pkg" / "__init__.py").is_file()
     assert not (tmp_path / "site" / "other_pkg").exists()
     assert str(tmp_path / "site") in sys.path
-    with pytest.raises(RuntimeError, match="no wheel for mlxtend.*make gpu-wheels"):
+    with pytest.raises(RuntimeError, match=r"no wheel for mlxtend.*make gpu-wheels"):
         gpu.install_wheels(["mlxtend"], tmp_path / "wheels", tmp_path / "site")
 
 

@@ -175,6 +175,6 @@ def test_the_readme_headline_is_what_todays_code_makes_of_the_committed_records(
     copy.write_text(text)
     args[args.index("--readme") + 1] = str(copy)
     monkeypatch.chdir(root)
-    assert main(args + ["--headline-eps", "0.3,fashion-mnist=0.1"]) == 0
+    assert main([*args, "--headline-eps", "0.3,fashion-mnist=0.1"]) == 0
     again = copy.read_text().split("<!-- headline:start -->", 1)[1].split("<!-- headline:end -->", 1)[0]
     assert again.replace(str(copy), "README.md") == block

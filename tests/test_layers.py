@@ -157,7 +157,7 @@ def test_no_import_circle():
         stack.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                cycle = stack[stack.index(t) :] + [t]
+                cycle = [*stack[stack.index(t) :], t]
                 pytest.fail("import circle: " + " → ".join(cycle))
             if t not in state:
                 visit(t)

@@ -287,7 +287,7 @@ def test_a_model_that_does_not_fit_the_data_is_a_clear_error(
     # Five classes in the data, three outputs: the class count, named.
     g = np.random.default_rng(0)
     np.savez(tmp_path / "five.npz", x_test=g.random((10, 3, 32, 32)).astype(np.float32), y_test=np.arange(10) % 5)
-    with pytest.raises(BenchError, match="3 outputs.*5 classes"):
+    with pytest.raises(BenchError, match=r"3 outputs.*5 classes"):
         bench.evaluate(
             config=tiny_toml,
             cache_dir=str(cache_dir),
@@ -314,7 +314,7 @@ def test_readme_own_model_example_runs(tmp_path, monkeypatch):
     assert block, "README has no own-model example block"
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(block.group(1), "README.md:own-model", "exec"), scope)  # noqa: S102 (our own README)
+    exec(compile(block.group(1), "README.md:own-model", "exec"), scope)
     recs = scope["records"]
     assert {r["defense"] for r in recs} >= {"none"} and all(0 <= r["defended_adv_acc"] <= 1 for r in recs)
     assert json.loads(json.dumps(recs[0]["identity"]))  # a plain record
@@ -340,7 +340,7 @@ def test_defense_objects_run_under_their_class_path_with_their_arguments(tiny_to
     assert pick(soft)["defense"] == "examples.gaussian_blur:GaussianBlur"
     assert pick(soft)["defense_params"]["sigma"] == 0.5 and pick(hard)["defense_params"]["sigma"] == 2.0
     assert pick(soft)["cell_key"] != pick(hard)["cell_key"]
-    with pytest.raises(BenchError, match="must be defenses.base.Defense"):
+    with pytest.raises(BenchError, match=r"must be defenses.base.Defense"):
         bench.evaluate(
             config=tiny_toml, cache_dir=str(cache_dir), classifier=net, data=(x, y), defenses=[torch.nn.Identity()]
         )

@@ -111,13 +111,13 @@ def test_the_registry_checks_the_base_class_at_registration(monkeypatch):
 
     monkeypatch.setattr(DEFENSES, "_table", dict(DEFENSES._table))
     monkeypatch.setattr(ATTACKS, "_table", dict(ATTACKS._table))
-    with pytest.raises(TypeError, match="not a defenses.base.Defense subclass"):
+    with pytest.raises(TypeError, match=r"not a defenses.base.Defense subclass"):
         register_defense("not-a-defense")(type("Plain", (torch.nn.Module,), {}))
-    with pytest.raises(TypeError, match="not a attacks.base.AttackPlugin subclass"):
+    with pytest.raises(TypeError, match=r"not a attacks.base.AttackPlugin subclass"):
         register_attack("not-an-attack")(type("Plain", (Defense,), {}))
     assert Attack is AttackPlugin
     assert register_defense("fine")(type("Fine", (Defense,), {})).registered_name == "fine"
-    with pytest.raises(BenchError, match="not a defenses.base.Defense subclass"):
+    with pytest.raises(BenchError, match=r"not a defenses.base.Defense subclass"):
         DEFENSES.get("json:JSONDecoder")  # module:Class is checked too
 
 

@@ -75,7 +75,7 @@ def test_generic_torchattacks_attack(mnist_setup):
     att = make_attack("torchattacks:MIFGSM", {"steps": 3})
     adv = att.perturb(clf, d.test.x[:4], d.test.y[:4], 0.1, spec)
     assert (adv - d.test.x[:4]).abs().max() <= 0.1 + 1e-6
-    with pytest.raises(BenchError, match="available: .*PGD"):
+    with pytest.raises(BenchError, match=r"available: .*PGD"):
         make_attack("torchattacks:NoSuchAttack", None)
-    with pytest.raises(BenchError, match="invalid parameter.*bogus"):
+    with pytest.raises(BenchError, match=r"invalid parameter.*bogus"):
         make_attack("torchattacks:PGD", {"bogus": 1})

@@ -159,3 +159,27 @@ def test_record_make_is_the_only_writer_of_records():
             if isinstance(node, ast.Dict) and "correct" in keys and len(node.keys) > 1:
                 bad.append(f"{path.relative_to(root.parent)}:{node.lineno}")
     assert not bad, bad
+
+
+def test_the_record_type_and_its_codec_load_no_torch():
+    """The value types (the record, its bitmaps) are read by the report, the page and verify's
+    grading; loading torch for them cost every reader seconds and tied them to the computation."""
+    import subprocess
+    import sys
+
+    code = "import sys, bench.core.record, bench.core.bitmaps; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_codec_takes_tensors_and_arrays_alike():
+    import numpy as np
+    import torch
+
+    from bench.core import bitmaps
+
+    mask = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1], bool)
+    assert bitmaps.encode(mask) == bitmaps.encode(torch.from_numpy(mask)) == bitmaps.encode(mask.tolist())
+    assert bitmaps.decode_tensor(bitmaps.encode(mask), 9).tolist() == mask.tolist()
+    worst = bitmaps.resubmission({"defended_adv": [mask, torch.from_numpy(~mask | mask)]})["worst"]
+    assert isinstance(worst[0], np.ndarray) and worst[0].tolist() == mask.tolist()

@@ -34,7 +34,7 @@ def test_external_plugin_import_errors_are_clear():
 def test_build_validates_parameter_names_and_types():
     import attacks  # noqa: F401
 
-    with pytest.raises(BenchError, match="unknown parameter.*stepz.*valid: .*steps"):
+    with pytest.raises(BenchError, match=r"unknown parameter.*stepz.*valid: .*steps"):
         build(ATTACKS, "pgd", {"stepz": 3})
     with pytest.raises(BenchError, match="invalid parameter steps='ten'"):
         build(ATTACKS, "pgd", {"steps": "ten"})
@@ -56,7 +56,7 @@ def test_a_variant_is_a_table_row_that_pickles_like_a_class():
     cls = DEFENSES.get("countergan-linear-bce")
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert cls.__qualname__ == "CounterGANLinearBCE" and cls.preset["gan_loss"] == "bce"
-    with pytest.raises(ValueError, match="unknown parameter.*colour"):
+    with pytest.raises(ValueError, match=r"unknown parameter.*colour"):
         Registry("defense").variant("x", cls.__mro__[1], preset={"colour": 1}, doc="", class_name="X")
 
 

@@ -61,7 +61,7 @@ def test_grid_records_resume_and_rerun(run_args, capsys):
     assert main(args) == 0  # resume: everything stored already
     assert len(read_records(run_args.results)) == 6
     assert len(list(run_args.results.glob("runs/*"))) == 1
-    assert main(args + ["--rerun"]) == 0
+    assert main([*args, "--rerun"]) == 0
     recs = read_records(run_args.results)
     assert len(recs) == 12 and len({r["run_id"] for r in recs}) == 2
     assert (run_args.results / "results.md").is_file()
@@ -69,7 +69,7 @@ def test_grid_records_resume_and_rerun(run_args, capsys):
 
 def test_same_seed_same_accuracies(run_args):
     args = run_args("--defenses", "none", "--attack", "pgd", "--eps", "0.2")
-    assert main(args) == 0 and main(args + ["--rerun"]) == 0
+    assert main(args) == 0 and main([*args, "--rerun"]) == 0
     a, b = read_records(run_args.results)
     for k in ("clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"):
         assert a[k] == b[k]

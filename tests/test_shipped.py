@@ -139,7 +139,7 @@ def test_reference_records_are_refused_from_a_dirty_tree(monkeypatch, tmp_path):
     from bench.store import runs as store
 
     monkeypatch.setattr(store, "git_state", lambda: ("abc", ["bench/driver.py"]))
-    with pytest.raises(BenchError, match="dirty tree.*bench/driver.py"):
+    with pytest.raises(BenchError, match=r"dirty tree.*bench/driver.py"):
         store.refuse_dirty_reference(ROOT / "results" / "reference" / "default")
     store.refuse_dirty_reference(tmp_path / "results")  # anywhere else: allowed
 

@@ -44,12 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import attacks  # noqa: E402,F401
-import defenses  # noqa: E402,F401
-from bench.builtin import classifiers  # noqa: E402
-from bench.builtin.data import MNIST, Data, Split  # noqa: E402
-from bench.core.checkpoint import inference_state  # noqa: E402
-from bench.core.registry import CLASSIFIERS, DEFENSES, build  # noqa: E402
+import attacks  # noqa: F401
+import defenses  # noqa: F401
+from bench.builtin import classifiers
+from bench.builtin.data import MNIST, Data, Split
+from bench.core.checkpoint import inference_state
+from bench.core.registry import CLASSIFIERS, DEFENSES, build
 
 STORE = Path(__file__).resolve().parent / "data" / "training_fingerprints.json"
 ATOL, RTOL = 1e-4, 1e-3

@@ -30,7 +30,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     rec["correct"]["defended_adv"] = bitmap.hex()
     lines[0] = json.dumps(rec)
     path.write_text("\n".join(lines) + "\n")
-    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 1
+    assert main([*verify, "--cells", rec["cell_key"][:8]]) == 1
     out = capsys.readouterr().out
     assert f"{rec['cell_key']}" in out and "DIFFERS: defended_adv" in out and "1 of 48 samples differ" in out
     assert not any(p.name != "records.jsonl" and p.suffix == ".jsonl" for p in results.rglob("*"))
@@ -60,7 +60,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
     lines[i] = json.dumps(planted)
     path.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
-    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 0
+    assert main([*verify, "--cells", rec["cell_key"][:8]]) == 0
     out = capsys.readouterr().out
     assert "equivalent" in out and "2 of 48 samples differ" in out and "cpu vendor GenuineIntel → " in out
     assert "1 cell(s): 0 identical, 1 equivalent" in out
@@ -70,7 +70,7 @@ def test_verify_passes_on_a_fresh_grid_and_fails_on_a_planted_change(run_args, c
         dict(rec, correct=dict(rec["correct"], defended_adv=gone), device="NVIDIA H200", device_type="cuda")
     )
     path.write_text("\n".join(lines) + "\n")
-    assert main(verify + ["--cells", rec["cell_key"][:8]]) == 3
+    assert main([*verify, "--cells", rec["cell_key"][:8]]) == 3
     assert "NOT COMPARABLE" in capsys.readouterr().out
 
 

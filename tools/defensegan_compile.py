@@ -127,7 +127,7 @@ def measure(a: argparse.Namespace) -> int:
             def call(*args):
                 try:
                     return state["fn"](*args)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if not state["full"]:
                         raise
                     print(
@@ -191,7 +191,7 @@ def measure(a: argparse.Namespace) -> int:
                     if "compile" in name and not cuda:
                         notes.append("CPU dry run: checks the step traces under torch.compile; no compiled speed")
                     rec["note"] = "; ".join([note, *notes])
-                except Exception as exc:  # noqa: BLE001  (a variant that does not apply is reported, not fatal)
+                except Exception as exc:
                     rec.update(
                         status="failed",
                         note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",

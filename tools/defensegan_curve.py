@@ -85,7 +85,7 @@ class Probe:
                     name, MNIST(), data, check_recipe(dict(recipe)), seed, device, Path(args.cache_dir).expanduser()
                 )
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if attempt == 4:
                     raise
                 print(f"[curve] get_classifier failed ({type(exc).__name__}: {exc}); retrying in 30 s", flush=True)

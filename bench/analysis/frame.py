@@ -5,7 +5,7 @@ over every stored cell."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from bench.core.labels import short
 
 ROW_KEY = ["dataset", "classifier", "defense", "threat", "attack", "eps"]
 ACCS = ["clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc"]
-COLUMNS = ROW_KEY + ["n"] + ACCS + ["defense_ms_per_sample", "attack_ms_per_sample", "device"]
+COLUMNS = [*ROW_KEY, "n", *ACCS, "defense_ms_per_sample", "attack_ms_per_sample", "device"]
 
 
 def _differing(flat: pd.Series, skip) -> list[str]:
@@ -61,7 +61,7 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
                 df.loc[jdx, "variant"] = [
                     ", ".join(x for x in (v, a) if x) for v, a in zip(df.loc[jdx, "variant"], _labels(flat[jdx], own))
                 ]
-    for _, idx in df.groupby(table + ["attack", "eps"], dropna=False, sort=False).groups.items():
+    for _, idx in df.groupby([*table, "attack", "eps"], dropna=False, sort=False).groups.items():
         # A worst-case row's cells are the row's own cells (one set per defense), not an attack setting.
         fields = _differing(
             flat[idx], lambda k: not k.startswith("attack_params") or k.startswith("attack_params.cells")
@@ -71,7 +71,7 @@ def with_variants(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def frame(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     filters: dict[str, list[str]] | None = None,
     commits: dict[str, str | None] | None = None,
     versions: dict[str, str | None] | None = None,
@@ -81,8 +81,8 @@ def frame(
     each run's env.json) become the ``git_commit`` and ``versions`` columns."""
     df = pd.DataFrame(record.rows(records))
     if df.empty:
-        return pd.DataFrame(columns=COLUMNS + ["variant", "attack_variant", "git_commit", "versions"])
-    for col in COLUMNS + ["time", "cell_key", "identity", "run_id"]:
+        return pd.DataFrame(columns=[*COLUMNS, "variant", "attack_variant", "git_commit", "versions"])
+    for col in [*COLUMNS, "time", "cell_key", "identity", "run_id"]:
         if col not in df.columns:
             df[col] = None
     df["eps"] = pd.to_numeric(df["eps"], errors="coerce")
@@ -103,7 +103,7 @@ def frame(
     df["git_commit"] = df["run_id"].map(lambda r: (commits or {}).get(r))
     df["versions"] = df["run_id"].map(lambda r: (versions or {}).get(r))
     df = with_variants(df)
-    return df.sort_values(ROW_KEY + ["variant", "attack_variant"], kind="stable", na_position="first").reset_index(
+    return df.sort_values([*ROW_KEY, "variant", "attack_variant"], kind="stable", na_position="first").reset_index(
         drop=True
     )
 

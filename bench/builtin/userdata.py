@@ -49,7 +49,8 @@ class UserDataset(DatasetPlugin):
         self.classes_known = bool(classes)
         self.num_classes = len(classes) if classes else int(labels.max()) + 1
         self.classes = classes or [str(i) for i in range(self.num_classes)]
-        self.shape = tuple(test.x.shape[1:])
+        c, h, w = test.x.shape[1:]  # NCHW (the readers above make it so)
+        self.shape = (int(c), int(h), int(w))
         if train is not None and tuple(train.x.shape[1:]) != self.shape:
             raise BenchError(f"dataset {name}: train images are {_shape(train.x)}, test images {_shape(test.x)}")
         ref = (train if train is not None and len(train) else test).x
@@ -148,10 +149,10 @@ def _read_image(path: Path, mode: str, size: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode)
+        with Image.open(path) as opened:
+            im = opened.convert(mode)
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise BenchError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
                 sweep.point(attack, f"restarts/EOT {i}/{len(later)}", **pt)
     except KeyboardInterrupt:
         return 130
-    written = write_report(cfg.results_dir)
+    written = write_report(Path(cfg.results_dir))
     df = frame(
         iter_records(Path(cfg.results_dir)),
         {"attack": cfg.attack, "defense": cfg.defenses},

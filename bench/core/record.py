@@ -1,4 +1,4 @@
-"""The stored record: one type, one constructor, one reader, one bitmap codec.
+"""The stored record: one type, one constructor, one reader.
 
 A record is one evaluated cell (``kind = "cell"``) or one per-sample worst case over cells
 (``kind = "worst"``), written one JSON object a line by ``bench.store.runs.RunWriter``. In memory
@@ -7,9 +7,9 @@ it is a ``Record``: immutable, every field declared in ``FIELDS`` with its group
 ``Record.from_json`` the only one that reads one back (it brings older layouts up to this one),
 ``Record.row`` the flat view pandas frames are built from.
 
-Per-sample outcomes: for each of ``OUTCOMES``, one bit per test image (right = 1), packed MSB
-first and written as hex. The worst case over attacks, the paired tests, the leaderboard and
-``bench verify`` all read these, so they are encoded and decoded here only.
+Per-sample outcomes: for each of ``OUTCOMES``, a bitmap of one bit per test image, encoded and
+decoded by ``bench.core.bitmaps`` (re-exported here for the readers of records). No torch: the
+value type loads nothing the computation needs.
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import torch
-
 from bench.core import checkcodes
+from bench.core.bitmaps import OUTCOMES as OUTCOMES
+from bench.core.bitmaps import accuracies as accuracies
+from bench.core.bitmaps import decode as decode
+from bench.core.bitmaps import decode_tensor as decode_tensor
+from bench.core.bitmaps import encode as encode
+from bench.core.bitmaps import first_images as first_images
+from bench.core.bitmaps import resubmission as resubmission
 from bench.core.checkcodes import Check, code_of
-from bench.core.stats import wilson
 
 SCHEMA = 3
 # 1: records written before "kind" existed (same fields; the kind implied by "attack")
 # 2: "kind" stored; whatever a classifier's or defense's fit returned stored as top-level fields
 # 3: those fit facts under one "fit" mapping; every top-level field declared in FIELDS
-OUTCOMES = ("clean", "adv", "defended_clean", "defended_adv")
 ACCURACIES = ("clean_acc", "adv_acc", "defended_clean_acc", "defended_adv_acc")
 KINDS = ("cell", "worst")
 GROUPS = ("header", "identity", "data", "outcomes", "resubmission", "cost", "provenance", "fit")
@@ -254,72 +256,6 @@ class Record(Mapping[str, Any]):
             rec["check_codes"] = [code_of(str(m)) for m in rec["checks"]]
         rec["schema"] = SCHEMA
         return cls(rec)
-
-
-def encode(mask: torch.Tensor | np.ndarray) -> str:
-    """Per-sample booleans as a hex string."""
-    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    return np.packbits(arr.astype(bool)).tobytes().hex()
-
-
-def decode(hexstr: str, n: int) -> np.ndarray:
-    """A stored bitmap as ``n`` booleans (ValueError when it holds fewer)."""
-    out = np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
-    if len(out) != n:
-        raise ValueError(f"bitmap holds {len(out)} samples, expected {n}")
-    return out
-
-
-def first_images(rec: Any, n: int, outcome: str = "defended_adv") -> np.ndarray | None:
-    """A record's per-sample outcome on the first ``n`` of its images (a run of N images scored the
-    first N of its test split, so records of different N meet on the first min-N); None when the
-    record stores no bitmap for it."""
-    c = rec.get("correct")
-    size = rec.get("n")
-    if not isinstance(c, dict) or not isinstance(c.get(outcome), str) or size is None or size != size:
-        return None
-    try:
-        return decode(c[outcome], int(size))[:n]
-    except ValueError:
-        return None
-
-
-def decode_tensor(hexstr: str, n: int) -> torch.Tensor:
-    return torch.from_numpy(decode(hexstr, n))
-
-
-def accuracies(outcomes: Mapping[str, Any]) -> dict[str, float]:
-    """Accuracy with its Wilson 95% interval for each outcome's per-sample correctness."""
-    out = {}
-    for name in OUTCOMES:
-        ok = np.asarray(outcomes[name].cpu() if isinstance(outcomes[name], torch.Tensor) else outcomes[name])
-        k, n = int(ok.sum()), len(ok)
-        out[f"{name}_acc"] = k / n
-        out[f"{name}_acc_ci_low"], out[f"{name}_acc_ci_high"] = wilson(k, n)
-    return out
-
-
-def resubmission(draws: dict[str, list[Any]]) -> dict[str, Any]:
-    """Per-sample outcomes of N draws of a randomised defense (``outcome → [N boolean arrays]``):
-    ``worst`` (right on every draw: the robust outcome, as a pair for defended_clean and
-    defended_adv), and for each outcome the expected accuracy (mean over draws), the majority
-    vote's accuracy with its Wilson interval and bitmap, the first draw's accuracy."""
-    out: dict[str, Any] = {"resubmit_correct": {}}
-    worst = []
-    for name, oks in draws.items():
-        stack = np.stack([np.asarray(o.cpu() if isinstance(o, torch.Tensor) else o, bool) for o in oks])
-        n_draws, n = stack.shape
-        majority = stack.sum(0) * 2 > n_draws
-        k = int(majority.sum())
-        out[f"{name}_acc_expected"] = float(stack.mean())
-        out[f"{name}_acc_majority"] = k / n
-        out[f"{name}_acc_majority_ci_low"], out[f"{name}_acc_majority_ci_high"] = wilson(k, n)
-        out[f"{name}_acc_first_draw"] = float(stack[0].mean())
-        out["resubmit_correct"][f"{name}_majority"] = encode(majority)
-        out["resubmit_correct"][f"{name}_first_draw"] = encode(stack[0])
-        worst.append(torch.from_numpy(stack.all(0)))
-    out["worst"] = tuple(worst)
-    return out
 
 
 def checks_of(rec: Mapping[str, Any]) -> list[Check]:

@@ -164,7 +164,8 @@ def timing(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("A", "B")
 
 
 def _params(rec: dict[str, Any]) -> str:
-    p = rec.get("defense_params") if isinstance(rec.get("defense_params"), dict) else {}
+    given = rec.get("defense_params")
+    p: dict[str, Any] = given if isinstance(given, dict) else {}
     shown = [f"{k} = {p[k]}" for k in ("L", "R") if k in p]
     return f" ({', '.join(shown)})" if shown else ""
 
@@ -179,7 +180,7 @@ def pairs(sources: dict[str, pd.DataFrame], pair: tuple[str, str] = PAIR) -> pd.
     for src, c in cells:
         if c.get("defense") == fast:
             by_test.setdefault(group_key(c, ("defense",)), []).append((src, c))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for src, c in cells:
         if c.get("defense") != slow:
             continue
@@ -208,8 +209,8 @@ def pairs(sources: dict[str, pd.DataFrame], pair: tuple[str, str] = PAIR) -> pd.
         )
     if not rows:
         return pd.DataFrame()
-    order = [r.pop("_order") for r in rows]  # CPUs first, then by classifier and n
-    return pd.DataFrame([r for _, r in sorted(zip(order, rows), key=lambda t: t[0])])
+    order: list[tuple[bool, str, int]] = [r.pop("_order") for r in rows]  # CPUs first, then by classifier and n
+    return pd.DataFrame([rows[i] for i in sorted(range(len(rows)), key=order.__getitem__)])
 
 
 def read_reconstruction(path: Path) -> list[dict[str, Any]]:
@@ -229,7 +230,7 @@ def reconstruction(recs: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]:
         return "", pd.DataFrame()
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in recs)]
     variants += sorted({r["variant"] for r in recs} - set(variants))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for width in sorted({r["width"] for r in recs}):
         mine = {r["variant"]: r for r in recs if r["width"] == width}
         eager = _number((mine.get("eager") or {}).get("ms_per_sample"))

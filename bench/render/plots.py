@@ -9,14 +9,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.transforms import Bbox  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
-from bench.core.labels import defense_label  # noqa: E402
-from bench.core.threats import threat_name  # noqa: E402
+from bench.core.labels import defense_label
+from bench.core.threats import threat_name
 
 
 def save(fig, path: Path) -> Path:
@@ -130,7 +130,7 @@ def accuracy_vs_latency(df: pd.DataFrame, out: Path, colour: dict[str, tuple] | 
 def image_grid(samples: dict[str, np.ndarray], title: str, path: Path, k: int = 6) -> Path:
     """Rows: clean | adversarial | defense output − input | defended; predicted labels under each."""
     n = min(k, len(samples["label"]))
-    rows = [
+    rows: list[tuple[str, np.ndarray, np.ndarray | None]] = [
         ("clean", samples["clean"], samples["pred_clean"]),
         ("adversarial", samples["adv"], samples["pred_adv"]),
         ("defense − input", samples["defended_adv"] - samples["adv"], None),
@@ -146,6 +146,7 @@ def image_grid(samples: dict[str, np.ndarray], title: str, path: Path, k: int = 
                 ax.imshow(img.mean(2), cmap="RdBu_r", vmin=-lim, vmax=lim)
                 label = f"|max| {np.abs(images[c]).max():.2f}"
             else:
+                assert preds is not None  # every row but the difference has predictions
                 ax.imshow(img.squeeze(2) if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
                 ok = int(preds[c]) == int(samples["label"][c])
                 label = f"pred {int(preds[c])}" + ("" if ok else " ✗")

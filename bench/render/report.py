@@ -58,7 +58,7 @@ def provenance_note(df: pd.DataFrame) -> str:
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    cols = COLUMNS + ["variant", "attack_variant", "attack_labels", "cell_key", "run_id", "git_commit"]
+    cols = [*COLUMNS, "variant", "attack_variant", "attack_labels", "cell_key", "run_id", "git_commit"]
     cols = [c for c in cols if c in df.columns]
     cols += [f"{a}_ci_{s}" for a in ACCS for s in ("low", "high") if f"{a}_ci_{s}" in df.columns]
     extra = [c for c in ("checks", "adequacy") if c in df.columns]
@@ -99,7 +99,7 @@ def _stage(r: pd.Series) -> str:
 
 
 def display(df: pd.DataFrame) -> pd.DataFrame:
-    shown = pd.DataFrame({k: df[k] for k in ROW_KEY + ["n"]})
+    shown = pd.DataFrame({k: df[k] for k in [*ROW_KEY, "n"]})
     shown["eps"] = df["eps"].map(fmt_eps)
     shown["variant"] = [", ".join(x for x in (v, a) if x) for v, a in zip(df["variant"], df["attack_variant"])]
     names = {

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from bench.core.record import rows
 
@@ -26,7 +27,7 @@ def log_run(
     mode: str,
     project: str,
     config: dict[str, Any],
-    records: list[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
     images: list[Path],
     results_dir: Path,
 ) -> str | None:
@@ -41,7 +42,7 @@ def log_run(
     # Bounded start-up: an offline or unreachable service must not hang the run (wandb#2701).
     run = wandb.init(
         project=project,
-        mode=mode,
+        mode=cast(Literal["disabled", "offline", "online"], mode),  # the config checked it (WANDB_MODES)
         dir=str(Path(results_dir).resolve()),
         config=config,
         settings=wandb.Settings(init_timeout=120, console="off"),

@@ -22,6 +22,7 @@ from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
 from bench.core import identity, numerics, record
 from bench.core.config import Config
 from bench.core.errors import BenchError
+from bench.core.record import Record
 from bench.core.registry import ATTACKS, CLASSIFIERS, DATASETS
 from bench.core.threats import Threat
 from bench.run.executors import LocalExecutor
@@ -69,7 +70,8 @@ class Runner:
         for n in cfg.defenses:
             if n not in self.defense_objects:
                 make_defense(n, cfg.defense_params.get(n))
-        for name in {cfg.classifier if classifier is None else None, *cfg.classifier_recipes} - {None}:
+        given = [cfg.classifier] if classifier is None and cfg.classifier is not None else []
+        for name in {*given, *cfg.classifier_recipes}:
             resolve_recipe(name, cfg.classifier_recipe, cfg.classifier_recipes.get(name, {}))
         if cfg.classifier_weights and not Path(cfg.classifier_weights).is_file():
             raise BenchError(f"classifier weights {cfg.classifier_weights} do not exist")
@@ -90,14 +92,14 @@ class Runner:
         self.pending = 0  # cells planned and not in the store (the datasets prepared so far)
         self.prepared = 0  # datasets planned
         self.out_of_time: OutOfTime | None = None
-        self.records: list[dict[str, Any]] = []
-        self.reused: list[dict[str, Any]] = []
+        self.records: list[Record] = []
+        self.reused: list[Record] = []
         self.stored_keys: set[str] = set()
 
     def close(self) -> None:
         self.lock.release()
 
-    def run(self, executor: Any = None) -> list[dict[str, Any]]:
+    def run(self, executor: Any = None) -> list[Record]:
         if self.cfg.time_budget is not None:
             self.worker.deadline = time.monotonic() + self.cfg.time_budget
         try:
@@ -147,7 +149,7 @@ class Runner:
             line += "; run the same command again to continue"
         return line
 
-    def reuse(self, rec: dict[str, Any]) -> None:
+    def reuse(self, rec: Record) -> None:
         self.records.append(rec)
         self.reused.append(rec)
 
@@ -197,11 +199,11 @@ class Runner:
             # how the classifier came to be: the record's fit facts (a cell adds its defense's)
             "fit": {k: v for k, v in clf_info.items() if k != "classifier_hash"},
         }
-        surrogates = {
-            t: self.models.surrogate_for(t.surrogate, t.seed, spec, data)
-            for t in map(Threat, cfg.threat)
-            if t.is_transfer
-        }
+        surrogates: dict[str, tuple[torch.nn.Module, str]] = {}  # transfer threat → (model, weights hash)
+        for t in map(Threat, cfg.threat):
+            if t.is_transfer:
+                assert t.surrogate is not None  # a transfer threat names its surrogate (Threat parses it)
+                surrogates[t] = self.models.surrogate_for(t.surrogate, t.seed, spec, data)
         groups = plan(
             cfg,
             spec,
@@ -236,7 +238,7 @@ class Runner:
             c.after: {k: self.done[c.after][k] for k in ("correct", "resubmit_correct") if k in self.done[c.after]}
             for g in pending
             for c in g.cells
-            if c.after in self.done
+            if c.after is not None and c.after in self.done
         }
         timer = BatchTimer(self.device, cfg.warmup)
         clean_pred = self.worker.predict(classifier, test.x, timer)

@@ -81,7 +81,9 @@ class RayExecutor:
         )
         prep_ref = ray.put(prep)
         cfg_dict = runner.cfg.to_dict()
-        waiting, pending, computed = list(groups), {}, {}
+        waiting = list(groups)
+        pending: dict[Any, Any] = {}  # Ray object ref → the group it computes
+        computed: dict[Any, Any] = {}
 
         def submit() -> None:
             for g in list(waiting):

@@ -168,7 +168,7 @@ class Models:
                 )
             print(
                 f"[defense] training {name} on {len(data.train)} {data.name} images"
-                + (f": {d.train_plan(len(data.train))}" if hasattr(d, "train_plan") else "")
+                + (f": {plan}" if (plan := d.train_plan(len(data.train))) else "")
                 + " …"
             )
             t0 = time.perf_counter()

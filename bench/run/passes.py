@@ -31,12 +31,12 @@ class _CountBackward(torch.autograd.Function):
     """The identity; its backward adds the batch size to ``passes.backward``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, passes: Passes) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, passes: Passes) -> torch.Tensor:
         ctx.passes = passes
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         ctx.passes.backward += grad.shape[0]
         return grad, None
 

@@ -119,7 +119,8 @@ class Group:
 def eps_values(cfg_eps: list[float] | None, spec: Any, attack: AttackPlugin) -> list[float | None]:
     if not attack.uses_eps:
         return [None]
-    return cfg_eps or [spec.default_eps]
+    out: list[float | None] = [*cfg_eps] if cfg_eps else [spec.default_eps]
+    return out
 
 
 def cascade_stages(names: list[str], attacks: dict[str, AttackPlugin]) -> tuple[dict[str, tuple[str, ...]], set[str]]:
@@ -172,6 +173,7 @@ def plan(
         resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
         extra: dict[str, Any] = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
         if Threat(threat).is_transfer:
+            assert surrogates is not None, "a transfer threat needs its surrogate's hash"
             extra["surrogate_hash"] = surrogates[threat]
         if cascade is not None:
             extra["cascade"] = cascade  # absent outside a cascade: stored keys stay

@@ -6,6 +6,7 @@ leaking. A non-empty list means the number should not be trusted as a robustness
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ def evaluate(
     defense: torch.nn.Module,
     model: torch.nn.Module,
     probe: tuple[torch.Tensor, torch.Tensor],
-    rec: dict[str, Any],
+    rec: Mapping[str, Any],
 ) -> list[Check]:
     """The checks a worker can compute from one cell (probes cached per worker in ``cache``)."""
     out: list[Check] = []

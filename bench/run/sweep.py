@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.analysis.adequacy import curves
 from bench.analysis.frame import frame
 from bench.core.labels import fmt_eps
+from bench.core.record import Record
 from bench.core.threats import Threat
 from bench.run.driver import Runner
 from bench.store.provenance import cli_command
@@ -19,7 +21,7 @@ DEFAULT_RESTARTS = (1, 5)
 DEFAULT_EOT = (1, 4, 16)
 
 
-def converged_steps(records: list[dict[str, Any]], steps: list[int]) -> dict[tuple, int]:
+def converged_steps(records: Sequence[Mapping[str, Any]], steps: list[int]) -> dict[tuple, int]:
     """(dataset, defense, threat, eps) → the step count the steps sweep converged at (the largest
     swept when it did not converge or could not tell)."""
     out: dict[tuple, int] = {}
@@ -86,7 +88,7 @@ class Sweep:
         defenses: list[str] | None = None,
         dataset: str | None = None,
         eps: float | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Record]:
         cfg = copy.deepcopy(self.cfg)
         self.cfg.retrain = False  # --retrain trains at the first point; later points load what it cached
         base = dict(cfg.attack_params.get(attack, {}))

@@ -24,6 +24,7 @@ import copy
 import json
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from bench.analysis.grading import Grade, grade, machine_of, summary
 from bench.analysis.worst import worst_case
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
-from bench.core.record import OUTCOMES, encode
+from bench.core.record import OUTCOMES, Record, encode
 from bench.core.shipped import differences
 from bench.run.driver import Runner
 from bench.store.provenance import cli_command
@@ -44,7 +45,7 @@ from bench.store.provenance import versions as provenance_versions
 from bench.store.runs import iter_records
 
 
-def stored_cells(results_dir: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def stored_cells(results_dir: Path) -> tuple[list[Record], dict[str, dict[str, Any]]]:
     """(every stored record with a cell key, each run's config by run id)."""
     configs = {}
     for path in sorted(Path(results_dir).glob("runs/*/config.json")):
@@ -55,13 +56,13 @@ def stored_cells(results_dir: Path) -> tuple[list[dict[str, Any]], dict[str, dic
     return [r for r in iter_records(results_dir) if r.get("cell_key") and r.get("correct")], configs
 
 
-def cost(rec: dict[str, Any]) -> float:
+def cost(rec: Mapping[str, Any]) -> float:
     """What recomputing a cell costs, from its stored timings (ms per sample × n)."""
     ms = sum(rec.get(k) or 0 for k in ("attack_ms_per_sample", "classifier_ms_per_sample"))
     return (ms + 2 * (rec.get("defense_ms_per_sample") or 0)) * rec.get("n", 1)
 
 
-def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] | None) -> list[dict[str, Any]]:
+def select(records: list[Record], sample: int | None, cells: list[str] | None) -> list[Record]:
     """The records to verify: named by key prefix, the ``sample`` cheapest grid cells, or all.
     A worst-case row brings its parts along."""
     by_key = {r["cell_key"]: r for r in records}
@@ -90,20 +91,20 @@ def select(records: list[dict[str, Any]], sample: int | None, cells: list[str] |
     return list(out.values())
 
 
-def combined(rec: dict[str, Any]) -> bool:
+def combined(rec: Mapping[str, Any]) -> bool:
     """A per-sample combination of other cells (a worst row, or a suite row such as ``aa``): checked
     by recombining its recomputed parts, never recomputed under its own name (``aa`` now plans the
     cascade, so a stored individual-mode ``aa`` row could not be)."""
     return rec.get("kind") == "worst"
 
 
-def parts(rec: dict[str, Any]) -> list[str]:
+def parts(rec: Mapping[str, Any]) -> list[str]:
     if not combined(rec):
         return []
     return list(rec.get("identity", {}).get("attack_params", {}).get("cells", []))
 
 
-def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: str | None = None) -> Any:
+def narrowed(config: dict[str, Any], rec: Mapping[str, Any], tmp: Path, cache_dir: str | None = None) -> Any:
     """The run's configuration restricted to one (dataset, classifier, attack, eps, threat) group.
     The stored run's cache and data folders name another machine's paths: this machine's are used."""
     local = ("cache_dir", "results_dir")
@@ -131,7 +132,7 @@ def narrowed(config: dict[str, Any], rec: dict[str, Any], tmp: Path, cache_dir: 
     return cfg
 
 
-def cascade_suite(rec: dict[str, Any]) -> str | None:
+def cascade_suite(rec: Mapping[str, Any]) -> str | None:
     """The cascade suite a cascade stage's record was computed in (its earlier stages are
     recomputed with it: they choose its images); None for any other record."""
     stages = (rec.get("identity") or {}).get("cascade")
@@ -144,7 +145,7 @@ def cascade_suite(rec: dict[str, Any]) -> str | None:
     raise BenchError(f"cell {rec['cell_key']}: no cascade of this checkout runs {' → '.join(path)}")
 
 
-def other_device(rec: dict[str, Any], recomputed: Any) -> dict[str, Any] | None:
+def other_device(rec: Mapping[str, Any], recomputed: Any) -> Mapping[str, Any] | None:
     """The recomputed cell whose identity is ``rec``'s but for the device type, if any."""
     mine = {k: v for k, v in (rec.get("identity") or {}).items() if k != "device_type"}
     if not mine or (rec.get("identity") or {}).get("device_type") in (None, "cpu"):
@@ -160,19 +161,19 @@ def other_device(rec: dict[str, Any], recomputed: Any) -> dict[str, Any] | None:
     )
 
 
-def recombine(rec: dict[str, Any], recomputed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def recombine(rec: Mapping[str, Any], recomputed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """A worst-case row's bitmaps from its recomputed parts (robust only where every part is)."""
     got = [recomputed.get(k) for k in parts(rec)]
     if not got or any(g is None for g in got):
         return None
     n = int(rec["n"])
-    w = worst_case([dict(g, n=n) for g in got], n, OUTCOMES)
+    w = worst_case([dict(g, n=n) for g in got if g is not None], n, OUTCOMES)
     if w is None or w.outcomes is None:
         raise BenchError(f"worst-case row {rec['cell_key']}: a recomputed part has no outcomes on {n} images")
     return {"correct": {k: encode(v) for k, v in w.outcomes.items()}}
 
 
-def recorded_threads(rec: dict[str, Any]) -> int | None:
+def recorded_threads(rec: Mapping[str, Any]) -> int | None:
     """The torch thread count a record was computed with (older records name it in ``device``)."""
     if rec.get("torch_threads"):
         return int(rec["torch_threads"])
@@ -180,7 +181,7 @@ def recorded_threads(rec: dict[str, Any]) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def label(rec: dict[str, Any]) -> str:
+def label(rec: Mapping[str, Any]) -> str:
     eps = "" if rec.get("eps") is None else f" eps {rec['eps']:g}"
     return (
         f"{rec['cell_key']} {rec.get('dataset')} {rec.get('classifier')} {rec.get('defense')} "
@@ -188,7 +189,7 @@ def label(rec: dict[str, Any]) -> str:
     )
 
 
-def _line(rec: dict[str, Any], g: Grade) -> str:
+def _line(rec: Mapping[str, Any], g: Grade) -> str:
     shown = {
         "identical": "identical",
         "equivalent": "equivalent (machine differs; noise-sized): ",
@@ -208,7 +209,7 @@ def verify(
         raise BenchError(f"no stored cells under {results_dir}")
     chosen = select(records, sample, cells)
     grid = [r for r in chosen if not combined(r)]  # worst and suite rows: recombined below
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[Record]] = {}
     for r in grid:
         if r.get("run_id") not in configs:
             raise BenchError(f"cell {r['cell_key']}: its run {r.get('run_id')} has no readable config.json")
@@ -224,7 +225,7 @@ def verify(
         )
         groups.setdefault(g, []).append(r)
     versions, here_versions = run_package_versions(results_dir), provenance_versions()
-    recomputed: dict[str, dict[str, Any]] = {}
+    recomputed: dict[str, Mapping[str, Any]] = {}
     grades: list[Grade] = []
     here: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
@@ -238,7 +239,7 @@ def verify(
                 torch.set_num_threads(int(threads))
             try:
                 with Runner(cfg, cli_command(["verify", "--results-dir", str(results_dir)])) as runner:
-                    new = {r["cell_key"]: r for r in runner.run() if not combined(r)}
+                    new: dict[str, Mapping[str, Any]] = {r["cell_key"]: r for r in runner.run() if not combined(r)}
                     here = machine_of(
                         runner.worker.machine
                         | {"device": runner.worker.device_label, "device_type": runner.worker.device.type},
@@ -248,7 +249,7 @@ def verify(
                 torch.set_num_threads(before)
             recomputed.update(new)
             for r in recs:
-                there = machine_of(r, versions.get(r.get("run_id")))
+                there = machine_of(r, versions.get(r.get("run_id") or ""))
                 # A record from another kind of device (a GPU cell recomputed on this CPU): the same
                 # cell but for its device_type, an identity field, so its key differs; graded as such.
                 other = r["cell_key"] not in new and other_device(r, new.values())
@@ -274,8 +275,8 @@ def verify(
         if combined(r):
             # Its parts may come from several machines (GPU cells beside CPU ones): graded against the
             # part whose device is not this one's, if any, else its first part's.
-            machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id"))) for k in parts(r)] or [
-                machine_of(r, versions.get(r.get("run_id")))
+            machines = [machine_of(by_key[k], versions.get(by_key[k].get("run_id") or "")) for k in parts(r)] or [
+                machine_of(r, versions.get(r.get("run_id") or ""))
             ]
             there = next((m for m in machines if here and m.get("device") != here.get("device")), machines[0])
             got = grade(r, recombine(r, recomputed), here or there, there)

@@ -173,7 +173,7 @@ def _train(
                 t0 = time.perf_counter()
                 model, info = runner.models.classifier_for(spec, data)
                 seconds = time.perf_counter() - t0
-                todo = (
+                todo: list[tuple[str, str, torch.nn.Module, dict[str, Any] | None, float, tuple[str, ...]]] = (
                     [("classifier", clf, model, info["classifier_identity"], seconds, ())]
                     if wanted(f"{ds}/{clf}")
                     else []
@@ -197,6 +197,7 @@ def _train(
                         stem = shipped.stem(kind, ds, name)
                         path = shipped.ZOO_DIR / f"{stem}.pt"
                         save_state(module, path, ignore=ignore)
+                        assert ident is not None  # only what trains is shipped
                         meta = provenance(kind, name, data, ident, h, path, seconds, runner.device, commit, argv)
                         write_atomic(
                             shipped.ZOO_DIR / f"{stem}.json",

@@ -22,6 +22,7 @@ from bench.core.config import Config, resolve_device
 from bench.core.errors import BenchError
 from bench.core.identity import digest, group_key
 from bench.core.progress import heartbeat, progress
+from bench.core.record import Record
 from bench.core.registry import ATTACKS
 from bench.core.stats import wilson
 from bench.core.threats import Threat, attack_model
@@ -70,7 +71,7 @@ class Prepared:
 
 @dataclass
 class CellResult:
-    record: dict[str, Any]
+    record: Record
     samples: dict[str, torch.Tensor]  # a few images for the report's grid (stored apart)
 
 
@@ -261,16 +262,17 @@ class Worker:
         adv, adv_pred, index = crafted.adv, crafted.pred, crafted.index
         n = len(test)
         timer = BatchTimer(self.device, self.cfg.warmup)
-        named = {"name": cell.defense, "where": contract.cell_name(cell)}
-        dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer, **named)
+        nm, wh = cell.defense, contract.cell_name(cell)  # named in a contract error
+        dc = self.defend(d, classifier, test.x, prep.clean_pred, "clean", timer, name=nm, where=wh)
         ran = slice(None) if index is None else index
-        da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index, **named)
+        da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index, name=nm, where=wh)
 
         def merged(got: torch.Tensor, outcome: str, where: str = "correct") -> torch.Tensor:
             """``got`` (on the images run on) with the previous stage's ``outcome`` elsewhere (its
             ``defended_adv`` where it stored no ``where[outcome]``)."""
             if index is None:
                 return got
+            assert before is not None, "a cascade stage is given the previous stage's outcomes"
             bits = (before.get(where) or {}).get(outcome) or before["correct"]["defended_adv"]
             out = record.decode_tensor(bits, n).clone()
             out[index] = got
@@ -288,13 +290,14 @@ class Worker:
             draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
             for k in range(1, cell.resubmit):
                 draws["defended_clean"].append(
-                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k, **named).pred == test.y
+                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k, name=nm, where=wh).pred
+                    == test.y
                 )
-                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index, **named).pred
+                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index, name=nm, where=wh).pred
                 got = got == test.y[ran]
                 draws["defended_adv"].append(merged(got, "defended_adv"))
             resubmitted = record.resubmission(draws)
-            dc_ok, da_ok = resubmitted.pop("worst")
+            dc_ok, da_ok = (torch.from_numpy(w) for w in resubmitted.pop("worst"))
             if index is not None:  # the previous stage's majority and first draw where this one did not run
                 for outcome in ("defended_adv_majority", "defended_adv_first_draw"):
                     mine = record.decode_tensor(resubmitted["resubmit_correct"][outcome], n)
@@ -426,7 +429,8 @@ class Worker:
                 passes.add(Passes(kept.forward, kept.backward))
                 out.append(kept.adv)
                 self.resumed += 1
-                self.crafts.add(craft_id)
+                if craft_id is not None:
+                    self.crafts.add(craft_id)
                 continue
             self.check_time(f"{what}: {a} of {len(x)} images crafted", max(took, default=0.0))
             start = a if index is None else int(index[a])
@@ -501,4 +505,5 @@ class Worker:
                 shown = more if shown is None else torch.cat([shown, more])
         if not out:  # a cascade stage with no image left to attack
             return Defended(undefended[:0].clone(), xs[:SAMPLES].detach().cpu(), False)
+        assert shown is not None  # at least one batch ran
         return Defended(torch.cat(out), shown, wrote, low, high)

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository holding this code
 PACKAGES = ("torch", "torchvision", "torchattacks", "numpy", "pandas", "matplotlib", "wandb")
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in PACKAGES:
         try:
             out[pkg] = metadata.version(pkg)

@@ -67,6 +67,40 @@ def test_code_version_follows_a_changed_file_but_not_the_batches(tmp_path):
     assert edited != clean
     (tmp_path / "attack.py").write_text("STEPS = 42\n")
     assert code_version(tmp_path) not in (clean, edited)
+    (tmp_path / "attack.py").write_text("STEPS = 40\n")
+    assert code_version(tmp_path) == clean
+
+
+def test_code_version_ignores_what_computes_nothing(tmp_path):
+    """Editing or committing README, a grid file or a test keeps a killed cell's batches; committing
+    a plugin change, or adding an untracked plugin module, does not."""
+    from bench.store.partial import code_version
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    def commit() -> None:
+        git("add", ".")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+
+    git("init", "-q")
+    (tmp_path / "attack.py").write_text("STEPS = 40\n")
+    (tmp_path / "README.md").write_text("v1\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("X = 1\n")
+    commit()
+    clean = code_version(tmp_path)
+    (tmp_path / "README.md").write_text("v2\n")
+    (tmp_path / "tests" / "test_x.py").write_text("X = 2\n")
+    assert code_version(tmp_path) == clean
+    commit()
+    assert code_version(tmp_path) == clean
+    (tmp_path / "mine.py").write_text("class Mine: ...\n")
+    assert code_version(tmp_path) != clean
+    (tmp_path / "mine.py").unlink()
+    (tmp_path / "attack.py").write_text("STEPS = 41\n")
+    commit()
+    assert code_version(tmp_path) != clean
 
 
 def test_cut_file_is_recomputed_not_an_error(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,39 @@ FOLDER = "partial"
 ENV_KEYS = ("torch", "numerics", "threads", "device", "code")
 
 
+# What computes a batch: Python source and shipped weights. A change to anything else (README, a
+# grid file, a test) leaves a killed cell's batches valid; tests/ never computes a cell.
+CODE_SUFFIXES = (".py", ".pt")
+NOT_CODE = ("tests/", "docs/")
+
+
+def is_code(path: str) -> bool:
+    return path.endswith(CODE_SUFFIXES) and not path.startswith(NOT_CODE)
+
+
 def code_version(root: Path | None = None) -> str:
-    """The code a batch is computed by: HEAD's commit and the content of every file that differs
-    from it (outputs such as these batches excluded: ``provenance.OUTPUTS``)."""
+    """The code a batch is computed by: the git blob of every tracked source file and shipped
+    weight at HEAD (``is_code``), and the content of every such file that differs from it (a new,
+    untracked plugin module included; outputs such as these batches excluded). A commit that
+    changes no code keeps the batches; an edit to a plugin between a kill and the rerun does not."""
     here = root or ROOT
     commit, dirty = git_state(here)
-    h = hashlib.sha256(str(commit).encode())
+    try:
+        tree = subprocess.run(
+            ["git", "ls-tree", "-r", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        tree = ""
+    h = hashlib.sha256()
+    # "<mode> blob <sha>\t<path>" per line; without git (or a commit), the commit string stands in.
+    h.update(
+        "\n".join(line for line in tree.splitlines() if is_code(line.split("\t", 1)[-1])).encode()
+        or str(commit).encode()
+    )
     for name in dirty:
-        path = here / name
-        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+        if is_code(name):
+            path = here / name
+            h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
     return h.hexdigest()[:16]
 
 

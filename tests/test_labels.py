@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.core.labels import defense_label, fmt_eps, missing, short
-from bench.render.site import row_variants
+from bench.render.leaderboard import row_variants
 
 
 def test_short_keeps_different_values_apart():

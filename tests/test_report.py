@@ -517,7 +517,7 @@ def test_the_reports_ranking_is_row_worst_as_the_headline_and_page_show_it_on_co
     from bench.analysis.frame import run_commits, run_versions
     from bench.analysis.worst import row_key, row_records, row_worst
     from bench.core.labels import fmt_eps
-    from bench.render import headline, site
+    from bench.render import headline, leaderboard
     from bench.render.report import ranking
     from bench.store.runs import iter_records
 
@@ -551,7 +551,7 @@ def test_the_reports_ranking_is_row_worst_as_the_headline_and_page_show_it_on_co
     assert compared == len(shown)
 
     # The leaderboard page, from the same records: every row, the same number, the same order.
-    for table in site.leaderboard(df):
+    for table in leaderboard.leaderboard(df):
         (t,) = [t for title, t in ranked if title == table.title]
         assert list(t["defense"]) == [row.label for row in table.rows]
         for row in table.rows:

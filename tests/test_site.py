@@ -19,7 +19,8 @@ from bench.cli import main
 from bench.core.record import accuracies as _accuracies
 from bench.core.record import encode as bits
 from bench.core.stats import wilson
-from bench.render.site import THREATS, browser_paths
+from bench.core.threats import THREATS
+from bench.render.browser import browser_paths
 
 N = 40
 CPU, GPU = "cpu (x86_64, 2 threads)", "NVIDIA H200"
@@ -222,7 +223,7 @@ def test_page_in_headless_chromium(tmp_path):
     _browser_or_skip()
     from selenium.webdriver.common.by import By
 
-    from bench.render.site import browser
+    from bench.render.browser import browser
 
     records, expected = fixture_records()
     write(tmp_path, records)
@@ -325,7 +326,7 @@ def test_cells_of_different_n_meet_image_by_image_on_the_first_images():
     import pandas as pd
 
     from bench.core import record
-    from bench.render.site import combine
+    from bench.render.leaderboard import combine
 
     pgd = np.array([1] * 12 + [0] * 4, bool)
     aa = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
@@ -352,7 +353,7 @@ def test_a_cells_tooltip_names_its_cascade_stage_and_its_passes_where_stored():
     import pandas as pd
 
     from bench.core import record
-    from bench.render.site import combine
+    from bench.render.leaderboard import combine
 
     ok = np.array([1, 0, 1, 1, 0, 1, 1, 1], bool)
     ran = np.array([1, 0, 1, 1, 1, 1, 1, 0], bool)
@@ -416,13 +417,13 @@ def test_page_and_headline_rank_every_row_by_one_number_from_the_same_records():
     them), every headline row is a page row with the same worst case, interval and n."""
     from bench.analysis.frame import frame
     from bench.core.labels import fmt_eps
-    from bench.render import headline, site
+    from bench.render import headline, leaderboard
     from bench.store.runs import iter_records
 
     _, dirs = _headline_block()
     df = frame([r for d in dirs for r in iter_records(ROOT / d)])
     page: dict = {}
-    for t in site.leaderboard(df):
+    for t in leaderboard.leaderboard(df):
         for row in t.rows:
             page.setdefault((t.title, row.label), []).append(row)
     compared = 0

@@ -15,7 +15,7 @@ from bench.analysis.worst import cascade_of, row_key, row_records, row_worst, wo
 from bench.core import record
 from bench.core.stats import wilson
 from bench.core.threats import over_all
-from bench.render import headline, site
+from bench.render import headline, leaderboard
 from bench.store.runs import iter_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_driver_page_and_headline_agree_on_every_row_of_a_committed_grid():
     by_key = {r["cell_key"]: r for r in recs}
     stored = [r for r in recs if r.kind == "worst" and over_all(r["threat"]) and r["n"] == 500]
     assert len(stored) >= 5
-    page = {(t.title.split(" · ")[1], row.label): row.worst for t in site.leaderboard(df) for row in t.rows}
+    page = {(t.title.split(" · ")[1], row.label): row.worst for t in leaderboard.leaderboard(df) for row in t.rows}
     head = {
         (clf, d): v
         for (ds, clf, eps), t in headline.rows(df).items()
@@ -184,8 +184,8 @@ def test_driver_page_and_headline_agree_on_every_row_of_a_committed_grid():
 def test_the_page_and_headline_take_their_worst_case_from_analysis():
     """No second implementation: the page and the headline rank by the one function, on the one
     row key."""
-    assert site.row_worst is row_worst and headline.row_worst is row_worst
-    assert site.row_key is row_key and headline.row_key is row_key
+    assert leaderboard.row_worst is row_worst and headline.row_worst is row_worst
+    assert leaderboard.row_key is row_key and headline.row_key is row_key
     assert isinstance(frame([rec([1, 0])]), pd.DataFrame)
 
 

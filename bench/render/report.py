@@ -27,8 +27,8 @@ from bench.core.labels import defense_label, fmt_eps, missing
 from bench.core.record import decode
 from bench.core.threats import THREAT_NAMES, THREAT_ORDER, table_title
 from bench.render import adequacy as adequacy_render
+from bench.render import leaderboard, plots, site
 from bench.render import paired as paired_render
-from bench.render import plots, site
 from bench.render.blocks import fill as fill_block
 from bench.store.runs import iter_records, write_atomic
 
@@ -207,7 +207,7 @@ def ranking(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     df["_eps_key"] = df["eps"].map(lambda e: -1.0 if missing(e) else float(e))
     out = []
     for (dataset, clf), g in df.groupby(["dataset", "classifier"], sort=True):
-        g = g.assign(_variant=site.row_variants(g), _row=[row_key(r) for _, r in g.iterrows()])
+        g = g.assign(_variant=leaderboard.row_variants(g), _row=[row_key(r) for _, r in g.iterrows()])
         for _, h in g.groupby("_eps_key", sort=True):
             eps = h["eps"].iloc[0]
             norm = h["norm"].dropna().iloc[0] if h["norm"].notna().any() else "Linf"

@@ -34,7 +34,16 @@ def test_the_cheapest_default_reference_cells_recompute_bit_for_bit(tmp_path, ca
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "grid", ["label-leak", "threat-matrix", "threat-matrix-aa", "fashion-threat-matrix", "defensegan", "adaptive"]
+    "grid",
+    [
+        "label-leak",
+        "threat-matrix",
+        "threat-matrix-aa",
+        "fashion-threat-matrix",
+        "defensegan",
+        "adaptive",
+        "ranking-n500",
+    ],
 )
 def test_the_cheapest_cells_of_every_other_reference_grid_recompute(grid, tmp_path, capsys):
     """`make test-all` only (minutes on 2 cores): the same bit-for-bit check on each other grid,

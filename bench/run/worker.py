@@ -70,6 +70,83 @@ class Prepared:
 
 
 @dataclass
+class Stage:
+    """Where a cell's outcomes come from: a cascade stage (``index``: the test indices it crafted,
+    ``before``: the previous stage's stored outcomes) or a whole cell (``index`` None)."""
+
+    index: torch.Tensor | None
+    before: dict[str, Any] | None
+    n: int
+
+    def merged(self, got: torch.Tensor, outcome: str, where: str = "correct") -> torch.Tensor:
+        """``got`` (on the images run on) with the previous stage's ``outcome`` elsewhere (its
+        ``defended_adv`` where it stored no ``where[outcome]``)."""
+        if self.index is None:
+            return got
+        assert self.before is not None, "a cascade stage is given the previous stage's outcomes"
+        bits = (self.before.get(where) or {}).get(outcome) or self.before["correct"]["defended_adv"]
+        out = record.decode_tensor(bits, self.n).clone()
+        out[self.index] = got
+        return out
+
+
+def boundary_checks(
+    eps: float | None, norm: str, adv: torch.Tensor, x: torch.Tensor, dc: Defended, da: Defended
+) -> list[Check]:
+    """What the plugins returned, checked at the boundary (bench.run.contract): adversarial images
+    leaving [0,1] or their L2 ball, a defense's outputs leaving [0,1], a defense writing into its input."""
+    found: list[Check] = []
+    if adv.min().item() < 0 or adv.max().item() > 1:
+        found.append(Check("leaves-range", "adversarial images leave [0,1]"))
+    if eps is not None and norm == "L2" and len(adv):
+        # max_linf (probes' check) bounds an L2 ball only loosely: the per-image L2 norm.
+        l2 = (adv - x).flatten(1).norm(dim=1).max().item()
+        if l2 > eps * (1 + 1e-5) + 1e-6:
+            found.append(Check("exceeds-eps", f"perturbation exceeds eps: max ||x_adv - x||_2 = {l2:.6g} > {eps:.6g}"))
+    low, high = min(dc.low, da.low), max(dc.high, da.high)
+    if contract.out_of_range(low, high):
+        found.append(
+            Check(
+                "defense-range",
+                f"the defense's outputs leave [0,1] (from {low:.4g} to {high:.4g}): the classifier "
+                "was scored on images no data set holds",
+            )
+        )
+    if dc.wrote_input or da.wrote_input:
+        found.append(
+            Check(
+                "wrote-input",
+                "the defense wrote into its input (the contract forbids it); it was "
+                "given a copy, so no other cell was affected",
+            )
+        )
+    return found
+
+
+def samples(
+    prep: Prepared, adv: torch.Tensor, adv_pred: torch.Tensor, dc: Defended, da: Defended, index: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The first images of a cell for the report's grid: clean, adversarial, defended adversarial
+    (a cascade stage: defended adversarial where it crafted, defended clean elsewhere)."""
+    shown, pred_da = da.shown, da.pred
+    if index is not None:
+        shown, pred_da = dc.shown.clone(), dc.pred.clone()
+        pred_da[index] = da.pred
+        first = index[index < len(shown)]
+        shown[first] = da.shown[: len(first)]
+    test = prep.test
+    return {
+        "clean": test.x[:SAMPLES],
+        "adv": adv[:SAMPLES],
+        "defended_adv": shown,
+        "label": test.y[:SAMPLES],
+        "pred_clean": prep.clean_pred[:SAMPLES],
+        "pred_adv": adv_pred[:SAMPLES],
+        "pred_defended_adv": pred_da[:SAMPLES],
+    }
+
+
+@dataclass
 class CellResult:
     record: Record
     samples: dict[str, torch.Tensor]  # a few images for the report's grid (stored apart)
@@ -267,47 +344,12 @@ class Worker:
         ran = slice(None) if index is None else index
         da = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", timer, index=index, name=nm, where=wh)
 
-        def merged(got: torch.Tensor, outcome: str, where: str = "correct") -> torch.Tensor:
-            """``got`` (on the images run on) with the previous stage's ``outcome`` elsewhere (its
-            ``defended_adv`` where it stored no ``where[outcome]``)."""
-            if index is None:
-                return got
-            assert before is not None, "a cascade stage is given the previous stage's outcomes"
-            bits = (before.get(where) or {}).get(outcome) or before["correct"]["defended_adv"]
-            out = record.decode_tensor(bits, n).clone()
-            out[index] = got
-            return out
-
-        adv_ok, dc_ok = merged(adv_pred[ran] == test.y[ran], "adv"), dc.pred == test.y
-        da_ok = merged(da.pred == test.y[ran], "defended_adv")
-        resubmitted = {}
+        stage = Stage(index, before, n)
+        adv_ok, dc_ok = stage.merged(adv_pred[ran] == test.y[ran], "adv"), dc.pred == test.y
+        da_ok = stage.merged(da.pred == test.y[ran], "defended_adv")
+        resubmitted: dict[str, Any] = {}
         if cell.resubmit > 1:
-            # The attacker may submit each adversarial example N times to a randomised defense and
-            # wins if any draw fails: robust = right on every draw (the bitmap and accuracy stored
-            # as defended_*); the mean over draws and the majority vote are stored beside it. A
-            # cascade stage's images it did not run on count as the previous stage had them
-            # (right on every draw where it was robust).
-            draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
-            for k in range(1, cell.resubmit):
-                draws["defended_clean"].append(
-                    self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k, name=nm, where=wh).pred
-                    == test.y
-                )
-                got = self.defend(d, classifier, adv[ran], adv_pred[ran], "adv", None, k, index, name=nm, where=wh).pred
-                got = got == test.y[ran]
-                draws["defended_adv"].append(merged(got, "defended_adv"))
-            resubmitted = record.resubmission(draws)
-            dc_ok, da_ok = (torch.from_numpy(w) for w in resubmitted.pop("worst"))
-            if index is not None:  # the previous stage's majority and first draw where this one did not run
-                for outcome in ("defended_adv_majority", "defended_adv_first_draw"):
-                    mine = record.decode_tensor(resubmitted["resubmit_correct"][outcome], n)
-                    full = merged(mine[index], outcome, "resubmit_correct")
-                    resubmitted["resubmit_correct"][outcome] = record.encode(full)
-                    name = outcome.replace("defended_adv_", "defended_adv_acc_")
-                    resubmitted[name] = float(full.float().mean())
-                    if outcome.endswith("majority"):
-                        k = int(full.sum())
-                        resubmitted[f"{name}_ci_low"], resubmitted[f"{name}_ci_high"] = wilson(k, n)
+            dc_ok, da_ok, resubmitted = self.resubmit(prep, cell, d, crafted, stage, dc_ok, da_ok)
         # One dict handed to the one constructor; how the classifier and this defense came to be
         # (whatever the defense's fit returned among it) under ``fit``, never beside the fields.
         fields = {
@@ -354,49 +396,48 @@ class Worker:
         probe = test.x[: probes.PROBE].to(self.device), test.y[: probes.PROBE].to(self.device)
         found = probes.evaluate(self.check_cache, cell, d, model, probe, rec)
         found += probes.label_leak(rec, clean_ok, dc_ok, da_ok)
-        if adv.min().item() < 0 or adv.max().item() > 1:
-            found.append(Check("leaves-range", "adversarial images leave [0,1]"))
-        if group.eps is not None and attack.norm == "L2" and len(adv):
-            # max_linf (probes' check) bounds an L2 ball only loosely: the per-image L2 norm.
-            l2 = (adv - test.x).flatten(1).norm(dim=1).max().item()
-            if l2 > group.eps * (1 + 1e-5) + 1e-6:
-                found.append(
-                    Check("exceeds-eps", f"perturbation exceeds eps: max ||x_adv - x||_2 = {l2:.6g} > {group.eps:.6g}")
-                )
-        low, high = min(dc.low, da.low), max(dc.high, da.high)
-        if contract.out_of_range(low, high):
-            found.append(
-                Check(
-                    "defense-range",
-                    f"the defense's outputs leave [0,1] (from {low:.4g} to {high:.4g}): the classifier "
-                    "was scored on images no data set holds",
-                )
+        found += boundary_checks(group.eps, attack.norm, adv, test.x, dc, da)
+        return CellResult(rec.with_checks(found), samples(prep, adv, adv_pred, dc, da, index))
+
+    def resubmit(
+        self,
+        prep: Prepared,
+        cell: Cell,
+        d: Defense,
+        crafted: Crafted,
+        stage: Stage,
+        dc_ok: torch.Tensor,
+        da_ok: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The attacker may submit each adversarial example N times to a randomised defense and
+        wins if any draw fails: robust = right on every draw (the bitmap and accuracy stored as
+        defended_*); the mean over draws and the majority vote are stored beside it. A cascade
+        stage's images it did not run on count as the previous stage had them (right on every draw
+        where it was robust). Returns (defended clean, defended adversarial, the resubmission fields)."""
+        test, classifier, n, index = prep.test, prep.classifier, len(prep.test), crafted.index
+        ran = slice(None) if index is None else index
+        adv, adv_pred = crafted.adv[ran], crafted.pred[ran]
+        nm, wh = cell.defense, contract.cell_name(cell)
+        draws = {"defended_clean": [dc_ok], "defended_adv": [da_ok]}
+        for k in range(1, cell.resubmit):
+            draws["defended_clean"].append(
+                self.defend(d, classifier, test.x, prep.clean_pred, "clean", None, k, name=nm, where=wh).pred == test.y
             )
-        if dc.wrote_input or da.wrote_input:
-            found.append(
-                Check(
-                    "wrote-input",
-                    "the defense wrote into its input (the contract forbids it); it was "
-                    "given a copy, so no other cell was affected",
-                )
-            )
-        rec = rec.with_checks(found)
-        shown, pred_da = da.shown, da.pred
-        if index is not None:  # the first images: defended adversarial where crafted, defended clean elsewhere
-            shown, pred_da = dc.shown.clone(), dc.pred.clone()
-            pred_da[index] = da.pred
-            first = index[index < len(shown)]
-            shown[first] = da.shown[: len(first)]
-        samples = {
-            "clean": test.x[:SAMPLES],
-            "adv": adv[:SAMPLES],
-            "defended_adv": shown,
-            "label": test.y[:SAMPLES],
-            "pred_clean": prep.clean_pred[:SAMPLES],
-            "pred_adv": adv_pred[:SAMPLES],
-            "pred_defended_adv": pred_da[:SAMPLES],
-        }
-        return CellResult(rec, samples)
+            got = self.defend(d, classifier, adv, adv_pred, "adv", None, k, index, name=nm, where=wh).pred
+            draws["defended_adv"].append(stage.merged(got == test.y[ran], "defended_adv"))
+        resubmitted = record.resubmission(draws)
+        dc_ok, da_ok = (torch.from_numpy(w) for w in resubmitted.pop("worst"))
+        if index is not None:  # the previous stage's majority and first draw where this one did not run
+            for outcome in ("defended_adv_majority", "defended_adv_first_draw"):
+                mine = record.decode_tensor(resubmitted["resubmit_correct"][outcome], n)
+                full = stage.merged(mine[index], outcome, "resubmit_correct")
+                resubmitted["resubmit_correct"][outcome] = record.encode(full)
+                name = outcome.replace("defended_adv_", "defended_adv_acc_")
+                resubmitted[name] = float(full.float().mean())
+                if outcome.endswith("majority"):
+                    k = int(full.sum())
+                    resubmitted[f"{name}_ci_low"], resubmitted[f"{name}_ci_high"] = wilson(k, n)
+        return dc_ok, da_ok, resubmitted
 
     def craft(
         self,

@@ -3,7 +3,7 @@
 
 ``--attack aa`` is AutoAttack's standard evaluation, a cascade: APGD-CE on every image, then
 APGD-T on the images APGD-CE left robust, FAB-T on those APGD-T left robust, Square (5,000
-queries) on the rest (``attacks.base.CASCADES``). Each stage is stored as its own cell, whose
+queries) on the rest (``ATTACKS.suite(..., cascade=True)``). Each stage is stored as its own cell, whose
 outcomes are "robust after this stage" (an image it did not run on keeps the previous stage's
 outcome; ``ran_on`` says which it ran on), and the ``aa`` row is their per-sample worst (= the
 last stage). ``--attack aa-individual`` runs every component on every image, each its own cell,
@@ -29,7 +29,7 @@ from typing import Any
 import torchattacks
 
 from attacks import aa_faster
-from attacks.base import CASCADES, AttackPlugin
+from attacks.base import AttackPlugin
 from bench.core.registry import ATTACKS, register_attack
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
@@ -139,8 +139,8 @@ ATTACKS.suite(
     STANDARD,
     "AutoAttack, standard version, as a cascade: APGD-CE, then APGD-T, FAB-T and Square 5,000 each on "
     "the images still robust; robust accuracy after each stage, per-sample worst as `aa`.",
+    cascade=True,
 )
-CASCADES["aa"] = STANDARD
 ATTACKS.suite(
     "aa-individual",
     STANDARD,

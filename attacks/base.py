@@ -9,12 +9,6 @@ from torch import nn
 
 from bench.core.threats import MeanOverDraws
 
-# Suites run as a cascade (AutoAttack's ``run_standard_evaluation``): suite name → its members in
-# stage order. Each stage after the first runs only on the images every earlier stage left robust
-# (defended and still right); each stage is a cell of its own (``bench.run.plan``). A suite
-# registered with ``ATTACKS.suite`` and not named here runs every member on every image.
-CASCADES: dict[str, tuple[str, ...]] = {}
-
 
 class AttackPlugin:
     """Base for attack plugins.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from conftest import read_records
 
-from attacks.base import CASCADES
 from bench.cli import main
 from bench.core import record
 from bench.core.registry import ATTACKS
@@ -57,7 +56,7 @@ def test_the_cascade_runs_each_stage_on_the_images_still_robust_and_agrees_with_
         == 0
     )
     recs = read_records(run_args.results)
-    stages = CASCADES["aa"]
+    stages = ATTACKS.cascades()["aa"]
     for defense in ("none", "bitdepth"):
         mine = [r for r in recs if r["defense"] == defense]
         cells = [r for r in mine if r["kind"] == "cell"]
@@ -107,7 +106,7 @@ def test_a_cascade_counts_passes_on_the_images_it_ran_on_and_keeps_a_gradient_fr
     earlier stages left), each counted in its own threat's rows only."""
     members = ("fgsm", "pgd", "torchattacks:Square")
     monkeypatch.setitem(ATTACKS.suites, "toy", (members, "a toy cascade"))
-    monkeypatch.setitem(CASCADES, "toy", members)
+    monkeypatch.setitem(ATTACKS._cascades, "toy", members)
     n = 16
     extra = '[attacks.pgd]\nsteps = 3\n[attacks."torchattacks:Square"]\nn_queries = 20\nseed = 0\n'
     assert (
@@ -160,7 +159,7 @@ def test_stored_individual_cells_are_not_taken_for_cascade_ones(run_args, tmp_pa
     """A stored individual PGD cell is not a cascade stage, and a rerun of the cascade reuses its own."""
     members = ("fgsm", "pgd")
     monkeypatch.setitem(ATTACKS.suites, "toy2", (members, "a toy cascade"))
-    monkeypatch.setitem(CASCADES, "toy2", members)
+    monkeypatch.setitem(ATTACKS._cascades, "toy2", members)
     extra = "[attacks.pgd]\nsteps = 2\n"
     assert main(_args(run_args, tmp_path, extra, "--attack", "fgsm,pgd", "--eps", "0.1", "--limit", "16")) == 0
     assert main(_args(run_args, tmp_path, extra, "--attack", "toy2", "--eps", "0.1", "--limit", "16")) == 0

@@ -73,3 +73,17 @@ def test_unknown_name_of_a_kind_without_entry_points_still_names_it_and_what_exi
         match=r"unknown classifier 'nonexistent-net'; available: resnet18 \(or an external plugin as module:ClassName\)$",
     ):
         reg.get("nonexistent-net")
+
+
+def test_a_cascade_is_declared_once_with_its_suite():
+    """One way to declare a cascade: ``suite(..., cascade=True)``; the planner, the worst-case
+    rows and verify read ``cascades()``; a plain suite runs every member on every image."""
+    from bench.core.registry import ATTACKS, Registry
+
+    assert ATTACKS.cascades()["aa"] == ATTACKS.suites["aa"][0]
+    assert "aa-individual" in ATTACKS.suites and "aa-individual" not in ATTACKS.cascades()
+    reg = Registry("attack")
+    reg._table.update({"a": object, "b": object})  # members only need to be registered names here
+    reg.suite("both", ("a", "b"), "each on every image")
+    reg.suite("chain", ("a", "b"), "b on what a left robust", cascade=True)
+    assert reg.cascades() == {"chain": ("a", "b")} and set(reg.suites) == {"both", "chain"}

@@ -56,6 +56,7 @@ class Registry:
         # name → (member names, description): a suite runs its members as cells of their own and
         # is combined per sample into one row named after it (AutoAttack's ``aa``).
         self.suites: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._cascades: dict[str, tuple[str, ...]] = {}  # the suites run as a cascade (``suite(cascade=True)``)
         # An installed package's entry point that failed to load when every plugin was listed → why.
         self.unloadable: dict[str, str] = {}
 
@@ -161,14 +162,24 @@ class Registry:
         setattr(sys.modules[base.__module__], class_name, cls)
         return self.register(name)(cls)
 
-    def suite(self, name: str, members: tuple[str, ...], doc: str) -> None:
-        """Register ``name`` as a suite of registered ``members`` (refused when taken)."""
+    def suite(self, name: str, members: tuple[str, ...], doc: str, *, cascade: bool = False) -> None:
+        """Register ``name`` as a suite of registered ``members`` (refused when taken). ``cascade``:
+        run as AutoAttack's ``run_standard_evaluation`` runs its attacks, each member in order on
+        the images every earlier one left robust, each stage a cell of its own (``bench.run.plan``);
+        otherwise every member runs on every image."""
         if name in self._table or name in self.suites:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         unknown = [m for m in members if m not in self._table]
         if unknown:
             raise ValueError(f"{self.kind} suite {name!r} names unregistered member(s) {', '.join(unknown)}")
         self.suites[name] = (tuple(members), doc)
+        if cascade:
+            self._cascades[name] = tuple(members)
+
+    def cascades(self) -> dict[str, tuple[str, ...]]:
+        """Every suite registered as a cascade: its name → its members in stage order."""
+        self.load()
+        return dict(self._cascades)
 
     def expand(self, names: list[str]) -> list[str]:
         """``names`` with every suite replaced by its members (order kept, duplicates dropped)."""

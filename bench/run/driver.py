@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from attacks.base import CASCADES
 from bench.analysis import checks, worst
 from bench.builtin import userdata
 from bench.builtin.classifiers import resolve_recipe
@@ -297,7 +296,7 @@ class Runner:
         """Store the run's worst rows (``bench.analysis.worst``: which cells make which row, and the
         per-image worst case over them); one already stored is taken from the store."""
         suites = {s: ATTACKS.suites[s][0] for s in self.cfg.attack if s in ATTACKS.suites}
-        for g in worst.worst_groups(self.records, base["dataset"], list(self.cfg.threat), suites, CASCADES):
+        for g in worst.worst_groups(self.records, base["dataset"], list(self.cfg.threat), suites, ATTACKS.cascades()):
             if g.key in self.done:
                 self.reuse(self.done[g.key])
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attacks.base import CASCADES, AttackPlugin
+from attacks.base import AttackPlugin
 from attacks.generic import TorchattacksAttack
 from bench.core import identity
 from bench.core.checkpoint import state_hash
@@ -98,7 +98,7 @@ class Cell:
     eot_samples: int | None
     threat_effective: str
     resubmit: int = 1
-    # A cascade stage (``attacks.base.CASCADES``): the key of the previous stage's cell of this
+    # A cascade stage (a suite registered with ``cascade=True``): the key of the previous stage's cell of this
     # defense, threat, eps and labels; the stage runs only on the images that cell left robust.
     after: str | None = None
 
@@ -128,8 +128,9 @@ def cascade_stages(names: list[str], attacks: dict[str, AttackPlugin]) -> tuple[
     first stage runs on every image, as the attack alone does: it is the attack's own cell, shared
     with the individual mode. A later stage also runs on its own only when the grid asks for it
     (by name or through a suite that is not a cascade, such as ``aa-individual``)."""
-    cascades = {s: CASCADES[s] for s in names if s in CASCADES}
-    alone = {m for n in names if n not in CASCADES for m in (ATTACKS.suites[n][0] if n in ATTACKS.suites else (n,))}
+    every = ATTACKS.cascades()
+    cascades = {s: every[s] for s in names if s in every}
+    alone = {m for n in names if n not in every for m in (ATTACKS.suites[n][0] if n in ATTACKS.suites else (n,))}
     later = {m for members in cascades.values() for m in members[1:]} - alone
     return cascades, {a for a in later if a in attacks}
 

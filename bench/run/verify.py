@@ -31,13 +31,13 @@ from typing import Any
 
 import torch
 
-from attacks.base import CASCADES
 from bench.analysis.frame import run_package_versions
 from bench.analysis.grading import Grade, grade, machine_of, summary
 from bench.analysis.worst import worst_case
 from bench.core.config import Config, validate
 from bench.core.errors import BenchError
 from bench.core.record import OUTCOMES, Record, encode
+from bench.core.registry import ATTACKS
 from bench.core.shipped import differences
 from bench.run.driver import Runner
 from bench.store.provenance import cli_command
@@ -139,7 +139,7 @@ def cascade_suite(rec: Mapping[str, Any]) -> str | None:
     if stages is None:
         return None
     path = [*(s["attack"] for s in stages), rec["attack"]]
-    for name, members in CASCADES.items():
+    for name, members in ATTACKS.cascades().items():
         if list(members[: len(path)]) == path:
             return name
     raise BenchError(f"cell {rec['cell_key']}: no cascade of this checkout runs {' → '.join(path)}")

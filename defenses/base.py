@@ -77,8 +77,38 @@ class Defense(nn.Module):
         """
         return None
 
+    @property
+    def rng(self) -> torch.Generator:
+        """This defense's own random stream: a CPU ``torch.Generator``, drawn from afresh until
+        ``seed`` fixes it, so a seed gives the same draws on any device and nothing else's stream
+        is touched. The base class pickles it with the object (its state: a generator does not
+        pickle), so an executor that ships the defense to a worker ships where its stream stands."""
+        gen = self.__dict__.get("_rng")
+        if gen is None:
+            gen = torch.Generator()
+            gen.seed()  # unpredictable until seed() is called
+            self.__dict__["_rng"] = gen
+        return gen
+
     def seed(self, seed: int) -> None:
-        """Fix the randomness of the next forward calls (no-op for deterministic defenses)."""
+        """Fix the randomness of the next forward calls (``rng``); a deterministic defense ignores it."""
+        if self.randomized or "_rng" in self.__dict__:
+            self.rng.manual_seed(seed)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if isinstance(state.get("_rng"), torch.Generator):
+            state["_rng"] = state["_rng"].get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        rng = state.pop("_rng", None)
+        super().__setstate__(state)
+        if rng is not None:
+            gen = torch.Generator()
+            gen.set_state(rng)
+            self.__dict__["_rng"] = gen
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -148,8 +148,6 @@ class DefenseGAN(Defense):
         self.explicit_training = recipe != "cpu" or iterations != 0 or gan_lr != 0
         # With a fixed seed every call starts from the same z: the defense is deterministic.
         self.randomized = seed < 0
-        self._gen = torch.Generator()
-        self._gen.seed()
 
     def setup(self, spec: Any) -> None:
         super().setup(spec)
@@ -188,27 +186,12 @@ class DefenseGAN(Defense):
             return None
         return m
 
-    def seed(self, seed: int) -> None:
-        self._gen.manual_seed(seed)
-
-    def __getstate__(self) -> dict:
-        # torch.Generator does not pickle; ship its state (executors send defenses to workers).
-        state = dict(self.__dict__)
-        state["_gen"] = self._gen.get_state()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        gen_state = state.pop("_gen")
-        self.__dict__.update(state)
-        self._gen = torch.Generator()
-        self._gen.set_state(gen_state)
-
     # ---- reconstruction ---------------------------------------------------------------------
     def initial_z(self, batch: int) -> torch.Tensor:
         """[B·R, z_dim], image-major, so image i gets the same restarts in any batch."""
         if self.fixed_seed >= 0:
-            self._gen.manual_seed(self.fixed_seed)
-        return torch.randn(batch * self.R, self.z_dim, generator=self._gen) * Z_INIT[self.z_init](self.z_dim)
+            self.rng.manual_seed(self.fixed_seed)
+        return torch.randn(batch * self.R, self.z_dim, generator=self.rng) * Z_INIT[self.z_init](self.z_dim)
 
     def lr_at(self, step: int, L: int) -> float:
         """The descent's rate at ``step`` of ``L``: ``lr``, ×0.1 from ``lr_cut``·L (never at lr_cut = 1)."""

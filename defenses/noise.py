@@ -19,7 +19,7 @@ class GaussianNoise(Defense):
 
     Contract: NCHW float in [0,1] → same shape in [0,1]; a new tensor, the input is never written.
     ``randomized = True``; differentiable (the gradient of x + noise is the identity inside [0,1]).
-    Noise is drawn on a private CPU generator and then moved, so a seed gives the same images on
+    Noise is drawn on the defense's own CPU generator (``Defense.rng``) and then moved, so a seed gives the same images on
     any device and nothing else's random stream is touched.
     Example: ``python -m bench --defenses none,gaussian --attack pgd --eps 0.3 --threat gray,white,bpda-eot``
     """
@@ -31,25 +31,7 @@ class GaussianNoise(Defense):
         if sigma < 0:
             raise ValueError(f"sigma must be ≥ 0, not {sigma}")
         self.sigma = sigma
-        self._gen = torch.Generator()
-        self._gen.seed()  # a fresh, unpredictable draw until seed() is called
-
-    def seed(self, seed: int) -> None:
-        self._gen.manual_seed(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=self._gen).to(x.device, x.dtype)
+        noise = torch.randn(x.shape, generator=self.rng).to(x.device, x.dtype)
         return (x + self.sigma * noise).clamp(0, 1)
-
-    def __getstate__(self) -> dict:
-        # torch.Generator does not pickle; ship its state (the Ray executor sends defenses to workers).
-        state = dict(self.__dict__)
-        state["_gen"] = self._gen.get_state()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state = dict(state)
-        gen_state = state.pop("_gen")
-        super().__setstate__(state)
-        self._gen = torch.Generator()
-        self._gen.set_state(gen_state)

@@ -50,6 +50,21 @@ def test_defense_contract(name, mnist_setup):
     low, high = contract.defense_output(name, "test", x, out)
     assert not contract.out_of_range(low, high)
     assert type(defense).__doc__ and "Example" in type(defense).__doc__
+    if defense.randomized:
+        # Its randomness is the base class's generator: a seed fixes the next draws, and a pickled
+        # copy (what an executor ships to a worker) continues the same stream.
+        import copy
+        import pickle
+
+        with torch.no_grad():
+            defense.seed(7)
+            first = defense(x)
+            defense.seed(7)
+            assert torch.equal(defense(x), first)
+            defense.seed(7)
+            defense(x)
+            shipped = pickle.loads(pickle.dumps(defense))
+            assert torch.equal(shipped(x), defense(x)) and torch.equal(copy.deepcopy(shipped)(x), shipped(x))
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

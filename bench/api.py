@@ -15,6 +15,7 @@ Precedence: class defaults < the config file < these arguments.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,8 @@ def evaluate(
         records, summary, _ = run(cfg, command, report=report and results_dir is not None, **objects)
         if verbose:
             print(summary)
+        elif "\n[budget]" in summary:  # stopped by time_budget: the records are not the whole grid
+            print(summary.split("\n", 1)[1], file=sys.stderr)
     return records
 
 

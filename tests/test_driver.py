@@ -79,3 +79,27 @@ def test_time_budget_needs_the_local_executor():
 
     with pytest.raises(BenchError, match="local executor"):
         resolve({"time_budget": 60, "executor": "ray"}, None)
+
+
+def test_a_library_caller_stopped_by_its_time_budget_is_told_what_is_left(
+    tiny_toml, cache_dir, tmp_path, capsys, monkeypatch
+):
+    """bench.evaluate(time_budget=...) returns what finished; it says so on stderr even when not verbose."""
+    import bench
+    from bench.run import worker
+
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr(worker.time, "monotonic", lambda: float(next(clock)))
+    records = bench.evaluate(
+        config=tiny_toml,
+        cache_dir=str(cache_dir),
+        results_dir=tmp_path / "r",
+        defenses=["none", "bitdepth"],
+        attack=["fgsm", "pgd"],
+        limit=48,
+        batch_size=16,
+        time_budget=12,
+    )
+    err = capsys.readouterr().err
+    assert "[budget] --time-budget 12 s spent" in err and "run the same command again to continue" in err
+    assert len([r for r in records if r.kind == "cell"]) < 4

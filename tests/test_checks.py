@@ -46,3 +46,21 @@ def test_the_report_recomputes_it_for_stored_records_by_code():
     assert checks == []  # recognised by its code and recomputed: nothing to flag now
     (checks,) = with_record_checks([stage(0.02)])
     assert [c.code for c in checks] == ["square-improves"]
+
+
+def test_check_codes_are_an_enum_stored_as_their_text():
+    """Code decides on members (mypy refuses a bare string: a typo cannot make a new code); records
+    store the text, and a stored code reads back as its member."""
+    import json
+
+    import pytest
+
+    from bench.core.checkcodes import CODES, Check, Code, split
+
+    c = Check(Code.LEAVES_RANGE, "adversarial images leave [0,1]")
+    stored = json.loads(json.dumps(split([c])))
+    assert stored == {"checks": ["adversarial images leave [0,1]"], "check_codes": ["leaves-range"]}
+    back = Check(stored["check_codes"][0], stored["checks"][0])
+    assert back == c and back.code is Code.LEAVES_RANGE and set(CODES) == set(Code)
+    with pytest.raises(ValueError, match="unknown check code 'leaves-rnage'"):
+        Check("leaves-rnage", "typo")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bench.core import identity
-from bench.core.checkcodes import COMPARING, Check
+from bench.core.checkcodes import COMPARING, Check, Code
 from bench.core.record import checks_of, decode
 from bench.core.threats import Threat
 
@@ -64,7 +64,7 @@ def versus_fgsm(rec: Mapping[str, Any], stored: Sequence[Mapping[str, Any]]) -> 
                 model = "the bare classifier" if metric == "adv_acc" else "the defended model"
                 out.append(
                     Check(
-                        "weaker-than-fgsm",
+                        Code.WEAKER_THAN_FGSM,
                         f"{rec['attack']} {WEAKER} at the same eps on {model} ({value:.3f} > {twin:.3f}): "
                         "a sign of a broken evaluation (masked gradients?)",
                     )
@@ -94,7 +94,7 @@ def versus_gradient_free(rec: Mapping[str, Any], stored: Sequence[Mapping[str, A
             if low is not None and high is not None and high < low:
                 out.append(
                     Check(
-                        "masked-gradients",
+                        Code.MASKED_GRADIENTS,
                         f"{rec['attack']} {MASKED}: the gradient-free {r['attack']} reaches "
                         f"{value:.3f} < {_number(rec.get(metric)):.3f} at the same eps, beyond the 95% intervals",
                     )
@@ -123,7 +123,7 @@ def cascade_gradient_free(rec: Mapping[str, Any]) -> list[Check]:
         return []
     return [
         Check(
-            "square-improves",
+            Code.SQUARE_IMPROVES,
             f"{rec['attack']}, the cascade's gradient-free stage, lowers the robust accuracy its gradient "
             f"stages left ({before:.3f} → {after:.3f}): AutoAttack's sign that the gradient attacks were "
             "misled (masked gradients?)",

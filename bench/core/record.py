@@ -27,7 +27,7 @@ from bench.core.bitmaps import decode_tensor as decode_tensor
 from bench.core.bitmaps import encode as encode
 from bench.core.bitmaps import first_images as first_images
 from bench.core.bitmaps import resubmission as resubmission
-from bench.core.checkcodes import Check, code_of
+from bench.core.checkcodes import Check, Code, code_of
 
 SCHEMA = 3
 # 1: records written before "kind" existed (same fields; the kind implied by "attack")
@@ -266,7 +266,9 @@ def checks_of(rec: Mapping[str, Any]) -> list[Check]:
     codes = rec.get("check_codes")
     if not isinstance(codes, list) or len(codes) != len(messages):
         codes = [code_of(str(m)) for m in messages]
-    return [Check(c, str(m)) if c in checkcodes.CODES else Check("other", str(m)) for c, m in zip(codes, messages)]
+    return [
+        Check(Code(c), str(m)) if c in checkcodes.CODES else Check(Code.OTHER, str(m)) for c, m in zip(codes, messages)
+    ]
 
 
 def rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.core.checkcodes import Check
+from bench.core.checkcodes import Check, Code
 from bench.core.threats import Threat
 
 PROBE = 8  # images used by the probes
@@ -29,12 +29,12 @@ def gradient_problem(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y)
         if not loss.requires_grad:
-            return Check("zero-gradient", "zero gradients through the attacked model (no graph to the input)")
+            return Check(Code.ZERO_GRADIENT, "zero gradients through the attacked model (no graph to the input)")
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
     if grad is None or grad.abs().max().item() == 0:
-        return Check("zero-gradient", "zero gradients through the attacked model")
+        return Check(Code.ZERO_GRADIENT, "zero gradients through the attacked model")
     if not torch.isfinite(grad).all():
-        return Check("nonfinite-gradient", "NaN/inf gradients through the attacked model")
+        return Check(Code.NONFINITE_GRADIENT, "NaN/inf gradients through the attacked model")
     return None
 
 
@@ -57,7 +57,7 @@ def evaluate(
     if varies and not defense.randomized:
         out.append(
             Check(
-                "undeclared-randomness",
+                Code.UNDECLARED_RANDOMNESS,
                 "outputs differ between calls but the defense does not declare randomized = True",
             )
         )
@@ -70,14 +70,14 @@ def evaluate(
     ):
         out.append(
             Check(
-                "randomness-not-averaged",
+                Code.RANDOMNESS_NOT_AVERAGED,
                 f"randomized defense under {threat}, which does not average over its randomness (use bpda-eot)",
             )
         )
     if cell.threat_effective != cell.identity["threat"]:
         out.append(
             Check(
-                "gradient-replaced",
+                Code.GRADIENT_REPLACED,
                 f"{cell.identity['threat']} attacked through {cell.threat_effective}: "
                 "the defense declares no useful gradients (differentiable = False)",
             )
@@ -90,7 +90,7 @@ def evaluate(
     eps = rec["eps"]
     if eps is not None and rec["max_linf"] > eps + 1e-6:
         out.append(
-            Check("exceeds-eps", f"perturbation exceeds eps: max |x_adv - x| = {rec['max_linf']:.6g} > {eps:.6g}")
+            Check(Code.EXCEEDS_EPS, f"perturbation exceeds eps: max |x_adv - x| = {rec['max_linf']:.6g} > {eps:.6g}")
         )
     return out
 
@@ -108,7 +108,7 @@ def label_leak(rec: Any, clean_ok: torch.Tensor, dc_ok: torch.Tensor, da_ok: tor
     if rec["defended_adv_acc_ci_low"] > rec["clean_acc_ci_high"]:
         out.append(
             Check(
-                "label-leak",
+                Code.LABEL_LEAK,
                 f"label leaking? defended accuracy under attack {rec['defended_adv_acc']:.3f} exceeds "
                 f"the undefended clean accuracy {rec['clean_acc']:.3f} beyond the 95% CIs "
                 "(try --attack-labels predicted)",
@@ -125,7 +125,7 @@ def label_leak(rec: Any, clean_ok: torch.Tensor, dc_ok: torch.Tensor, da_ok: tor
     if fixed_attacked > fixed_clean and p < LEAK_P:
         out.append(
             Check(
-                "label-leak",
+                Code.LABEL_LEAK,
                 f"label leaking? of the images the classifier gets wrong, the defense fixes "
                 f"{int((wrong & da_ok).sum())} when attacked vs {int((wrong & dc_ok).sum())} when clean "
                 f"(sign test p = {p:.3g})",
@@ -138,7 +138,7 @@ def label_leak(rec: Any, clean_ok: torch.Tensor, dc_ok: torch.Tensor, da_ok: tor
     if better > worse and p < LEAK_P:
         out.append(
             Check(
-                "label-leak",
+                Code.LABEL_LEAK,
                 f"label leaking? the defense is right under attack on {better} images it gets wrong "
                 f"clean, and wrong under attack on only {worse} it gets right clean (sign test p = {p:.3g})",
             )

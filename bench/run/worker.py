@@ -17,7 +17,7 @@ from torch import nn
 from attacks.base import AttackPlugin
 from bench.builtin.data import DatasetPlugin, Split
 from bench.core import numerics, record
-from bench.core.checkcodes import Check
+from bench.core.checkcodes import Check, Code
 from bench.core.config import Config, resolve_device
 from bench.core.errors import BenchError
 from bench.core.identity import digest, group_key
@@ -97,17 +97,19 @@ def boundary_checks(
     leaving [0,1] or their L2 ball, a defense's outputs leaving [0,1], a defense writing into its input."""
     found: list[Check] = []
     if adv.min().item() < 0 or adv.max().item() > 1:
-        found.append(Check("leaves-range", "adversarial images leave [0,1]"))
+        found.append(Check(Code.LEAVES_RANGE, "adversarial images leave [0,1]"))
     if eps is not None and norm == "L2" and len(adv):
         # max_linf (probes' check) bounds an L2 ball only loosely: the per-image L2 norm.
         l2 = (adv - x).flatten(1).norm(dim=1).max().item()
         if l2 > eps * (1 + 1e-5) + 1e-6:
-            found.append(Check("exceeds-eps", f"perturbation exceeds eps: max ||x_adv - x||_2 = {l2:.6g} > {eps:.6g}"))
+            found.append(
+                Check(Code.EXCEEDS_EPS, f"perturbation exceeds eps: max ||x_adv - x||_2 = {l2:.6g} > {eps:.6g}")
+            )
     low, high = min(dc.low, da.low), max(dc.high, da.high)
     if contract.out_of_range(low, high):
         found.append(
             Check(
-                "defense-range",
+                Code.DEFENSE_RANGE,
                 f"the defense's outputs leave [0,1] (from {low:.4g} to {high:.4g}): the classifier "
                 "was scored on images no data set holds",
             )
@@ -115,7 +117,7 @@ def boundary_checks(
     if dc.wrote_input or da.wrote_input:
         found.append(
             Check(
-                "wrote-input",
+                Code.WROTE_INPUT,
                 "the defense wrote into its input (the contract forbids it); it was "
                 "given a copy, so no other cell was affected",
             )

@@ -14,18 +14,11 @@ import torch
 import torch.nn.functional as F
 
 import defenses  # noqa: F401
-from bench.builtin.classifiers import (
-    TRAINING_VERSION,
-    ModelA,
-    Recipe,
-    check_recipe,
-    get_classifier,
-    pgd,
-    recipe_identity,
-    resolve_recipe,
-    train_classifier,
-)
+from bench.builtin.architectures import ModelA
+from bench.builtin.classifiers import get_classifier
 from bench.builtin.data import MNIST, Data, Split
+from bench.builtin.recipe import Recipe, check_recipe, recipe_identity, resolve_recipe
+from bench.builtin.training import TRAINING_VERSION, pgd, train_classifier
 from bench.core import identity
 from bench.core.errors import BenchError
 from bench.core.registry import DEFENSES, build

@@ -3,7 +3,7 @@
 Every classifier and every trainable defense is trained for a few steps on a tiny fixed
 fixture; a fingerprint of the resulting weights is compared with the one stored in
 ``tests/data/training_fingerprints.json`` for the training-code version the code declares
-(``bench.builtin.classifiers.TRAINING_VERSION``, a defense class's ``training_version``). Those versions
+(``bench.builtin.training.TRAINING_VERSION``, a defense class's ``training_version``). Those versions
 are part of every classifier and fit key, so:
 
 * changed training code that trains the same weights (a refactor) keeps every key;
@@ -228,7 +228,7 @@ def check(case: str, here: str, version: int, values: list[float]) -> None:
     )
     ok = torch.allclose(torch.tensor(values), torch.tensor(entry["values"]), atol=ATOL, rtol=RTOL)
     kind = (
-        "bench.builtin.classifiers.TRAINING_VERSION"
+        "bench.builtin.training.TRAINING_VERSION"
         if case.startswith("classifier:")
         else f"{DEFENSES.get(case.split(':', 1)[1]).__name__}.training_version"
     )

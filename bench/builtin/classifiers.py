@@ -1,4 +1,4 @@
-"""Classifiers: normalisation inside the model, trained on demand and cached by content.
+"""Classifiers: built, loaded from the zoo or the cache, or trained on demand and cached by content.
 
 Every classifier takes NCHW images in [0,1] and returns logits. The cache key covers the
 dataset, architecture, training recipe, data fingerprint and seed, so a changed recipe or
@@ -7,148 +7,43 @@ changed data can never silently reuse old weights.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bench.builtin.architectures import VGG16BN, ModelA, Normalized, SmallCNN
 from bench.builtin.data import Data, DatasetPlugin
+from bench.builtin.recipe import Recipe, check_recipe, describe, recipe_identity, resolve_recipe
+from bench.builtin.training import TRAINING_VERSION, reconstructed, train_classifier
 from bench.core import identity
 from bench.core.artifacts import load_or_train
 from bench.core.checkpoint import load_state, state_hash
 from bench.core.errors import BenchError
-from bench.core.progress import progress
-from bench.core.registry import CLASSIFIERS, register_classifier, typed
+from bench.core.registry import CLASSIFIERS
 
-# The version of the classifier training code (train_classifier, pgd, reconstructed, the
-# architectures, the batch order): part of every classifier's cache key. Bump it whenever the
-# same recipe would train different weights; tests/test_training_code.py fails until you do.
-TRAINING_VERSION = 1
-
-
-class Normalized(nn.Module):
-    """Base: subtract mean / divide std, then ``self.net``; subclasses build ``net``."""
-
-    example_shape: tuple[int, int, int] = (1, 28, 28)  # an input shape the tests use
-
-    def __init__(self, shape: Sequence[int], num_classes: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        c, h, w = shape
-        self.net = self.build((c, h, w), num_classes)
-
-    def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        raise NotImplementedError
-
-    mean: torch.Tensor  # buffers, registered above
-    std: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
-
-
-@register_classifier("mnist-cnn")
-class ModelA(Normalized):
-    """DefenseGAN's model A: Conv64 5×5, Conv64 5×5/2, Dropout .25, FC128, Dropout .5, FC10.
-
-    Input N×1×28×28 in [0,1] (any C×H×W works). Example: ``--classifier mnist-cnn``.
-    """
-
-    example_shape = (1, 28, 28)
-
-    def build(self, shape, num_classes):
-        c, h, w = shape
-        oh, ow = (h - 4 - 5) // 2 + 1, (w - 4 - 5) // 2 + 1
-        return nn.Sequential(
-            nn.Conv2d(c, 64, 5),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 5, stride=2),
-            nn.ReLU(),
-            nn.Dropout(0.25),
-            nn.Flatten(),
-            nn.Linear(64 * oh * ow, 128),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(128, num_classes),
-        )
-
-
-@register_classifier("cifar-small")
-class SmallCNN(Normalized):
-    """A CPU-friendly CNN for 3×32×32: 3 conv blocks (32/64/128, BN, max-pool), FC 256.
-
-    Example: ``--dataset cifar10 --classifier cifar-small``.
-    """
-
-    example_shape = (3, 32, 32)
-
-    def build(self, shape, num_classes):
-        c, h, w = shape
-        block = lambda i, o: [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
-        return nn.Sequential(
-            *block(c, 32),
-            *block(32, 64),
-            *block(64, 128),
-            nn.Flatten(),
-            nn.Linear(128 * (h // 8) * (w // 8), 256),
-            nn.ReLU(),
-            nn.Dropout(0.3),
-            nn.Linear(256, num_classes),
-        )
-
-
-@register_classifier("cifar-vgg16bn")
-class VGG16BN(Normalized):
-    """VGG16 with batch norm for 32×32 inputs, as in counterGAN (torchvision's layers, FC 512→10).
-
-    Example: ``--dataset cifar10 --classifier cifar-vgg16bn`` (train on a GPU).
-    """
-
-    example_shape = (3, 32, 32)
-
-    def build(self, shape, num_classes):
-        from torchvision.models import vgg16_bn
-
-        features = vgg16_bn(weights=None).features
-        if shape[0] != 3:
-            features[0] = nn.Conv2d(shape[0], 64, 3, padding=1)
-        return nn.Sequential(
-            features, nn.Flatten(), nn.Dropout(0.5), nn.Linear(512 * (shape[1] // 32) * (shape[2] // 32), num_classes)
-        )
-
-
-@dataclass
-class Recipe:
-    """How a classifier is trained when no weights are given.
-
-    Precedence (``resolve_recipe``): these defaults < ``[classifier]`` in bench.toml < the
-    class's ``recipe_preset`` < ``[classifiers.<name>]``. The ``adv_*`` fields switch on Madry
-    et al.'s PGD adversarial training; at their defaults (``adv_eps = 0``) training is standard.
-    """
-
-    epochs: int = 6
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    adv_eps: float = 0.0  # L∞ radius trained against; 0 = standard training
-    adv_steps: int = 0  # PGD steps per batch (random start), needed when adv_eps > 0
-    adv_alpha: float = 2.5  # PGD step size in units of eps/steps (Madry et al.'s 2.5·eps/steps)
-    adv_ramp_epochs: float = 0.0  # eps grows linearly from 0 to adv_eps over this many epochs
-    adv_clean_fraction: float = 0.0  # share of each batch left clean (0 = Madry: all adversarial)
-    rec_L: int = 0  # > 0: train on DefenseGAN reconstructions G(z*) of the training
-    rec_R: int = 1  # images, rec_L descent steps, rec_R restarts (the paper's "Rec")
-
-
-def recipe_identity(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe fields of a classifier's cache key: the rec_* fields only when used, so that
-    classifiers cached before they existed keep their keys."""
-    return {k: v for k, v in recipe.items() if recipe.get("rec_L", 0) > 0 or not k.startswith("rec_")}
+# What importers of this module used before the split (architectures, recipe, training).
+__all__ = [
+    "TRAINING_VERSION",
+    "VGG16BN",
+    "ModelA",
+    "Normalized",
+    "Recipe",
+    "SmallCNN",
+    "check_fits",
+    "check_recipe",
+    "classifier_ident",
+    "get_classifier",
+    "is_builtin",
+    "make_classifier",
+    "recipe_identity",
+    "resolve_recipe",
+    "train_classifier",
+]
 
 
 def is_builtin(name: str) -> bool:
@@ -201,89 +96,6 @@ def check_fits(name: str, model: nn.Module, spec: DatasetPlugin, test: Any, devi
         )
     else:
         spec.num_classes = k  # unnamed classes: the model says how many there are (attacks use it)
-
-
-def pgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float, gen: torch.Generator
-) -> torch.Tensor:
-    """L∞ PGD from a uniform random start in the eps-ball (Madry et al. 2018), for training.
-
-    ``alpha`` is the step size in units of eps/steps. The start is drawn on the CPU generator
-    ``gen`` and then moved, so a seed gives the same numbers on any device.
-    """
-    start = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x.device) * eps
-    adv = (x + start).clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        # Gradient w.r.t. the input only: no weight gradients are computed or accumulated.
-        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(adv), y), adv)
-        adv = adv.detach() + alpha * eps / steps * grad.sign()
-        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
-    return adv.detach()
-
-
-def train_classifier(
-    model: nn.Module, data: Data, recipe: Recipe, seed: int, device: torch.device, desc: str = "classifier"
-) -> nn.Module:
-    """Adam on cross-entropy; with ``recipe.adv_eps > 0`` on PGD examples of each batch."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)  # batch order (as for standard training)
-    g_adv = torch.Generator().manual_seed(seed)  # PGD random starts
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    x, y = data.train.x, data.train.y
-    n, bs = len(y), recipe.batch_size
-    per_epoch = math.ceil(n / bs)
-    ramp = recipe.adv_ramp_epochs * per_epoch
-    bar = progress(range(recipe.epochs * per_epoch), desc=desc, total=recipe.epochs * per_epoch)
-    for it in bar:
-        epoch, j = divmod(it, per_epoch)
-        if j == 0:
-            perm = torch.randperm(n, generator=g)
-        idx = perm[j * bs : (j + 1) * bs]
-        xb, yb = x[idx].to(device), y[idx].to(device)
-        if recipe.adv_eps > 0:
-            # eps ramps up from ~0: at the full eps from the first step, model A on MNIST can
-            # stall at chance (every input looks adversarial before any feature is learnt).
-            eps = recipe.adv_eps * min(1.0, (it + 1) / ramp) if ramp else recipe.adv_eps
-            k = round(recipe.adv_clean_fraction * len(idx))  # the first k stay clean
-            model.eval()  # craft against the deterministic model (no dropout), as at test time
-            xb = torch.cat([xb[:k], pgd(model, xb[k:], yb[k:], eps, recipe.adv_steps, recipe.adv_alpha, g_adv)])
-            model.train()
-            if j == 0:
-                bar.set_postfix(epoch=epoch + 1, eps=f"{eps:.3f}")
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if hasattr(bar, "close"):
-        bar.close()
-    return model.eval()
-
-
-def reconstructed(data: Data, fn: Callable, device: torch.device, batch: int = 250) -> Data:
-    """``data`` with every training image replaced by ``fn``'s reconstruction (labels kept)."""
-    x = data.train.x
-    bar = progress(range(0, len(x), batch), desc="reconstructing training images", total=math.ceil(len(x) / batch))
-    with torch.no_grad():
-        out = torch.cat([fn(x[i : i + batch].to(device)).cpu() for i in bar])
-    return replace(data, train=replace(data.train, x=out, source=f"{data.train.source} (reconstructed)"))
-
-
-def describe(recipe: Recipe, n: int) -> str:
-    """One line: what a recipe will do on ``n`` training images (printed before training)."""
-    iters = recipe.epochs * math.ceil(n / recipe.batch_size)
-    text = f"{recipe.epochs} epochs, {iters} iterations of batch {recipe.batch_size}"
-    if recipe.adv_eps > 0:
-        text += (
-            f", PGD-{recipe.adv_steps} adversarial training at eps {recipe.adv_eps:g}"
-            + (f" (ramped over {recipe.adv_ramp_epochs:g} epochs)" if recipe.adv_ramp_epochs else "")
-            + (f", {recipe.adv_clean_fraction:.0%} clean" if recipe.adv_clean_fraction else "")
-            + f": ~{recipe.adv_steps + 1}× the cost of standard training"
-        )
-    if recipe.rec_L > 0:
-        text += f", on DefenseGAN reconstructions (L = {recipe.rec_L}, R = {recipe.rec_R}) of the training images"
-    return text
 
 
 def get_classifier(
@@ -362,56 +174,6 @@ def classifier_ident(name: str, data: Data, recipe: Recipe, seed: int) -> dict[s
     return identity.classifier_identity(
         data.name, name, recipe_identity(asdict(recipe)), data.fingerprint, seed, TRAINING_VERSION
     )
-
-
-def _typed(table: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Check one table's keys and value types against ``Recipe`` (ints may widen to floats)."""
-    defaults = {f.name: f.default for f in fields(Recipe)}
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise BenchError(f"unknown key(s) {', '.join(unknown)} in {table}; valid: {', '.join(defaults)}")
-    out = {}
-    for k, v in values.items():
-        try:
-            out[k] = typed(v, defaults[k])  # the registry's rule for every typed setting
-        except TypeError as exc:
-            raise BenchError(f"{table} {k} must be {exc}, got {v!r}") from None
-    return out
-
-
-def _checked(r: Recipe, table: str) -> Recipe:
-    """Ranges, and the adversarial fields' consistency."""
-    bad = [(k, "a positive") for k in ("epochs", "batch_size", "lr") if getattr(r, k) <= 0]
-    bad += [(k, "a non-negative") for k in ("weight_decay", "adv_steps", "adv_ramp_epochs") if getattr(r, k) < 0]
-    bad += [(k, "a non-negative") for k in ("rec_L",) if r.rec_L < 0]
-    bad += [(k, "a positive") for k in ("adv_alpha", "rec_R") if getattr(r, k) <= 0]
-    if bad:
-        k, what = bad[0]
-        raise BenchError(f"{table} {k} must be {what} number, got {getattr(r, k)!r}")
-    if not 0 <= r.adv_eps <= 1:
-        raise BenchError(f"{table} adv_eps must be in [0, 1] (0 = standard training), got {r.adv_eps!r}")
-    if not 0 <= r.adv_clean_fraction < 1:
-        raise BenchError(f"{table} adv_clean_fraction must be in [0, 1), got {r.adv_clean_fraction!r}")
-    if r.adv_eps > 0 and r.adv_steps == 0:
-        raise BenchError(f"{table} adv_eps = {r.adv_eps:g} needs adv_steps ≥ 1 (PGD steps per batch)")
-    return r
-
-
-def check_recipe(values: dict, table: str = "[classifier]") -> Recipe:
-    """A validated ``Recipe`` from one table of overrides (unknown keys, wrong types → BenchError)."""
-    return _checked(Recipe(**_typed(table, values)), table)
-
-
-def resolve_recipe(name: str, general: dict, specific: dict) -> Recipe:
-    """The effective recipe of classifier ``name``: Recipe defaults < ``general`` (``[classifier]``)
-    < the class's ``recipe_preset`` < ``specific`` (``[classifiers.<name>]``), each table validated."""
-    preset = getattr(CLASSIFIERS.get(name), "recipe_preset", {})
-    values = {
-        **_typed("[classifier]", general),
-        **_typed(f"{name} recipe_preset", preset),
-        **_typed(f"[classifiers.{name}]", specific),
-    }
-    return _checked(Recipe(**values), f"recipe of classifier {name!r} ([classifier], [classifiers.{name}]):")
 
 
 # Classifier variants are rows of this table: an architecture with another training recipe.

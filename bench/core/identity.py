@@ -36,7 +36,7 @@ def classifier_identity(
     dataset: str, arch: str, recipe: dict[str, Any], data_fingerprint: str, seed: int, code: int
 ) -> dict[str, Any]:
     """What determines a classifier trained on demand (its cache key). ``code`` is the version
-    of the training code (``bench.builtin.classifiers.TRAINING_VERSION``): weights trained by other code
+    of the training code (``bench.builtin.training.TRAINING_VERSION``): weights trained by other code
     never share a key (tests/test_training_code.py forces the bump)."""
     return {
         "kind": "classifier",

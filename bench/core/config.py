@@ -54,7 +54,7 @@ class Config:
     defenses: list[str] = field(default_factory=lambda: ["none"])
     attack: list[str] = field(default_factory=lambda: ["fgsm"])
     eps: list[float] | None = None  # None: the dataset's default
-    threat: list[str] = field(default_factory=lambda: ["gray"])
+    threat: list[Threat] = field(default_factory=lambda: [Threat("gray")])
     limit: int | None = None  # None: the whole test split
     image_size: int | None = None  # folder: datasets: resize every image to N×N (None: as stored)
     batch_size: int = 256
@@ -84,6 +84,17 @@ class Config:
     classifier_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     defense_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Threats are values wherever a Config is built (a library caller, a Ray worker); text that
+        # does not parse is left for validate() to refuse in one line.
+        parsed: list[Any] = []
+        for t in self.threat:
+            try:
+                parsed.append(Threat(t))
+            except ValueError:
+                parsed.append(t)
+        self.threat = parsed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

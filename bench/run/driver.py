@@ -217,7 +217,7 @@ class Runner:
             {t: h for t, (_, h) in surrogates.items()},
         )
         free = sorted(a for a, x in self.worker.attacks.items() if x.gradient_free)
-        if free and any(Threat(t).same_outputs_as_white for t in cfg.threat):
+        if free and any(t.same_outputs_as_white for t in cfg.threat):
             print(
                 f"[plan] {', '.join(free)}: gradient-free, so BPDA and BPDA+EOT give it the white-box model's "
                 "outputs: its white-box cells count under those threats too (computed once)"

@@ -96,7 +96,7 @@ class Cell:
     identity: dict[str, Any]
     defense: str
     eot_samples: int | None
-    threat_effective: str
+    threat_effective: Threat
     resubmit: int = 1
     # A cascade stage (a suite registered with ``cascade=True``): the key of the previous stage's cell of this
     # defense, threat, eps and labels; the stage runs only on the images that cell left robust.
@@ -109,7 +109,7 @@ class Group:
 
     attack: str
     eps: float | None
-    threat: str
+    threat: Threat
     labels: str
     params: dict[str, Any]
     cells: list[Cell] = field(default_factory=list)
@@ -163,17 +163,17 @@ def plan(
         attack: AttackPlugin,
         params: dict[str, Any],
         eps: float | None,
-        threat: str,
+        threat: Threat,
         dname: str,
         d: Defense,
         draws: int | None,
-        query: str,
+        query: Threat,
         cascade: list[dict[str, Any]] | None,
         after: str | None,
     ) -> Cell:
         resubmit = cfg.resubmit if d.randomized else 1  # a deterministic defense answers once
         extra: dict[str, Any] = {"resubmit": resubmit} if resubmit > 1 else {}  # absent at 1: stored keys stay
-        if Threat(threat).is_transfer:
+        if threat.is_transfer:
             assert surrogates is not None, "a transfer threat needs its surrogate's hash"
             extra["surrogate_hash"] = surrogates[threat]
         if cascade is not None:
@@ -199,9 +199,7 @@ def plan(
             device_type=device_type,
             extra=extra,
         )
-        return Cell(
-            identity.key(ident), ident, dname, draws, Threat(query).effective(d.differentiable), resubmit, after
-        )
+        return Cell(identity.key(ident), ident, dname, draws, query.effective(d.differentiable), resubmit, after)
 
     for attack_name in sorted(attacks, key=lambda k: (attacks[k].iterative, not attacks[k].gradient_free)):
         if attack_name in later:
@@ -209,7 +207,7 @@ def plan(
         attack = attacks[attack_name]
         for eps in eps_values(cfg.eps, spec, attack):
             params = attack.effective_params(eps, spec)
-            for threat in dict.fromkeys(Threat(t).query(attack.gradient_free) for t in cfg.threat):
+            for threat in dict.fromkeys(t.query(attack.gradient_free) for t in cfg.threat):
                 group = Group(attack_name, eps, threat, cfg.attack_labels, params)
                 for dname, d in defenses.items():
                     draws = threat.draws(d.randomized, cfg.eot_samples)
@@ -217,7 +215,7 @@ def plan(
                         cell(attack_name, attack, params, eps, threat, dname, d, draws, threat, None, None)
                     )
                     for t in cfg.threat:
-                        if Threat(t).query(attack.gradient_free) == threat:
+                        if t.query(attack.gradient_free) == threat:
                             answers[(attack_name, eps, t, dname)] = group.cells[-1].key
                 groups.append(group)
     # Cascade stages after the first, in stage order (each needs the previous stage's cells). A
@@ -233,7 +231,7 @@ def plan(
                 params = attack.effective_params(eps, spec)
                 before = [{"attack": m, "attack_params": attacks[m].effective_params(eps, spec)} for m in members[:i]]
                 for threat in dict.fromkeys(cfg.threat):
-                    query = Threat(threat).query(attack.gradient_free)
+                    query = threat.query(attack.gradient_free)
                     group = Group(attack_name, eps, threat, cfg.attack_labels, params, cascade=tuple(members[:i]))
                     for dname, d in defenses.items():
                         draws = query.draws(d.randomized, cfg.eot_samples)

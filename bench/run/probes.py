@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.checkcodes import Check, Code
-from bench.core.threats import Threat
 
 PROBE = 8  # images used by the probes
 LEAK_P = 0.05  # one-sided level of the label-leaking sign test
@@ -63,11 +62,7 @@ def evaluate(
         )
     # Only where the threat itself ignores the randomness: gray-box attacks never see the
     # defense, and bpda-eot averages over it (a gradient-free attack has no gradient to average).
-    if (
-        (varies or defense.randomized)
-        and (Threat(threat).is_white or Threat(threat).is_bpda)
-        and rec.get("gradient_free") is not True
-    ):
+    if (varies or defense.randomized) and (threat.is_white or threat.is_bpda) and rec.get("gradient_free") is not True:
         out.append(
             Check(
                 Code.RANDOMNESS_NOT_AVERAGED,

@@ -84,7 +84,7 @@ class Sweep:
         steps: int,
         restarts: int,
         eot_samples: int,
-        threat: list[str],
+        threat: Sequence[str],
         defenses: list[str] | None = None,
         dataset: str | None = None,
         eps: float | None = None,
@@ -96,7 +96,8 @@ class Sweep:
         if "restarts" in base or restarts != 1:
             params["restarts"] = restarts
         cfg.attack, cfg.attack_params = [attack], {**cfg.attack_params, attack: params}
-        cfg.threat, cfg.eot_samples = threat, eot_samples
+        # Threats may come from stored records (text): parsed here, where they enter.
+        cfg.threat, cfg.eot_samples = [Threat(t) for t in threat], eot_samples
         if defenses:
             cfg.defenses = defenses
         if dataset:
@@ -105,7 +106,7 @@ class Sweep:
             cfg.eps = [eps]
         text = (
             f"{attack} steps={steps} restarts={restarts}"
-            + (f" eot={eot_samples}" if any(Threat(t).is_eot for t in threat) else "")
+            + (f" eot={eot_samples}" if any(t.is_eot for t in cfg.threat) else "")
             + f" · {','.join(threat)}"
             + (f" · {','.join(defenses)}" if defenses else "")
         )

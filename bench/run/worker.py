@@ -25,7 +25,7 @@ from bench.core.progress import heartbeat, progress
 from bench.core.record import Record
 from bench.core.registry import ATTACKS
 from bench.core.stats import wilson
-from bench.core.threats import Threat, attack_model
+from bench.core.threats import attack_model
 from bench.run import contract, probes
 from bench.run.passes import Counted, Passes
 from bench.run.plan import Cell, Group, make_attack
@@ -178,7 +178,7 @@ class Defended:
 
 def one_draw_bpda(cell: Cell, d: Defense) -> bool:
     """The cell's attack sees BPDA with one draw of a deterministic defense."""
-    t = Threat(cell.threat_effective)
+    t = cell.threat_effective
     return not d.randomized and (t.is_bpda or (t.is_eot and (cell.eot_samples or 1) == 1))
 
 
@@ -246,7 +246,7 @@ class Worker:
             model = attack_model(cell.threat_effective, classifier, d, prep.surrogates.get(group.threat))
             before, index = self.stage_start(prep, cell)
             images = "all" if index is None else digest(index.tolist())
-            if Threat(cell.threat_effective).is_gray or Threat(group.threat).is_transfer:
+            if cell.threat_effective.is_gray or group.threat.is_transfer:
                 # crafted on a bare classifier (the target's, or the surrogate's): shared by every
                 # defense (a cascade stage's by every defense that left the same images robust)
                 if images not in shared:
@@ -303,10 +303,7 @@ class Worker:
         """A gradient-free cascade stage under white-box, BPDA or BPDA+EOT: it queries the white-box
         model (bench.core.threats.Threat.query), so its examples depend on the images only."""
         return (
-            bool(group.cascade)
-            and attack.gradient_free
-            and Threat(group.threat).through_defense
-            and cell.eot_samples is None
+            bool(group.cascade) and attack.gradient_free and group.threat.through_defense and cell.eot_samples is None
         )
 
     def stage_start(self, prep: Prepared, cell: Cell) -> tuple[dict[str, Any] | None, torch.Tensor | None]:

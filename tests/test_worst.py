@@ -211,3 +211,21 @@ def test_a_rows_worst_case_counts_each_cell_once_and_a_worst_row_only_for_cells_
     assert row_records([sweep, stored]) == [sweep, stored] and row_worst([sweep, stored]).acc == 0.25
     # one row: the same data, weights and norm; attack labels (the attacker's choice) do not split it
     assert row_key(a) == row_key(a.replace(attack_labels="predicted")) != row_key(a.replace(norm="L2"))
+
+
+def test_a_rows_n_is_what_every_attack_and_threat_scored_each_cell_counting_where_it_scored():
+    """AutoAttack on 8 images and again on 16 beside PGD on 16: the row covers 16 images (every
+    attack × threat has a run of 16); the first 8 meet all three cells, the rest the two of 16.
+    Without the run of 16, AutoAttack covers 8 only and so does the row."""
+    pgd = rec([1] * 14 + [0, 1], "pgd", key="p16")
+    aa8 = rec([1, 0, 1, 1, 1, 1, 1, 1], "aa-square", key="a8")
+    aa16 = rec([1] * 10 + [0] + [1] * 5, "aa-square", key="a16")
+    w = row_worst([pgd, aa8, aa16])
+    assert w is not None and w.n == 16 and w.per_image
+    want = np.array([1, 0] + [1] * 8 + [0] + [1] * 3 + [0, 1], bool)
+    assert w.outcomes is not None and w.outcomes["defended_adv"].tolist() == want.tolist()
+    assert w.acc == want.mean()
+    alone = row_worst([pgd, aa8])
+    assert alone is not None and alone.n == 8 and alone.acc == 7 / 8
+    # An explicit n keeps the old rule: every record on its first n.
+    assert row_worst([pgd, aa8, aa16], 8).acc == worst_case([pgd, aa8, aa16], 8).acc == 7 / 8

@@ -96,11 +96,42 @@ def row_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return cells + stand_in
 
 
+def pair_of(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """One attack × threat model of a row: its cells (budgets, devices, runs of several sizes) answer it together."""
+    return str(rec.get("attack")), str(rec.get("threat"))
+
+
+def covered(records: Iterable[Mapping[str, Any]]) -> int | None:
+    """The images every attack × threat model of ``records`` scored: each pair's largest run (a
+    run of n images scored the first n), the smallest over the pairs."""
+    best: dict[tuple[str, str], int] = {}
+    for r in records:
+        if not _missing(r.get("n")):
+            best[pair_of(r)] = max(best.get(pair_of(r), 0), int(r["n"]))
+    return min(best.values()) if best else None
+
+
 def row_worst(records: Iterable[Mapping[str, Any]], n: int | None = None) -> Worst | None:
     """A leaderboard row's worst case (README's headline and the page rank by it): ``records``, the
-    row's stored records (``row_key``), combined image by image (``worst_case``) on the images every
-    one of them scored (default) or on their first ``n``."""
-    return worst_case(row_records(records), n)
+    row's stored records (``row_key``), combined image by image on the images every attack × threat
+    model of the row scored (``covered``), every cell counting on the images it scored, so a run on
+    64 images beside the same attack on 500 tightens the first 64 and leaves the rest to the 500
+    (default); or on their first ``n``, every record on all of them (``worst_case``). Without
+    bitmaps, the lowest record stands (``worst_case``'s rule)."""
+    recs = row_records(records)
+    cover = covered(recs) if n is None else None
+    if cover is None:
+        return worst_case(recs, n)
+    sized = [(r, int(r["n"])) for r in recs if not _missing(r.get("n"))]
+    maps = [first_images(r, min(size, cover)) for r, size in sized]
+    if any(m is None for m in maps):
+        return worst_case(recs)
+    ok = np.ones(cover, bool)
+    for m in maps:
+        assert m is not None
+        ok[: len(m)] &= m
+    k = int(ok.sum())
+    return Worst(cover, k / cover, *wilson(k, cover), True, {"defended_adv": ok}, len(recs))
 
 
 def cascade_of(rec: Mapping[str, Any]) -> list[str] | None:

@@ -97,7 +97,11 @@ def row_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 
 
 def pair_of(rec: Mapping[str, Any]) -> tuple[str, str]:
-    """One attack × threat model of a row: its cells (budgets, devices, runs of several sizes) answer it together."""
+    """One attack × threat model of a row: its cells (budgets, devices, runs of several sizes) answer it
+    together. A stored worst row standing in for cells from elsewhere is a pair of its own: what it
+    covers is not known here, so no other run can answer for it."""
+    if rec.get("kind") == "worst":
+        return "worst", str(rec.get("cell_key"))
     return str(rec.get("attack")), str(rec.get("threat"))
 
 

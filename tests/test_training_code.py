@@ -198,16 +198,25 @@ def compute_portable(cases_: list[str], patch: str | None = None) -> tuple[str, 
     return out["machine"], {c: (v, values) for c, (v, values) in out["cases"].items()}
 
 
-@pytest.fixture(scope="module")
-def portable() -> tuple[str, dict[str, tuple[int, list[float]]]]:
-    """Every case's fingerprint, computed once per test process in one portable child (~15 s)."""
+def portable_fingerprints() -> tuple[str, dict[str, tuple[int, list[float]]]] | str:
+    """Every case's fingerprint, computed in one portable child (~15 s), with the machine class it
+    was computed under; or why the portable mode cannot be in force on this machine."""
     reason = portable_skip_reason()
     if reason:
-        pytest.skip(reason)
+        return reason
     here, computed = compute_portable(cases())
     if not here.endswith("/portable"):
-        pytest.skip(f"the portable numerics mode is not in force on this CPU ({here}): it needs AVX2")
+        return f"the portable numerics mode is not in force on this CPU ({here}): it needs AVX2"
     return here, computed
+
+
+@pytest.fixture(scope="module")
+def portable() -> tuple[str, dict[str, tuple[int, list[float]]]]:
+    """Every case's fingerprint, computed once per test process."""
+    got = portable_fingerprints()
+    if isinstance(got, str):
+        pytest.skip(got)
+    return got
 
 
 def version_now(case: str) -> int:
@@ -274,12 +283,10 @@ def test_the_fingerprint_sees_a_changed_training_step(monkeypatch):
 def update() -> None:
     """Record the portable fingerprints of new cases and bumped versions; never overwrite an
     unchanged version (a moved fingerprint there needs a bump first)."""
-    reason = portable_skip_reason()
-    if reason:
-        sys.exit(reason)
-    here, computed = compute_portable(cases())
-    if not here.endswith("/portable"):
-        sys.exit(f"the portable numerics mode is not in force on this CPU ({here}): it needs AVX2")
+    got = portable_fingerprints()
+    if isinstance(got, str):
+        sys.exit(got)
+    here, computed = got
     machines = stored()
     mine = machines.setdefault(here, {})
     for case, (version, values) in computed.items():

@@ -236,3 +236,43 @@ def test_every_shipped_classifier_keeps_its_recipe_under_todays_code():
         assert recipe_identity(asdict(recipe)) == ident["recipe"], meta_path.name
         checked += 1
     assert checked >= 4
+
+
+def test_no_shipped_manifest_names_a_module_path():
+    """Issue 39: a zoo file's identity names its plugin by its registered name (the file, as
+    committed, not only as read back), and nothing in it is a Python path of a built-in class."""
+    from bench.core.registry import DEFENSES
+
+    legacy = set(identity.LEGACY_FIT_PLUGIN.values())
+    for meta_path in sorted(shipped.ZOO_DIR.glob("*.json")):
+        raw = json.loads(meta_path.read_text())
+        assert not any(path in meta_path.read_text() for path in legacy), meta_path.name
+        if raw.get("kind") == "defense":
+            assert raw["identity"]["plugin"] in DEFENSES, meta_path.name
+
+
+def test_upgrade_rewrites_an_old_layout_in_todays_with_the_same_key(tmp_path, capsys, monkeypatch):
+    """A manifest written before issue 39 (its plugin a Python path) is found as it is, read back
+    under the registered name, and `bench weights --upgrade` rewrites it with the same key; a
+    second upgrade changes nothing."""
+    from bench.cli import main
+
+    ident = identity.fit_identity("countergan", {"a": 1}, "c", "d", 0, 1)
+    old = {**ident, "plugin": identity.LEGACY_FIT_PLUGIN["countergan"]}
+    assert identity.key(old) == identity.key(ident)
+    weights = tmp_path / "defense-mnist-countergan.pt"
+    torch.save({"w": torch.zeros(2)}, weights)
+    meta = {"file": weights.name, "sha256": shipped.sha256_file(weights), "key": identity.key(old), "identity": old}
+    (tmp_path / "defense-mnist-countergan.json").write_text(json.dumps(meta))
+    found = shipped.find("defense", "mnist", "countergan", ident, tmp_path)
+    assert found is not None and found.provenance["identity"]["plugin"] == "countergan"
+    monkeypatch.setattr(shipped, "ZOO_DIR", tmp_path)
+    assert main(["weights", "--upgrade"]) == 0
+    after = json.loads((tmp_path / "defense-mnist-countergan.json").read_text())
+    assert after == {**meta, "identity": ident} and "1 provenance file(s) upgraded" in capsys.readouterr().out
+    assert shipped.find("defense", "mnist", "countergan", ident, tmp_path) is not None
+    assert shipped.upgrade(tmp_path) == []
+    # An upgrade that would change a key is refused before anything is written.
+    (tmp_path / "defense-mnist-countergan.json").write_text(json.dumps({**meta, "key": "0" * 16}))
+    assert main(["weights", "--upgrade"]) == 2
+    assert json.loads((tmp_path / "defense-mnist-countergan.json").read_text())["key"] == "0" * 16

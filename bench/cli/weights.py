@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.cli.parser import Parser
+from bench.core import shipped
 from bench.core.config import split_list
 from bench.core.errors import BenchError
 from bench.run.weights import run
@@ -20,10 +21,24 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="write the new weights and provenance into bench/zoo (refused from a dirty tree)",
     )
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="rewrite provenance files written in an older layout in today's (same keys, same weights); trains nothing",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: machine-independent results)")
     p.add_argument("--config", help="TOML config (default: ./bench.toml)")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
+    if args.upgrade:
+        try:
+            changed = shipped.upgrade()
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
+        for path in changed:
+            print(f"[weights] upgraded {path.name} (same key)")
+        print(f"[weights] {len(changed)} provenance file(s) upgraded")
+        return 0
     if args.threads < 1:
         raise BenchError(f"--threads must be ≥ 1, got {args.threads}")
     return run(

@@ -68,6 +68,19 @@ LEGACY_FIT_PLUGIN: dict[str, str] = {
 }
 
 
+def upgraded(identity: dict[str, Any]) -> dict[str, Any]:
+    """A stored identity in today's layout: a fit identity written before issue 39 names a built-in
+    plugin by its Python path (``LEGACY_FIT_PLUGIN``'s values), read back under its registered name.
+    The key is unchanged (``hashed`` spells it as it was then), so old manifests and caches are
+    found and say which plugin they are by name."""
+    plugin = identity.get("plugin") if identity.get("kind") == "defense-fit" else None
+    name = _LEGACY_NAME.get(plugin) if isinstance(plugin, str) else None
+    return identity if name is None else {**identity, "plugin": name}
+
+
+_LEGACY_NAME = {path: name for name, path in LEGACY_FIT_PLUGIN.items()}
+
+
 def hashed(identity: dict[str, Any]) -> dict[str, Any]:
     """The form of ``identity`` its key is the hash of: itself, except a fit identity of a plugin
     stored before issue 39, whose ``plugin`` is hashed as it was then spelt (``LEGACY_FIT_PLUGIN``

@@ -14,12 +14,15 @@ A shipped file is used only when its identity equals the one this run computes (
 hyperparameters, same data fingerprint, same classifier weights, same training-code version)
 and its sha256 checks; otherwise one line says why and the model is trained on demand.
 ``--retrain`` always trains. ``python -m bench weights`` (``make weights``) retrains the zoo.
+A provenance file written in an older layout is read in today's (``identity.upgraded``: same key);
+``python -m bench weights --upgrade`` rewrites such files in place and trains nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ def find(
         return None
     why = None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read(meta_path)
         weights = folder / meta["file"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         meta, weights, why = {}, meta_path, f"its provenance {meta_path.name} is unreadable ({exc})"
@@ -94,7 +97,39 @@ def find(
     return Shipped(weights, meta)
 
 
+def read(meta_path: Path) -> dict[str, Any]:
+    """A provenance file, its identity in today's layout (a plugin named by its registered name)."""
+    meta = json.loads(meta_path.read_text())
+    if isinstance(meta.get("identity"), dict):
+        meta["identity"] = identity.upgraded(meta["identity"])
+    return meta
+
+
+def text(meta: dict[str, Any]) -> str:
+    """A provenance file's text (one layout for every writer)."""
+    return json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def entries(zoo_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every shipped model's provenance, sorted by file name."""
     folder = Path(zoo_dir or ZOO_DIR)
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return [read(p) for p in sorted(folder.glob("*.json"))]
+
+
+def upgrade(zoo_dir: Path | None = None) -> list[Path]:
+    """Rewrite the provenance files written in an older layout in today's: only the identity's
+    layout changes, never its key (checked before anything is written) nor any other field.
+    Returns the files rewritten."""
+    changed = []
+    for path in sorted(Path(zoo_dir or ZOO_DIR).glob("*.json")):
+        before = json.loads(path.read_text())
+        after = read(path)
+        if after == before:
+            continue
+        if identity.key(after["identity"]) != before.get("key"):
+            raise ValueError(f"{path.name}: its upgraded identity would not hash to its key {before.get('key')}")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(text(after))
+        os.replace(tmp, path)
+        changed.append(path)
+    return changed

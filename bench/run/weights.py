@@ -199,10 +199,7 @@ def _train(
                         save_state(module, path, ignore=ignore)
                         assert ident is not None  # only what trains is shipped
                         meta = provenance(kind, name, data, ident, h, path, seconds, runner.device, commit, argv)
-                        write_atomic(
-                            shipped.ZOO_DIR / f"{stem}.json",
-                            json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",
-                        )
+                        write_atomic(shipped.ZOO_DIR / f"{stem}.json", shipped.text(meta))
                         print(
                             f"[weights] shipped {path.relative_to(shipped.ZOO_DIR.parent.parent)} "
                             f"({path.stat().st_size / 2**20:.1f} MiB)",

@@ -49,13 +49,11 @@ class Defense(nn.Module):
     training_only: tuple[str, ...] = ()
     # Set on the object by the harness, never by the plugin (declared, not assigned, so the
     # runner's reads are type-checked and nothing changes at run time): the dataset spec given to
-    # ``setup``; the constructor's arguments as built (the registry); the name it was built under;
-    # where its weights came from with their hash, and what determined them (the runner, once fitted).
+    # ``setup``; the constructor's arguments as built (the registry); the name it was built under.
+    # Where its weights came from is the runner's (bench.run.plan.Fit), never written on the plugin.
     spec: Any
     hparams: dict[str, Any]
     registered_name: str
-    fit_info: dict[str, Any]
-    fit_identity: dict[str, Any] | None
 
     def setup(self, spec: Any) -> None:
         self.spec = spec

@@ -254,3 +254,41 @@ def test_legacy_fit_keys_are_kept_by_a_frozen_table():
     # Every trainable built-in either has its legacy row or was registered after the table froze.
     cell = {"kind": "cell", "plugin": "countergan"}
     assert identity.key(cell) == identity.digest(cell)  # only fit identities are touched
+
+
+def test_the_runner_keeps_where_weights_came_from_beside_the_plugin_not_on_it(run_args, monkeypatch):
+    """Issue 39: a trained defense's fit state (source, fit key, weights hash, identity) is the
+    runner's (bench.run.plan.Fit): the records carry it, the plugin object gets none of it."""
+    from bench.plugin import Defense
+
+    seen: list[Defense] = []
+
+    class Toyfit(Defense):
+        """Adds a learnt constant, clamped to [0, 1]. Example: --defenses toyfit"""
+
+        trainable = True
+
+        def __init__(self, *, shift: float = 0.0) -> None:
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.tensor(shift))
+
+        def fit(self, train, classifier, *, device, seed, eps):
+            seen.append(self)
+            with torch.no_grad():
+                self.b.fill_(0.01)
+            return {"steps": 1}
+
+        def forward(self, x):
+            return (x + self.b).clamp(0, 1)
+
+    monkeypatch.setattr(DEFENSES, "_table", dict(DEFENSES._table))
+    DEFENSES.register("toyfit")(Toyfit)
+    for source, again in (("trained:", ()), ("cache:", ("--rerun",))):
+        args = run_args("--defenses", "toyfit", "--attack", "fgsm", "--threat", "gray", "--limit", "8", *again)
+        assert main(args) == 0
+        (rec,) = [r for r in read_records(run_args.results) if r["defense"] == "toyfit" and r["kind"] == "cell"][-1:]
+        fit = rec["fit"]
+        assert fit["defense_source"].startswith(source) and fit["defense_fit_key"] and fit["defense_weights_hash"]
+        assert fit["defense_fit_key"] == rec["identity"]["defense_fit"]
+    (plugin,) = seen  # trained once, then loaded from the cache
+    assert not {"fit_info", "fit_identity", "fit"} & set(vars(plugin)), sorted(vars(plugin))

@@ -18,7 +18,7 @@ from bench.analysis import checks, worst
 from bench.builtin import userdata
 from bench.builtin.classifiers import resolve_recipe
 from bench.builtin.data import Data, DatasetPlugin, Split, fingerprint
-from bench.core import identity, numerics, record
+from bench.core import numerics, record
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.record import Record
@@ -171,10 +171,11 @@ class Runner:
         fit_idents = {
             name: fit_ident(d, clf_info["classifier_hash"], data.fingerprint, cfg.seed) for name, d in built.items()
         }
-        fit_keys = {name: identity.key(i) if i else None for name, i in fit_idents.items()}
         # Trained (or loaded) before planning: a cell's identity names the exact weights it uses.
-        for name, d in built.items():
-            self.models.ensure_fitted(d, name, classifier, data, spec, fit_idents[name])
+        fits = {
+            name: self.models.ensure_fitted(d, name, classifier, data, spec, fit_idents[name])
+            for name, d in built.items()
+        }
         data_id = {
             "dataset": data.name,
             "train_source": data.train.source,
@@ -212,7 +213,7 @@ class Runner:
             clf_info["classifier_hash"],
             self.worker.attacks,
             built,
-            fit_keys,
+            fits,
             self.device.type,
             {t: h for t, (_, h) in surrogates.items()},
         )
@@ -251,6 +252,7 @@ class Runner:
             timer.ms_per_sample(),
             {t: m for t, (m, _) in surrogates.items()},
             prior,
+            {name: fit.facts for name, fit in fits.items()},
         ), pending
 
     def trained_defense(self, spec: DatasetPlugin, name: str) -> tuple[Defense, torch.nn.Module, Data]:

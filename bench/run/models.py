@@ -21,7 +21,7 @@ from bench.core.checkpoint import state_hash
 from bench.core.config import Config
 from bench.core.errors import BenchError
 from bench.core.registry import CLASSIFIERS
-from bench.run.plan import fit_ident, make_defense, object_params
+from bench.run.plan import Fit, fit_ident, make_defense, object_params
 from defenses.base import Defense
 
 
@@ -119,9 +119,11 @@ class Models:
         torch.manual_seed(self.cfg.seed)
         d.setup(spec)
         # The generator never sees a classifier: its cache key names none.
-        self.ensure_fitted(d, "defensegan", None, data, spec, fit_ident(d, "none", data.fingerprint, self.cfg.seed))
+        fit = self.ensure_fitted(
+            d, "defensegan", None, data, spec, fit_ident(d, "none", data.fingerprint, self.cfg.seed)
+        )
         # Every hyperparameter: a changed default (momentum, optimizer, lr_cut …) is a new classifier.
-        ident = {"defense": "defensegan", "generator": d.fit_info["defense_weights_hash"], **d.hparams}
+        ident = {"defense": "defensegan", "generator": fit.facts["defense_weights_hash"], **d.hparams}
         return d, ident
 
     def build_defense(self, name: str, spec: DatasetPlugin) -> Defense:
@@ -146,16 +148,19 @@ class Models:
         classifier, info = self.classifier_for(spec, data)
         d = self.build_defense(name, spec)
         ident = fit_ident(d, info["classifier_hash"], data.fingerprint, self.cfg.seed)
-        return self.ensure_fitted(d, name, classifier, data, spec, ident), classifier, data
+        self.ensure_fitted(d, name, classifier, data, spec, ident)
+        return d, classifier, data
 
     def ensure_fitted(
         self, d: Defense, name: str, classifier, data: Data, spec: DatasetPlugin, ident: dict[str, Any] | None
-    ) -> Defense:
-        """Load or train a trainable defense. Order: the shipped zoo (exactly this fit identity,
-        sha256 checked), a plugin's own shipped weights (DefenseGAN's generator), the cache, and
-        training; ``--retrain`` skips the zoo and the cache."""
-        if not d.trainable or getattr(d, "fit_info", None):
-            return d.to(self.device).eval()
+    ) -> Fit:
+        """Load or train a trainable defense in place (then on the run's device, in eval mode), and
+        say where its weights came from. Order: the shipped zoo (exactly this fit identity, sha256
+        checked), a plugin's own shipped weights (DefenseGAN's generator), the cache, and training;
+        ``--retrain`` skips the zoo and the cache."""
+        if not d.trainable:
+            d.to(self.device).eval()
+            return Fit()
         assert ident is not None  # a trainable defense has a fit identity
         key = identity.key(ident)
         path = Path(self.cfg.cache_dir) / "defenses" / f"{data.name}-{type(d).__name__}-{key}.pt"
@@ -191,9 +196,7 @@ class Models:
             pretrained=lambda: d.load_pretrained(data),
             ignore=d.training_only,
         )
-        d.fit_info = {**facts, "defense_fit_key": key}
+        d.to(self.device).eval()
         # Whatever the source, the record names the exact weights it was computed with (the
         # tensors inference uses: a discriminator is not part of the defense).
-        d.fit_info["defense_weights_hash"] = state_hash(d, d.training_only)
-        d.fit_identity = ident
-        return d.to(self.device).eval()
+        return Fit({**facts, "defense_fit_key": key, "defense_weights_hash": state_hash(d, d.training_only)}, ident)

@@ -78,16 +78,30 @@ def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) 
     return None if ident is None else identity.key(ident)
 
 
-def weights_hash(name: str, d: Defense) -> str | None:
+@dataclass(frozen=True)
+class Fit:
+    """Where a defense's weights came from, kept by the runner beside the plugin (never on it):
+    ``facts``, a record's ``fit`` mapping (``defense_source``, ``defense_fit_key``,
+    ``defense_weights_hash`` and what training reported), and ``identity``, what determined the
+    weights. Empty for a defense that does not train."""
+
+    facts: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str | None:
+        return self.facts.get("defense_fit_key")
+
+
+def weights_hash(name: str, d: Defense, fit: Fit | None) -> str | None:
     """The exact weights a trained defense's cells use (it is fitted or loaded before planning)."""
     if not d.trainable:
         return None
-    info = getattr(d, "fit_info", None)
-    if not info or not info.get("defense_weights_hash"):
+    if fit is None or not fit.facts.get("defense_weights_hash"):
         raise BenchError(
             f"defense {name!r} is planned before it was trained or loaded (its cells must name its weights)"
         )
-    return info["defense_weights_hash"]
+    return fit.facts["defense_weights_hash"]
 
 
 @dataclass
@@ -144,7 +158,7 @@ def plan(
     classifier_hash: str,
     attacks: dict[str, AttackPlugin],
     defenses: dict[str, Defense],
-    fit_keys: dict[str, str | None],
+    fits: dict[str, Fit],
     device_type: str,
     surrogates: dict[str, str] | None = None,
 ) -> list[Group]:
@@ -185,8 +199,8 @@ def plan(
             classifier_hash=classifier_hash,
             defense=dname,
             defense_params=d.hparams,
-            defense_fit=fit_keys.get(dname),
-            defense_weights=weights_hash(dname, d),
+            defense_fit=fits[dname].key if dname in fits else None,
+            defense_weights=weights_hash(dname, d, fits.get(dname)),
             attack=attack_name,
             attack_params=params,
             eps=eps,

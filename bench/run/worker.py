@@ -67,6 +67,8 @@ class Prepared:
     # cell key → the stored outcomes ("correct", "resubmit_correct") of a cascade stage that a
     # pending later stage starts from (stages computed in this process are remembered by the worker)
     prior: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # defense name → where its weights came from (bench.run.plan.Fit.facts), for each record's ``fit``
+    fits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -373,7 +375,7 @@ class Worker:
             "defense_ms_per_sample": timer.ms_per_sample(),
             "timing_batches": len(timer.timed),
             "defense_randomized": d.randomized,
-            "fit": {**prep.base.get("fit", {}), **getattr(d, "fit_info", {})},
+            "fit": {**prep.base.get("fit", {}), **prep.fits.get(cell.defense, {})},
             "max_linf": (adv - test.x).abs().amax().item(),
             "device": self.device_label,
             "device_type": self.device.type,

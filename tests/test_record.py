@@ -103,8 +103,28 @@ def test_a_record_is_immutable_declared_and_strict():
         record.Record.from_json({"schema": record.SCHEMA + 1, "kind": "cell"})
 
 
-def test_every_field_is_declared_with_a_group_and_a_meaning():
+def test_a_field_of_another_type_is_refused_and_reads_are_typed():
+    """Issue 39: each field carries a type; a value of another type is refused where a record is
+    built or read back, in one line naming the field; attribute reads are typed (an absent field
+    reads None only where its type admits None)."""
+    rec = record.make("cell", _outcomes(), **_fields())
+    for field, bad in (("n", "4"), ("n", True), ("eps", "0.3"), ("identity", []), ("max_linf", "big"), ("kind", "cel")):
+        with pytest.raises(ValueError, match=field):
+            rec.replace(**{field: bad})
+        with pytest.raises(ValueError, match=field):
+            record.Record.from_json({**json.loads(rec.to_json()), field: bad})
+    assert rec.replace(eps=1)["eps"] == 1 and rec.replace(eps=None)["eps"] is None  # JSON's int is a float
+    assert rec.n == 4 and rec.limit is None  # int | None: absent reads None
+    with pytest.raises(AttributeError, match="holds no 'cascade'"):
+        _ = rec.cascade  # list[str]: absent does not read None
+    with pytest.raises(AttributeError):
+        _ = rec.not_a_field
+
+
+def test_every_field_is_declared_with_a_type_a_group_and_a_meaning():
     assert all(f.group in record.GROUPS and len(f.meaning) > 10 for f in record.FIELDS.values())
+    assert all(f.type is not None for f in record.FIELDS.values())
+    assert record.FIELDS["eps"].type == (float | None) and record.FIELDS["n"].type is int
     rec = record.make("cell", _outcomes(), **_fields(), fit={"defense_source": "trained:x"})
     assert rec.group("fit") == {"fit": {"defense_source": "trained:x"}}
     assert set(rec.group("outcomes")) >= {"correct", "defended_adv_acc", "checks"}

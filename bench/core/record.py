@@ -2,7 +2,7 @@
 
 A record is one evaluated cell (``kind = "cell"``) or one per-sample worst case over cells
 (``kind = "worst"``), written one JSON object a line by ``bench.store.runs.RunWriter``. In memory
-it is a ``Record``: immutable, every field declared in ``FIELDS`` with its group and meaning;
+it is a ``Record``: immutable, every field declared in ``Fields`` with its type, group and meaning;
 ``make`` is the only function that builds one (the runner's worker and driver call it),
 ``Record.from_json`` the only one that reads one back (it brings older layouts up to this one),
 ``Record.row`` the flat view pandas frames are built from.
@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from bench.core import checkcodes
 from bench.core.bitmaps import OUTCOMES as OUTCOMES
@@ -39,112 +40,200 @@ GROUPS = ("header", "identity", "data", "outcomes", "resubmission", "cost", "pro
 
 
 @dataclass(frozen=True)
-class Field:
+class F:
+    """A record field's declaration, in its annotation (``Annotated[type, F(group, meaning)]``)."""
+
     group: str  # one of GROUPS
     meaning: str
 
 
+_ACC = "accuracy on the n test images (the fraction of ones in correct[outcome])"
+_CI = "its Wilson 95% interval, {}"
+_RESUB = "defended {} accuracy over the resubmitted draws: {}"
+
+
+class Fields:
+    """Every field a record may hold: its type, then ``F(group, meaning)``. The one list of record
+    fields (``FIELDS`` is read off these annotations; ``Record`` inherits them, so
+    ``rec.defended_adv_acc`` is a ``float`` to a type checker). A value of another type is refused
+    where a record is built or read back (``conforms``)."""
+
+    __slots__ = ()
+
+    # header
+    schema: Annotated[
+        int, F("header", "the layout this record was written in (SCHEMA; older ones are upgraded by from_json)")
+    ]
+    kind: Annotated[
+        Literal["cell", "worst"],
+        F(
+            "header",
+            '"cell": one evaluated cell; "worst": the per-sample worst case over cells (the only worst marker)',
+        ),
+    ]
+    # identity
+    cell_key: Annotated[
+        str, F("identity", "bench.core.identity.key(identity): the cell's name in caches, joins and verify")
+    ]
+    identity: Annotated[
+        dict[str, Any], F("identity", "bench.core.identity.cell_identity: the only source of 'same cell'")
+    ]
+    dataset: Annotated[str, F("identity", "the dataset's name")]
+    classifier: Annotated[str, F("identity", "the classifier's registered name")]
+    classifier_hash: Annotated[str, F("identity", "hash of the classifier's tensors: the exact weights evaluated")]
+    defense: Annotated[str, F("identity", "the defense's registered (or variant) name")]
+    defense_params: Annotated[dict[str, Any], F("identity", "its hyperparameters")]
+    defense_randomized: Annotated[bool, F("identity", "the defense draws randomness per call (its outputs vary)")]
+    attack: Annotated[str, F("identity", "the attack's name, a suite's, or \"worst\" on a worst row")]
+    attack_params: Annotated[
+        dict[str, Any], F("identity", "the attack's effective parameters (a worst row: the attacks it covers)")
+    ]
+    attack_labels: Annotated[str, F("identity", '"true" or "predicted": the labels the attack was crafted with')]
+    norm: Annotated[str, F("identity", "the threat's norm (Linf …)")]
+    eps: Annotated[float | None, F("identity", "the budget (None: an unbounded attack)")]
+    threat: Annotated[
+        str, F("identity", 'the threat model (bench.core.threats.Threat), "all" for the worst over threat models')
+    ]
+    threat_effective: Annotated[
+        str, F("identity", "what the attack really differentiated through (white → bpda for JPEG)")
+    ]
+    eot_samples: Annotated[int | None, F("identity", "EOT draws averaged per gradient (None outside bpda-eot)")]
+    iterative: Annotated[bool, F("identity", "the attack iterates (FGSM does not): the masking check's comparison")]
+    gradient_free: Annotated[bool, F("identity", "the attack reads no gradient (Square): the masking check's witness")]
+    cascade: Annotated[
+        list[str], F("identity", "a cascade stage (--attack aa's APGD-T, FAB-T, Square): the earlier stages' attacks")
+    ]
+    ran_on: Annotated[
+        str, F("identity", "a cascade stage: the images it ran on (hex bitmap, those the previous stage left robust)")
+    ]
+    seed: Annotated[int, F("identity", "the run's random seed")]
+    n: Annotated[int, F("identity", "test images scored (the first n of the test split)")]
+    limit: Annotated[int | None, F("identity", "the --limit asked for")]
+    batch_size: Annotated[int, F("identity", "images per batch")]
+    # data
+    train_source: Annotated[str, F("data", "where the train split came from")]
+    test_source: Annotated[str, F("data", "where the test split came from")]
+    n_train: Annotated[int, F("data", "train images")]
+    n_test: Annotated[int, F("data", "test images in the split")]
+    data_fingerprint: Annotated[str, F("data", "hash of both splits")]
+    # outcomes
+    correct: Annotated[
+        dict[str, str],
+        F("outcomes", 'outcome → hex bitmap of per-image correctness (encode); "robust after this stage" on a stage'),
+    ]
+    clean_acc: Annotated[float, F("outcomes", f"clean {_ACC}")]
+    clean_acc_ci_low: Annotated[float, F("outcomes", _CI.format("low"))]
+    clean_acc_ci_high: Annotated[float, F("outcomes", _CI.format("high"))]
+    adv_acc: Annotated[float, F("outcomes", f"adv {_ACC}")]
+    adv_acc_ci_low: Annotated[float, F("outcomes", _CI.format("low"))]
+    adv_acc_ci_high: Annotated[float, F("outcomes", _CI.format("high"))]
+    defended_clean_acc: Annotated[float, F("outcomes", f"defended clean {_ACC}")]
+    defended_clean_acc_ci_low: Annotated[float, F("outcomes", _CI.format("low"))]
+    defended_clean_acc_ci_high: Annotated[float, F("outcomes", _CI.format("high"))]
+    defended_adv_acc: Annotated[float, F("outcomes", f"defended adv {_ACC}")]
+    defended_adv_acc_ci_low: Annotated[float, F("outcomes", _CI.format("low"))]
+    defended_adv_acc_ci_high: Annotated[float, F("outcomes", _CI.format("high"))]
+    max_linf: Annotated[float, F("outcomes", "the largest L∞ perturbation the attack made")]
+    checks: Annotated[
+        list[str], F("outcomes", "warnings, as readers read them: the number is not a robustness claim as it stands")
+    ]
+    check_codes: Annotated[
+        list[str], F("outcomes", "the code of each of checks, in order (bench.core.checkcodes): what code decides on")
+    ]
+    # resubmission
+    resubmit: Annotated[
+        int, F("resubmission", "--resubmit N on a randomised defense: defended_* are the worst over N draws")
+    ]
+    resubmit_correct: Annotated[
+        dict[str, str], F("resubmission", '"<outcome>_majority" / "<outcome>_first_draw" → hex bitmap')
+    ]
+    defended_clean_acc_expected: Annotated[float, F("resubmission", _RESUB.format("clean", "expected"))]
+    defended_clean_acc_majority: Annotated[float, F("resubmission", _RESUB.format("clean", "majority"))]
+    defended_clean_acc_majority_ci_low: Annotated[float, F("resubmission", _RESUB.format("clean", "majority ci low"))]
+    defended_clean_acc_majority_ci_high: Annotated[float, F("resubmission", _RESUB.format("clean", "majority ci high"))]
+    defended_clean_acc_first_draw: Annotated[float, F("resubmission", _RESUB.format("clean", "first draw"))]
+    defended_adv_acc_expected: Annotated[float, F("resubmission", _RESUB.format("adv", "expected"))]
+    defended_adv_acc_majority: Annotated[float, F("resubmission", _RESUB.format("adv", "majority"))]
+    defended_adv_acc_majority_ci_low: Annotated[float, F("resubmission", _RESUB.format("adv", "majority ci low"))]
+    defended_adv_acc_majority_ci_high: Annotated[float, F("resubmission", _RESUB.format("adv", "majority ci high"))]
+    defended_adv_acc_first_draw: Annotated[float, F("resubmission", _RESUB.format("adv", "first draw"))]
+    # cost
+    classifier_ms_per_sample: Annotated[float | None, F("cost", "classifier forward, ms per image")]
+    attack_ms_per_sample: Annotated[float | None, F("cost", "crafting, ms per image")]
+    defense_ms_per_sample: Annotated[float | None, F("cost", "the defense, ms per image")]
+    timing_batches: Annotated[int, F("cost", "timed batches behind the ms figures (warm-up excluded)")]
+    attack_forward_per_sample: Annotated[
+        float,
+        F(
+            "cost",
+            "forward passes through the attacked model per test image (bench.run.passes); "
+            "a suite row: the sum over its members; absent before they were counted",
+        ),
+    ]
+    attack_backward_per_sample: Annotated[float, F("cost", "backward passes, likewise")]
+    # provenance
+    run_id: Annotated[str, F("provenance", "the run folder (its env.json: command line, versions, git commit)")]
+    device: Annotated[str, F("provenance", "the device label")]
+    device_type: Annotated[str, F("provenance", "cpu or cuda")]
+    gpu: Annotated[str | None, F("provenance", "the GPU's name (CUDA only)")]
+    cpu_model: Annotated[str | None, F("provenance", "the CPU model")]
+    torch_threads: Annotated[int, F("provenance", "torch's intra-op threads")]
+    blas: Annotated[str | None, F("provenance", "the BLAS torch uses")]
+    numerics: Annotated[str, F("provenance", 'bench.core.numerics mode in force: "portable" or "native"')]
+    cpu_vendor: Annotated[str | None, F("provenance", "GenuineIntel, AuthenticAMD …")]
+    cpu_capability: Annotated[str | None, F("provenance", "the instruction set ATen ran at")]
+    cuda_deterministic: Annotated[
+        dict[str, Any] | None,
+        F("provenance", "on CUDA: cuDNN deterministic / benchmark, torch's flag, cuBLAS workspace"),
+    ]
+    time: Annotated[float, F("provenance", "UNIX time the record was made")]
+    samples: Annotated[str | None, F("provenance", "path of a few images (.npz) for the report's grid")]
+    # fit
+    fit: Annotated[
+        dict[str, Any],
+        F(
+            "fit",
+            "facts of how the classifier and trained defense came to be: classifier_source / _key / _recipe, "
+            "defense_source / _fit_key / _weights_hash, generator_*, and whatever a plugin's fit() returns",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Field:
+    group: str  # one of GROUPS
+    meaning: str
+    type: Any  # the annotation's type (int, float | None, dict[str, Any] …)
+
+
 def _fields() -> dict[str, Field]:
-    out: dict[str, Field] = {}
-
-    def group(name: str, **meanings: str) -> None:
-        for key, meaning in meanings.items():
-            out[key] = Field(name, meaning)
-
-    group(
-        "header",
-        schema="the layout this record was written in (SCHEMA; older ones are upgraded by from_json)",
-        kind='"cell": one evaluated cell; "worst": the per-sample worst case over cells (the only worst marker)',
-    )
-    group(
-        "identity",
-        cell_key="bench.core.identity.key(identity): the cell's name in caches, joins and verify",
-        identity="bench.core.identity.cell_identity: the only source of 'same cell'",
-        dataset="the dataset's name",
-        classifier="the classifier's registered name",
-        classifier_hash="hash of the classifier's tensors: the exact weights evaluated",
-        defense="the defense's registered (or variant) name",
-        defense_params="its hyperparameters",
-        defense_randomized="the defense draws randomness per call (its outputs vary)",
-        attack="the attack's name, a suite's, or \"worst\" on a worst row",
-        attack_params="the attack's effective parameters (a worst row: the attacks it covers)",
-        attack_labels='"true" or "predicted": the labels the attack was crafted with',
-        norm="the threat's norm (Linf …)",
-        eps="the budget (None: an unbounded attack)",
-        threat='the threat model (bench.core.threats), "all" for the worst over threat models',
-        threat_effective="what the attack really differentiated through (white → bpda for JPEG)",
-        eot_samples="EOT draws averaged per gradient (None outside bpda-eot)",
-        iterative="the attack iterates (FGSM does not): the masking check's comparison",
-        gradient_free="the attack reads no gradient (Square): the masking check's witness",
-        cascade="a cascade stage (--attack aa's APGD-T, FAB-T, Square): the earlier stages' attacks",
-        ran_on="a cascade stage: the images it ran on (hex bitmap, those the previous stage left robust)",
-        seed="the run's random seed",
-        n="test images scored (the first n of the test split)",
-        limit="the --limit asked for",
-        batch_size="images per batch",
-    )
-    group(
-        "data",
-        train_source="where the train split came from",
-        test_source="where the test split came from",
-        n_train="train images",
-        n_test="test images in the split",
-        data_fingerprint="hash of both splits",
-    )
-    group(
-        "outcomes",
-        correct='outcome → hex bitmap of per-image correctness (encode); "robust after this stage" on a stage',
-        **{
-            f"{o}_acc{s}": f"{o.replace('_', ' ')} accuracy" + (f", Wilson 95% {s[4:]}" if s else "")
-            for o in OUTCOMES
-            for s in ("", "_ci_low", "_ci_high")
-        },
-        max_linf="the largest L∞ perturbation the attack made",
-        checks="warnings, as readers read them: the number is not a robustness claim as it stands",
-        check_codes="the code of each of checks, in order (bench.core.checkcodes): what code decides on",
-    )
-    group(
-        "resubmission",
-        resubmit="--resubmit N on a randomised defense: defended_* are the worst over N draws",
-        resubmit_correct='"<outcome>_majority" / "<outcome>_first_draw" → hex bitmap',
-        **{
-            f"defended_{o}_acc_{s}": f"defended {o} accuracy: {s.replace('_', ' ')} over the draws"
-            for o in ("clean", "adv")
-            for s in ("expected", "majority", "majority_ci_low", "majority_ci_high", "first_draw")
-        },
-    )
-    group(
-        "cost",
-        classifier_ms_per_sample="classifier forward, ms per image",
-        attack_ms_per_sample="crafting, ms per image",
-        defense_ms_per_sample="the defense, ms per image",
-        timing_batches="timed batches behind the ms figures (warm-up excluded)",
-        attack_forward_per_sample="forward passes through the attacked model per test image (bench.run.passes); "
-        "a suite row: the sum over its members; absent before they were counted",
-        attack_backward_per_sample="backward passes, likewise",
-    )
-    group(
-        "provenance",
-        run_id="the run folder (its env.json: command line, versions, git commit)",
-        device="the device label",
-        device_type="cpu or cuda",
-        gpu="the GPU's name (CUDA only)",
-        cpu_model="the CPU model",
-        torch_threads="torch's intra-op threads",
-        blas="the BLAS torch uses",
-        numerics='bench.core.numerics mode in force: "portable" or "native"',
-        cpu_vendor="GenuineIntel, AuthenticAMD …",
-        cpu_capability="the instruction set ATen ran at",
-        cuda_deterministic="on CUDA: cuDNN deterministic / benchmark, torch's flag, cuBLAS workspace",
-        time="UNIX time the record was made",
-        samples="path of a few images (.npz) for the report's grid",
-    )
-    group(
-        "fit",
-        fit="facts of how the classifier and trained defense came to be: classifier_source / _key / _recipe, "
-        "defense_source / _fit_key / _weights_hash, generator_*, and whatever a plugin's fit() returns",
-    )
+    hints = get_type_hints(Fields, include_extras=True)
+    out = {}
+    for name, hint in hints.items():
+        tp, (decl,) = get_args(hint)[0], get_args(hint)[1:]
+        out[name] = Field(decl.group, decl.meaning, tp)
     return out
+
+
+def conforms(value: Any, tp: Any) -> bool:
+    """Whether a stored value has a field's type: JSON's kinds (an int is a float; a bool is not a
+    number), a container's own kind (not its items), a Literal's values, either arm of a union."""
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin = get_origin(tp)
+    if origin in (Union, UnionType):
+        return any(conforms(value, arm) for arm in get_args(tp))
+    if origin is Literal:
+        return value in get_args(tp)
+    if origin is not None:
+        return isinstance(value, origin)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
 
 
 FIELDS = _fields()
@@ -154,13 +243,15 @@ _EVERY = ("cell_key", "identity", "dataset", "classifier", "defense", "attack", 
 REQUIRED = {"cell": (*_EVERY, "device"), "worst": _EVERY}
 
 
-class Record(Mapping[str, Any]):
-    """One stored result, immutable: a cell or a worst row. Every field is declared in ``FIELDS``
-    with its group and meaning; an undeclared one is refused, and facts a plugin's fit returns live
-    under ``fit``. Read it like a mapping (``rec["n"]``, ``rec.get("eps")``: a name that is not a
-    field raises, so a typo cannot read None) or by attribute (``rec.defended_adv_acc``); change it
-    with ``replace``; write it with ``to_json``; read one back with ``from_json``. ``row()`` is the
-    flat view frames and tables use (fit facts beside the other fields, as older layouts stored them).
+class Record(Fields, Mapping[str, Any]):
+    """One stored result, immutable: a cell or a worst row. Every field is declared in ``Fields``
+    with its type, group and meaning; an undeclared field or a value of another type is refused
+    (one line naming the field), and facts a plugin's fit returns live under ``fit``. Read it like
+    a mapping (``rec["n"]``, ``rec.get("eps")``: a name that is not a field raises, so a typo cannot
+    read None) or by attribute, typed (``rec.defended_adv_acc`` is a ``float``; an absent field reads
+    None only where its type admits None, else raises); change it with ``replace``; write it with
+    ``to_json``; read one back with ``from_json``. ``row()`` is the flat view frames and tables use
+    (fit facts beside the other fields, as older layouts stored them).
     """
 
     __slots__ = ("_fields",)
@@ -171,10 +262,17 @@ class Record(Mapping[str, Any]):
         if unknown:
             raise ValueError(
                 f"undeclared record field(s) {', '.join(unknown)}: declare them in "
-                "bench.core.record.FIELDS, or hand fit facts over under 'fit'"
+                "bench.core.record.Fields, or hand fit facts over under 'fit'"
             )
         if fields.get("kind") not in KINDS:
             raise ValueError(f"a record's kind is one of {', '.join(KINDS)}, not {fields.get('kind')!r}")
+        wrong = [k for k, v in fields.items() if not conforms(v, FIELDS[k].type)]
+        if wrong:
+            k = wrong[0]
+            raise ValueError(
+                f"record field {k} holds {fields[k]!r} ({type(fields[k]).__name__}), declared "
+                f"{getattr(FIELDS[k].type, '__name__', FIELDS[k].type)} (bench.core.record.Fields)"
+            )
         object.__setattr__(self, "_fields", dict(fields))
 
     def __getitem__(self, name: str) -> Any:
@@ -192,8 +290,12 @@ class Record(Mapping[str, Any]):
         return self._fields.get(name, default)
 
     def __getattr__(self, name: str) -> Any:
-        if name in FIELDS:
+        # Only reached for a declared field (the class's annotations declare it, nothing sets it).
+        # An absent field reads None only where its type admits None, so a read is what it says.
+        if name in FIELDS and (name in self._fields or conforms(None, FIELDS[name].type)):
             return self._fields.get(name)
+        if name in FIELDS:
+            raise AttributeError(f"this {self._fields.get('kind')} record holds no {name!r} (read it with .get)")
         raise AttributeError(name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -27,7 +27,7 @@ from bench.analysis.frame import frame
 from bench.builtin.classifiers import check_recipe, get_classifier, make_classifier
 from bench.builtin.data import MNIST
 from bench.builtin.userdata import UserDataset, from_tensors
-from bench.core import identity
+from bench.core import identity, shipped
 from bench.core.config import TABLE_KEYS, Config, resolve, resolve_device, validate
 from bench.core.errors import BenchError, ContractError, PluginFailed
 from bench.core.record import Record, accuracies, decode, decode_tensor, encode
@@ -47,8 +47,8 @@ from defenses.base import Defense
 # notebook), from this one module, so that the layers behind it may move without breaking them
 # (tests/test_layers.py holds tools/ to bench, bench.api and bench.plugin). The runner and its
 # executors; configuration (resolve = flags and file merged and checked by the one path); the
-# registries and the built-in data and classifiers; sha256_file, the hash shipped weights are checked
-# by; the record, its codec and the one reader and
+# registries and the built-in data and classifiers; shipped, the weights zoo (its folder, the
+# layout of a provenance file), and sha256_file, the hash shipped weights are checked by; the record, its codec and the one reader and
 # writer of a results folder; provenance (device_name, make_env); BatchTimer, the runner's clock;
 # fill, which writes a generated block into a Markdown file.
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "resolve_device",
     "run",
     "sha256_file",
+    "shipped",
     "table",
     "validate",
 ]

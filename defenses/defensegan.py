@@ -10,14 +10,14 @@ All B·R problems run in one batched tensor; the generator is frozen. The update
 (not ``torch.optim``) so that, when the input itself requires grad, gradients can flow through
 the unrolled steps.
 
-The generator comes from ``defenses/pretrained/`` when a shipped one fits the data (dataset,
-split fingerprint, architecture, sha256; see ``load_pretrained``), else it is trained on demand
-by ``WGANGPTrainer`` (resumable; ``python -m tools.defensegan_curve`` trains long runs).
+The generator comes from the weights zoo (``bench/zoo/generator-<dataset>-defensegan-<tag>``, the
+zoo's manifest and checks: identity key and sha256, see ``load_pretrained``) when a shipped one
+fits the data, architecture and training settings, else it is trained on demand by
+``WGANGPTrainer`` (resumable; ``python -m tools.defensegan_curve`` trains long runs and ships one).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,11 +28,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bench.core import identity, shipped
 from bench.core.progress import progress
 from bench.core.registry import register_defense
-from bench.core.shipped import (
-    sha256_file,  # one file-hash helper for every shipped weight (tools import it from here too)
-)
 from defenses.base import Defense
 from defenses.gan_nets import DefenseGANCritic, DefenseGANGenerator
 
@@ -59,7 +57,7 @@ class DefenseGAN(Defense):
         seed: -1 = fresh randomness each call; ≥ 0 = every call starts from the same z.
         z_init: "paper" = z ~ N(0, 1/z_dim) (the reference's); "prior" = z ~ N(0, 1), the
         distribution the generator was trained on (a departure: the `defensegan-prior` variant).
-        pretrained: "default" = the shipped generator ``defenses/pretrained/<dataset>-defensegan-
+        pretrained: "default" = the shipped generator ``bench/zoo/generator-<dataset>-defensegan-
         default.json`` when it fits the data (else train on demand); another name picks another
         shipped generator; "" = always train on demand.
         z_dim: 128.  width: generator/critic base channels (0 = the shipped generator's, else the
@@ -95,8 +93,9 @@ class DefenseGAN(Defense):
         "batch_size": 16,
         "pretrained": "",
     }
-    # Where shipped generators live (a class attribute so tests can point it elsewhere).
-    pretrained_dir = Path(__file__).resolve().parent / "pretrained"
+    # The zoo shipped generators are looked up in (None: bench/zoo; a class attribute so tests
+    # can point it elsewhere).
+    zoo_dir: Path | None = None
 
     def __init__(
         self,
@@ -169,22 +168,32 @@ class DefenseGAN(Defense):
         )
 
     def usable_manifest(self, dataset: str) -> dict[str, Any] | None:
-        """The shipped generator's provenance when its file, hash, architecture and training
-        settings fit this defense (the data is checked when loading); None otherwise."""
+        """The shipped generator's provenance when it fits this defense's architecture and training
+        settings and its file's sha256 checks (the data is checked when loading); None otherwise."""
         m = self.manifest(dataset)
         if m is None or self.explicit_training:
             return None
-        train = m.get("training", {})
-        fits = (
-            m.get("width") == self.width
-            and m.get("z_dim") == self.z_dim
-            and m.get("architecture") == type(self.G).__name__
-            and all(train.get(k) == getattr(self, k) for k in ("critic_iters", "gp_weight", "batch_size"))
-        )
-        weights = self.pretrained_dir / m["file"]
-        if not fits or not weights.is_file() or sha256_file(weights) != m.get("sha256"):
-            return None
-        return m
+        ident = self.generator_identity(str(m.get("data_fingerprint")))
+        found = shipped.find("generator", dataset, self.generator_name(), ident, self.zoo_dir, announce=False)
+        return None if found is None else found.provenance
+
+    def generator_name(self) -> str:
+        return f"defensegan-{self.pretrained}"
+
+    def generator_identity(self, data_fingerprint: str) -> dict[str, Any]:
+        """What a shipped generator must have been trained under to be this defense's: the
+        architecture, image shape, width, z_dim and WGAN-GP settings (not the budget: iterations and
+        learning rate are the shipped generator's, recorded in hparams), on this data."""
+        settings = {
+            "architecture": type(self.G).__name__,
+            "shape": list(self.spec.shape),
+            "width": self.width,
+            "z_dim": self.z_dim,
+            "critic_iters": self.critic_iters,
+            "gp_weight": self.gp_weight,
+            "batch_size": self.batch_size,
+        }
+        return identity.component_identity("defensegan", "generator", settings, data_fingerprint)
 
     # ---- reconstruction ---------------------------------------------------------------------
     def initial_z(self, batch: int) -> torch.Tensor:
@@ -236,57 +245,36 @@ class DefenseGAN(Defense):
 
     # ---- a shipped generator ----------------------------------------------------------------
     def manifest(self, dataset: str) -> dict[str, Any] | None:
-        """The provenance JSON of the shipped generator ``self.pretrained`` for ``dataset``, if any."""
+        """The provenance of the shipped generator ``self.pretrained`` for ``dataset``, if any."""
         if not self.pretrained or not dataset:
             return None
-        path = self.pretrained_dir / f"{dataset}-defensegan-{self.pretrained}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return shipped.entry("generator", dataset, self.generator_name(), self.zoo_dir)
 
     def load_pretrained(self, data: Any) -> dict[str, Any] | None:
-        """Load the shipped generator when dataset, split fingerprint, architecture and sha256 match.
+        """Load the shipped generator when it was trained under this defense's generator identity
+        on this data and its sha256 checks (the zoo's one check, ``bench.core.shipped.find``).
 
         Any mismatch prints one line and returns None: the runner then trains on demand.
         """
-        m = self.manifest(data.name)
-        if m is None:
+        if self.manifest(data.name) is None:
             return None
-        weights = self.pretrained_dir / m["file"]
-        arch = {
-            "architecture": type(self.G).__name__,
-            "shape": list(self.spec.shape),
-            "width": self.width,
-            "z_dim": self.z_dim,
-        }
-        why = None
-        if m.get("data_fingerprint") != data.fingerprint:
-            why = (
-                f"it was trained on data {m.get('data_fingerprint')} ({m.get('data_source')}), "
-                f"this run's {data.name} data is {data.fingerprint}"
-            )
-        elif any(m.get(k) != v for k, v in arch.items()):
-            why = f"its architecture { ({k: m.get(k) for k in arch}) } differs from this run's {arch}"
-        elif not weights.is_file():
-            why = f"{weights} is missing"
-        elif (digest := sha256_file(weights)) != m.get("sha256"):
-            why = f"{weights.name} has sha256 {digest[:12]}…, its provenance says {str(m.get('sha256'))[:12]}…"
-        elif self.shipped is None:
-            why = (
-                f"training settings were given explicitly or differ from its {m.get('training')} "
-                "(critic_iters, gp_weight, batch_size)"
-            )
-        if why:
+        if self.explicit_training:
             print(
-                f"[defense] not using the shipped DefenseGAN generator {self.pretrained!r}: {why}; training on demand"
+                f"[defense] not using the shipped DefenseGAN generator {self.pretrained!r}: training settings "
+                "were given explicitly (recipe, iterations or gan_lr ask for that generator); training on demand"
             )
             return None
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        ident = self.generator_identity(data.fingerprint)
+        found = shipped.find("generator", data.name, self.generator_name(), ident, self.zoo_dir)
+        if found is None:  # find said why, in one line
+            return None
+        state = torch.load(found.path, map_location="cpu", weights_only=True)
         self.G.load_state_dict(state, strict=True)
         for p in self.G.parameters():
             p.requires_grad_(False)
-        root = Path(__file__).resolve().parent.parent  # the repository: records name a path in it
-        rel = weights.resolve().relative_to(root).as_posix() if root in weights.resolve().parents else str(weights)
+        m = found.provenance
         return {
-            "defense_source": f"shipped:{rel}",
+            "defense_source": found.source(),
             "generator_sha256": m["sha256"],
             "generator_iterations": m.get("iterations"),
             "generator_seconds": m.get("seconds"),

@@ -1,7 +1,10 @@
+import json
+
 import pytest
 import torch
 
 from bench.builtin.data import CIFAR10, MNIST
+from bench.core import identity
 from bench.core.checkpoint import load_state, save_state
 from bench.core.registry import DEFENSES, build
 from defenses.gan_nets import DefenseGANGenerator
@@ -221,10 +224,10 @@ def shipped(tmp_path, monkeypatch):
             "commands": [["x"]],
         },
     )
-    ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "pretrained")
-    monkeypatch.setattr(type(d), "pretrained_dir", tmp_path / "pretrained")
+    ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
+    monkeypatch.setattr(type(d), "zoo_dir", tmp_path / "zoo")
     data = SimpleNamespace(name="mnist", fingerprint="f" * 16)
-    return SimpleNamespace(G=t.G, data=data, dir=tmp_path / "pretrained")
+    return SimpleNamespace(G=t.G, data=data, dir=tmp_path / "zoo")
 
 
 def shipped_defense(**params):
@@ -237,7 +240,10 @@ def test_shipped_generator_is_loaded_when_everything_matches(shipped):
     d = shipped_defense()
     assert d.width == 4  # the shipped generator's width, so that it fits
     info = d.load_pretrained(shipped.data)
-    assert info["defense_source"].endswith("mnist-defensegan-default.pt") and info["generator_iterations"] == 1
+    meta = json.loads((shipped.dir / "generator-mnist-defensegan-default.json").read_text())
+    assert info["defense_source"] == f"shipped:{meta['sha256']}" and info["generator_iterations"] == 1
+    # The zoo's layout: its identity (DefenseGAN's generator identity on this data) hashes to its key.
+    assert meta["kind"] == "generator" and meta["key"] == identity.key(d.generator_identity("f" * 16))
     assert all(torch.equal(a, b) for a, b in zip(d.G.state_dict().values(), shipped.G.state_dict().values()))
     assert not any(p.requires_grad for p in d.G.parameters())
 
@@ -245,11 +251,11 @@ def test_shipped_generator_is_loaded_when_everything_matches(shipped):
 @pytest.mark.parametrize(
     "change,message",
     [
-        ("fingerprint", "trained on data ffffffffffffffff"),
+        ("fingerprint", "data: 'ffffffffffffffff' → '0000000000000000'"),
         ("hash", "has sha256"),
-        ("width", "architecture"),
-        ("iterations", "training settings"),
-        ("batch", "training settings"),
+        ("width", "settings.width: 4 → 8"),
+        ("iterations", "training settings were given explicitly"),
+        ("batch", "settings.batch_size: 8 → 50"),
         ("off", None),
     ],
 )
@@ -258,7 +264,7 @@ def test_shipped_generator_is_refused_on_any_mismatch(shipped, capsys, change, m
     if change == "fingerprint":
         data = type(data)(name="mnist", fingerprint="0" * 16)
     elif change == "hash":
-        with open(shipped.dir / "mnist-defensegan-default.pt", "r+b") as f:
+        with open(shipped.dir / "generator-mnist-defensegan-default.pt", "r+b") as f:
             f.seek(-5, 2)
             f.write(b"XXXXX")
     elif change == "width":

@@ -47,6 +47,7 @@ from bench.api import (
     identity,
     make_env,
     sha256_file,
+    shipped,
 )
 
 CLASSIFIER = ("mnist-cnn", {"epochs": 6, "lr": 1e-3, "batch_size": 64}, 0)  # name, recipe, seed
@@ -303,16 +304,21 @@ def _train_curve(args: argparse.Namespace) -> None:
     )
 
 
-def ship(path: Path, tag: str, dest: Path) -> Path:
-    """Copy a checkpoint's generator into ``dest`` as the shipped generator ``tag``, with provenance."""
+def ship(path: Path, tag: str, dest: Path | None = None) -> Path:
+    """Copy a checkpoint's generator into the weights zoo (``dest``: bench/zoo) as the shipped
+    generator ``tag``, in the zoo's layout: the weights, and beside them their provenance with the
+    generator identity DefenseGAN looks them up by (its key), the sha256, the training command,
+    settings, seconds, device and the commit this is shipped from."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
     cfg, meta = ck["config"], ck["meta"]
-    d = build(DEFENSES, "defensegan", {"width": cfg["width"], "z_dim": cfg["z_dim"], "pretrained": ""})
+    settings = {k: cfg[k] for k in ("width", "z_dim", "batch_size", "critic_iters", "gp_weight")}
+    d = build(DEFENSES, "defensegan", {**settings, "pretrained": tag})
     d.setup(MNIST())
     d.G.load_state_dict(ck["G"])  # proves the state fits the architecture before anything is written
-    name = f"{meta['dataset']}-defensegan-{tag}"
+    dest = Path(dest or shipped.ZOO_DIR)
+    stem = shipped.stem("generator", meta["dataset"], d.generator_name())
     dest.mkdir(parents=True, exist_ok=True)
-    weights = dest / f"{name}.pt"
+    weights = dest / f"{stem}.pt"
     torch.save({k: v.detach().cpu().clone() for k, v in d.G.state_dict().items()}, weights)
     probes = []
     log = path.parent.parent / "probes.jsonl"
@@ -332,9 +338,15 @@ def ship(path: Path, tag: str, dest: Path) -> Path:
             for r in map(json.loads, log.read_text().splitlines())
             if r["defense_params"]["width"] == cfg["width"] and r["generator_iterations"] == ck["iteration"]
         ]
+    ident = d.generator_identity(meta["data_fingerprint"])
+    env = make_env(sys.argv, torch.device("cpu"), int(cfg["seed"]))
     prov = {
+        "kind": "generator",
+        "name": d.generator_name(),
         "file": weights.name,
         "sha256": sha256_file(weights),
+        "identity": ident,
+        "key": identity.key(ident),
         "dataset": meta["dataset"],
         "data_fingerprint": meta["data_fingerprint"],
         "data_source": meta["data_source"],
@@ -345,15 +357,20 @@ def ship(path: Path, tag: str, dest: Path) -> Path:
         "training": {k: cfg[k] for k in ("lr", "critic_iters", "gp_weight", "batch_size", "seed")},
         "iterations": int(ck["iteration"]),
         "seconds": round(float(ck["seconds"]), 1),
+        "train_seconds": round(float(ck["seconds"]), 1),
         "device": sorted(set(meta["device"])),
+        "command": meta["commands"][0],
         "commands": meta["commands"],
+        "git_commit": env["git_commit"],
+        "cpu_model": env.get("cpu_model"),
+        "torch_threads": torch.get_num_threads(),
         "shipped_from": path.as_posix(),
         "ship_command": [Path(sys.executable).name, "-m", "tools.defensegan_curve", *sys.argv[1:]],
         "probes_at_this_iteration": probes,
         "torch": torch.__version__,
         "shipped": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    (dest / f"{name}.json").write_text(json.dumps(prov, indent=2) + "\n")
+    (dest / f"{stem}.json").write_text(shipped.text(prov))
     print(
         f"[ship] {weights} ({weights.stat().st_size / 1e6:.1f} MB, width {cfg['width']}, "
         f"{prov['iterations']} iterations, {prov['seconds']:.0f} s) sha256 {prov['sha256'][:12]}…"
@@ -424,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results-dir", default="docs/defensegan-curve")
     p.add_argument(
         "--ship",
-        help="copy this checkpoint's generator into defenses/pretrained/ and exit; "
+        help="copy this checkpoint's generator into the weights zoo (bench/zoo) and exit; "
         "'best' = the probed snapshot in --out that defends best under attack (z_init paper)",
     )
     p.add_argument("--tag", default="default", help="the shipped generator's name (DefenseGAN's `pretrained`)")
@@ -434,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="with --table: write it into this page between <!-- curve:start --> and <!-- curve:end -->",
     )
-    p.add_argument("--ship-dir", type=Path, default=DEFENSES.get("defensegan").pretrained_dir)
+    p.add_argument("--ship-dir", type=Path, default=None, help="the zoo to ship into (default: bench/zoo)")
     args = p.parse_args(argv)
     if args.table:
         md = table(Path(args.out))

@@ -112,6 +112,21 @@ def fit_identity(
     }
 
 
+def component_identity(plugin: str, component: str, settings: dict[str, Any], data_fingerprint: str) -> dict[str, Any]:
+    """What determines weights a plugin ships for a part of itself (DefenseGAN's generator, in the
+    zoo as ``<component>-<dataset>-<plugin>-<tag>``): the plugin's registered name, the part, the
+    settings that would make other weights (architecture, shape, training settings other than its
+    budget) and the data it was trained on."""
+    return {
+        "kind": "component",
+        "v": IDENTITY_VERSION,
+        "plugin": plugin,
+        "component": component,
+        "settings": settings,
+        "data": data_fingerprint,
+    }
+
+
 def cell_identity(
     *,
     data: dict[str, Any],

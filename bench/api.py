@@ -69,6 +69,7 @@ __all__ = [
     "Record",
     "RunWriter",
     "Runner",
+    "Summary",
     "accuracies",
     "attacked_model",
     "build",

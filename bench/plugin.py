@@ -18,7 +18,7 @@ contract's checks.
 Three ways to use it (docs/adding-a-defense.md): as ``module:Class`` from anywhere on the path; by
 name from a pip-installed package that declares it as an entry point (group
 ``defense_bench.defenses`` or ``defense_bench.attacks``: ``squeeze = "mypkg.squeeze:Squeeze"``);
-or, in this repository, as a built-in (its file, and its line in pyproject.toml). A plugin is
+or, in this repository, as a built-in (its file in defenses/ or attacks/, nothing else). A plugin is
 identified by that name, never by the module it lies in. This module imports the core and the
 plugin base classes only: whatever the runner or the report become, a plugin written against it
 keeps working.

@@ -210,21 +210,34 @@ def shipped(tmp_path, monkeypatch):
     """A tiny generator shipped by the curve script's ship command into a temporary folder."""
     from types import SimpleNamespace
 
-    from tools.defensegan_curve import ship
+    import tools.defensegan_curve as curve
 
     d, t = tiny_trainer()
     t.train(torch.rand(16, 1, 28, 28), 1)
-    t.save(
-        tmp_path / "w4" / "train.pt",
-        {
-            "dataset": "mnist",
-            "data_fingerprint": "f" * 16,
-            "data_source": "test",
-            "device": ["cpu"],
-            "commands": [["x"]],
-        },
+    meta = {
+        "dataset": "mnist",
+        "data_fingerprint": "f" * 16,
+        "data_source": "test",
+        "device": ["cpu"],
+        "commands": [["x"]],
+        "git_commits": ["c0ffee"],
+        "cpu_models": ["a CPU"],
+        "torch_threads": [1],
+    }
+    monkeypatch.setattr(curve, "make_env", lambda *a: {"git_commit": "c0ffee"})  # a clean tree
+    # A generator trained from a dirty tree (or one that did not say) is not shipped.
+    for commits in (["c0ffee-dirty"], [], ["a", "b"]):
+        t.save(tmp_path / "w4" / "train.pt", {**meta, "git_commits": commits})
+        with pytest.raises(SystemExit, match="one clean commit"):
+            curve.ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
+    t.save(tmp_path / "w4" / "train.pt", meta)
+    curve.ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
+    shipped_meta = json.loads((tmp_path / "zoo" / "generator-mnist-defensegan-default.json").read_text())
+    assert (shipped_meta["git_commit"], shipped_meta["cpu_model"], shipped_meta["torch_threads"]) == (
+        "c0ffee",
+        ["a CPU"],
+        [1],
     )
-    ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
     monkeypatch.setattr(type(d), "zoo_dir", tmp_path / "zoo")
     data = SimpleNamespace(name="mnist", fingerprint="f" * 16)
     return SimpleNamespace(G=t.G, data=data, dir=tmp_path / "zoo")

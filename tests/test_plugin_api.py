@@ -1,6 +1,6 @@
 """bench.plugin and plugin identity (issue 39): a defense in its own pip package, written against
 ``bench.plugin`` and declared by an entry point, runs by name and is listed; the registry checks a
-plugin's base class; built-ins are declared, not imported by hand; and a plugin is identified by its
+plugin's base class; a built-in is its file (no import by hand, no declaration); and a plugin is identified by its
 registered name, so moving its file changes no key."""
 
 from __future__ import annotations
@@ -155,12 +155,6 @@ def test_a_builtin_is_its_file_with_nothing_to_edit_elsewhere(tmp_path, monkeypa
         reg.load()
         assert {c.__module__ for c in reg._table.values()} <= set(modules) | {"attacks.generic"}
         assert f"{package}.base" in modules and all(m.startswith(f"{package}.") for m in modules)
-        registering = {
-            f"{package}.{p.stem}"
-            for p in (ROOT / package).glob("*.py")
-            if re.search(r"@register_(defense|attack)\(|\.variant\(", p.read_text())
-        }
-        assert registering <= set(modules)
     init = (ROOT / "defenses" / "__init__.py").read_text()
     assert not re.search(r"from defenses import \w+", init)  # no list of imports by hand
     # One new file in a plugin package: its name is known at the next first lookup, nothing else

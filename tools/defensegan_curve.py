@@ -165,6 +165,11 @@ def _train_curve(args: argparse.Namespace) -> None:
             print(f"[curve] width {w}: resumed at iteration {t.iteration} ({t.seconds:.0f} s trained)", flush=True)
         meta["commands"].append(command)
         meta["device"].append(device_name(device))
+        # What trained it, per command (a resumed run adds its own): the zoo's provenance is these.
+        env = make_env(command, device, args.seed)
+        for key, value in (("git_commits", env["git_commit"]), ("cpu_models", env.get("cpu_model"))):
+            meta.setdefault(key, []).append(value)
+        meta.setdefault("torch_threads", []).append(torch.get_num_threads())
         runs[w] = {"d": d, "t": t, "ck": ck, "meta": meta}
     probe = None if args.no_probe else Probe(data, args, device)
     if probe:
@@ -339,7 +344,15 @@ def ship(path: Path, tag: str, dest: Path | None = None) -> Path:
             if r["defense_params"]["width"] == cfg["width"] and r["generator_iterations"] == ck["iteration"]
         ]
     ident = d.generator_identity(meta["data_fingerprint"])
-    env = make_env(sys.argv, torch.device("cpu"), int(cfg["seed"]))
+    # The zoo's provenance names what trained the weights (recorded per training command); a
+    # checkpoint that did not record it, or one trained from a dirty tree, is not shipped.
+    commits = sorted(set(meta.get("git_commits", [])))
+    if len(commits) != 1 or not commits[0] or commits[0].endswith("-dirty"):
+        raise SystemExit(
+            f"{path}: trained from {commits or 'an unrecorded commit'}; the zoo ships from one clean commit"
+        )
+    if make_env(sys.argv, torch.device("cpu"), 0)["git_commit"].endswith("-dirty"):
+        raise SystemExit("refusing to ship from a dirty tree (commit first)")
     prov = {
         "kind": "generator",
         "name": d.generator_name(),
@@ -361,9 +374,9 @@ def ship(path: Path, tag: str, dest: Path | None = None) -> Path:
         "device": sorted(set(meta["device"])),
         "command": meta["commands"][0],
         "commands": meta["commands"],
-        "git_commit": env["git_commit"],
-        "cpu_model": env.get("cpu_model"),
-        "torch_threads": torch.get_num_threads(),
+        "git_commit": commits[0],
+        "cpu_model": sorted({str(c) for c in meta.get("cpu_models", [])}),
+        "torch_threads": sorted(set(meta.get("torch_threads", []))),
         "shipped_from": path.as_posix(),
         "ship_command": [Path(sys.executable).name, "-m", "tools.defensegan_curve", *sys.argv[1:]],
         "probes_at_this_iteration": probes,

@@ -13,7 +13,9 @@ link does; this one cannot). Each model is two files in ``bench/zoo/``:
 A shipped file is used only when its identity equals the one this run computes (same recipe or
 hyperparameters, same data fingerprint, same classifier weights, same training-code version)
 and its sha256 checks; otherwise one line says why and the model is trained on demand.
-``--retrain`` always trains. ``python -m bench weights`` (``make weights``) retrains the zoo.
+``--retrain`` always trains. ``python -m bench weights`` (``make weights``) retrains the zoo's
+classifiers and defenses (bench/zoo/zoo.toml); DefenseGAN's generator (kind ``generator``) is
+trained and shipped by ``python -m tools.defensegan_curve``.
 A provenance file written in an older layout is read in today's (``identity.upgraded``: same key);
 ``python -m bench weights --upgrade`` rewrites such files in place and trains nothing.
 """
@@ -106,6 +108,8 @@ def entry(kind: str, dataset: str, name: str, zoo_dir: Path | None = None) -> di
 def read(meta_path: Path) -> dict[str, Any]:
     """A provenance file, its identity in today's layout (a plugin named by its registered name)."""
     meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path.name} is not a JSON object")
     if isinstance(meta.get("identity"), dict):
         meta["identity"] = identity.upgraded(meta["identity"])
     return meta

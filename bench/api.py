@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from bench.core.shipped import sha256_file
 from bench.core.threats import attack_model
 from bench.render.blocks import fill
 from bench.render.report import write_report
-from bench.run.driver import Runner
+from bench.run.driver import Runner, Summary
 from bench.run.executors import LocalExecutor, RayExecutor, make_executor
 from bench.run.timing import BatchTimer
 from bench.store.provenance import device_name, make_env
@@ -103,18 +102,6 @@ class Interrupted(Exception):
         self.stored, self.where = stored, where
 
 
-@dataclass(frozen=True)
-class Summary:
-    """What a run says when it ends: ``line``, what was computed and what was taken from the store;
-    ``budget``, what is left when its time budget stopped it (None when it did not)."""
-
-    line: str
-    budget: str | None = None
-
-    def __str__(self) -> str:
-        return self.line + (f"\n{self.budget}" if self.budget else "")
-
-
 def run(
     cfg: Config, command: list[str], report: bool = False, **objects: Any
 ) -> tuple[list[Record], Summary, list[Path]]:
@@ -135,7 +122,7 @@ def run(
             raise
         # Tables, plots and the leaderboard page: what a run leaves for its user to open.
         written = write_report(Path(cfg.results_dir), html=True) if report else []
-        return records, Summary(runner.run_line(), runner.budget_line()), written
+        return records, runner.summary(), written
 
 
 def object_name(obj: Any) -> str:

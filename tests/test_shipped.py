@@ -270,6 +270,7 @@ def test_upgrade_rewrites_an_old_layout_in_todays_with_the_same_key(tmp_path, ca
     under the registered name, and `bench weights --upgrade` rewrites it with the same key; a
     second upgrade changes nothing."""
     from bench.cli import main
+    from bench.run.weights import upgrade
 
     ident = identity.fit_identity("countergan", {"a": 1}, "c", "d", 0, 1)
     old = {**ident, "plugin": identity.LEGACY_FIT_PLUGIN["countergan"]}
@@ -285,7 +286,7 @@ def test_upgrade_rewrites_an_old_layout_in_todays_with_the_same_key(tmp_path, ca
     after = json.loads((tmp_path / "defense-mnist-countergan.json").read_text())
     assert after == {**meta, "identity": ident} and "1 provenance file(s) upgraded" in capsys.readouterr().out
     assert shipped.find("defense", "mnist", "countergan", ident, tmp_path) is not None
-    assert shipped.upgrade(tmp_path) == []
+    assert upgrade(tmp_path) == []
     # An upgrade that would change a key is refused before anything is written.
     (tmp_path / "defense-mnist-countergan.json").write_text(json.dumps({**meta, "key": "0" * 16}))
     assert main(["weights", "--upgrade"]) == 2

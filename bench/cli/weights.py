@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from bench.cli.parser import Parser
-from bench.core import shipped
 from bench.core.config import split_list
 from bench.core.errors import BenchError
-from bench.run.weights import run
+from bench.run.weights import run, upgrade
 
 
 def main(argv: list[str]) -> int:
@@ -31,10 +30,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     if args.upgrade:
-        try:
-            changed = shipped.upgrade()
-        except ValueError as exc:
-            raise BenchError(str(exc)) from None
+        changed = upgrade()
         for path in changed:
             print(f"[weights] upgraded {path.name} (same key)")
         print(f"[weights] {len(changed)} provenance file(s) upgraded")

@@ -17,14 +17,14 @@ and its sha256 checks; otherwise one line says why and the model is trained on d
 classifiers and defenses (bench/zoo/zoo.toml); DefenseGAN's generator (kind ``generator``) is
 trained and shipped by ``python -m tools.defensegan_curve``.
 A provenance file written in an older layout is read in today's (``identity.upgraded``: same key);
-``python -m bench weights --upgrade`` rewrites such files in place and trains nothing.
+``python -m bench weights --upgrade`` rewrites such files in place and trains nothing
+(``bench.run.weights.upgrade``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,22 +124,3 @@ def entries(zoo_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every shipped model's provenance, sorted by file name."""
     folder = Path(zoo_dir or ZOO_DIR)
     return [read(p) for p in sorted(folder.glob("*.json"))]
-
-
-def upgrade(zoo_dir: Path | None = None) -> list[Path]:
-    """Rewrite the provenance files written in an older layout in today's: only the identity's
-    layout changes, never its key (checked before anything is written) nor any other field.
-    Returns the files rewritten."""
-    changed = []
-    for path in sorted(Path(zoo_dir or ZOO_DIR).glob("*.json")):
-        before = json.loads(path.read_text())
-        after = read(path)
-        if after == before:
-            continue
-        if identity.key(after["identity"]) != before.get("key"):
-            raise ValueError(f"{path.name}: its upgraded identity would not hash to its key {before.get('key')}")
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text(after))
-        os.replace(tmp, path)
-        changed.append(path)
-    return changed

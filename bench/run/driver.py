@@ -9,6 +9,7 @@ how many it took from the store, and from which stored runs.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ from bench.store.partial import BatchStore, code_version
 from bench.store.provenance import make_env
 from bench.store.runs import ResultsLock, RunWriter, iter_records, refuse_dirty_reference
 from defenses.base import Defense
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run says when it ends: ``line``, what was computed and what was taken from the store;
+    ``budget``, what is left when its time budget stopped it (None when it did not). Printed, the
+    two lines."""
+
+    line: str
+    budget: str | None = None
+
+    def __str__(self) -> str:
+        return self.line + (f"\n{self.budget}" if self.budget else "")
 
 
 class Runner:
@@ -118,11 +132,10 @@ class Runner:
                 self.worker.partial.discard(craft)
         return self.records
 
-    def summary(self) -> str:
-        """One line: computed vs taken from the store, and where each came from / went; and a
-        second, ``budget_line``, when the time budget stopped the run."""
-        left = self.budget_line()
-        return self.run_line() + (f"\n{left}" if left else "")
+    def summary(self) -> Summary:
+        """What was computed and what was taken from the store; and what is left when the time
+        budget stopped the run."""
+        return Summary(self.run_line(), self.budget_line())
 
     def run_line(self) -> str:
         """Computed vs taken from the store, and where each came from / went."""

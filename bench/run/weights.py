@@ -208,3 +208,20 @@ def _train(
     same = sum("identical" in ln for ln in lines)
     print(f"[weights] {len(lines)} model(s) trained; {same} identical to the shipped weights")
     return 0
+
+
+def upgrade(zoo_dir: Path | None = None) -> list[Path]:
+    """Rewrite the provenance files written in an older layout in today's (``shipped.read``): only
+    the identity's layout changes, never its key (checked before the file is written) nor any other
+    field. Returns the files rewritten."""
+    changed = []
+    for path in sorted(Path(zoo_dir or shipped.ZOO_DIR).glob("*.json")):
+        before = json.loads(path.read_text())
+        after = shipped.read(path)
+        if after == before:
+            continue
+        if identity.key(after["identity"]) != before.get("key"):
+            raise BenchError(f"{path.name}: its upgraded identity would not hash to its key {before.get('key')}")
+        write_atomic(path, shipped.text(after))
+        changed.append(path)
+    return changed

@@ -230,6 +230,7 @@ def shipped(tmp_path, monkeypatch):
         t.save(tmp_path / "w4" / "train.pt", {**meta, "git_commits": commits})
         with pytest.raises(SystemExit, match="one clean commit"):
             curve.ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
+        assert not (tmp_path / "zoo").exists()  # refused before anything is written
     t.save(tmp_path / "w4" / "train.pt", meta)
     curve.ship(tmp_path / "w4" / "train.pt", "default", tmp_path / "zoo")
     shipped_meta = json.loads((tmp_path / "zoo" / "generator-mnist-defensegan-default.json").read_text())

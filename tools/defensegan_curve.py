@@ -312,10 +312,19 @@ def _train_curve(args: argparse.Namespace) -> None:
 def ship(path: Path, tag: str, dest: Path | None = None) -> Path:
     """Copy a checkpoint's generator into the weights zoo (``dest``: bench/zoo) as the shipped
     generator ``tag``, in the zoo's layout: the weights, and beside them their provenance with the
-    generator identity DefenseGAN looks them up by (its key), the sha256, the training command,
-    settings, seconds, device and the commit this is shipped from."""
+    generator identity DefenseGAN looks them up by (its key), the sha256, the training commands,
+    settings, seconds, device, CPU and threads, and the clean commit that trained it. Refused, with
+    nothing written, for a checkpoint no single clean commit trained, or from a dirty tree."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
     cfg, meta = ck["config"], ck["meta"]
+    # The zoo's provenance names what trained the weights (recorded per training command).
+    commits = sorted(set(meta.get("git_commits", [])))
+    if len(commits) != 1 or not commits[0] or commits[0].endswith("-dirty"):
+        raise SystemExit(
+            f"{path}: trained from {commits or 'an unrecorded commit'}; the zoo ships from one clean commit"
+        )
+    if make_env(sys.argv, torch.device("cpu"), 0)["git_commit"].endswith("-dirty"):
+        raise SystemExit("refusing to ship from a dirty tree (commit first)")
     settings = {k: cfg[k] for k in ("width", "z_dim", "batch_size", "critic_iters", "gp_weight")}
     d = build(DEFENSES, "defensegan", {**settings, "pretrained": tag})
     d.setup(MNIST())
@@ -344,15 +353,6 @@ def ship(path: Path, tag: str, dest: Path | None = None) -> Path:
             if r["defense_params"]["width"] == cfg["width"] and r["generator_iterations"] == ck["iteration"]
         ]
     ident = d.generator_identity(meta["data_fingerprint"])
-    # The zoo's provenance names what trained the weights (recorded per training command); a
-    # checkpoint that did not record it, or one trained from a dirty tree, is not shipped.
-    commits = sorted(set(meta.get("git_commits", [])))
-    if len(commits) != 1 or not commits[0] or commits[0].endswith("-dirty"):
-        raise SystemExit(
-            f"{path}: trained from {commits or 'an unrecorded commit'}; the zoo ships from one clean commit"
-        )
-    if make_env(sys.argv, torch.device("cpu"), 0)["git_commit"].endswith("-dirty"):
-        raise SystemExit("refusing to ship from a dirty tree (commit first)")
     prov = {
         "kind": "generator",
         "name": d.generator_name(),

@@ -199,4 +199,4 @@ class Models:
         d.to(self.device).eval()
         # Whatever the source, the record names the exact weights it was computed with (the
         # tensors inference uses: a discriminator is not part of the defense).
-        return Fit({**facts, "defense_fit_key": key, "defense_weights_hash": state_hash(d, d.training_only)}, ident)
+        return Fit({**facts, "defense_fit_key": key, "defense_weights_hash": state_hash(d, d.training_only)})

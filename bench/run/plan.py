@@ -82,11 +82,9 @@ def fit_key(d: Defense, classifier_hash: str, data_fingerprint: str, seed: int) 
 class Fit:
     """Where a defense's weights came from, kept by the runner beside the plugin (never on it):
     ``facts``, a record's ``fit`` mapping (``defense_source``, ``defense_fit_key``,
-    ``defense_weights_hash`` and what training reported), and ``identity``, what determined the
-    weights. Empty for a defense that does not train."""
+    ``defense_weights_hash`` and what training reported). Empty for a defense that does not train."""
 
     facts: dict[str, Any] = field(default_factory=dict)
-    identity: dict[str, Any] | None = None
 
     @property
     def key(self) -> str | None:

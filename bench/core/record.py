@@ -200,10 +200,10 @@ class Fields:
 
 
 @dataclass(frozen=True)
-class Field:
-    group: str  # one of GROUPS
-    meaning: str
-    type: Any  # the annotation's type (int, float | None, dict[str, Any] …)
+class Field(F):
+    """A declared field as ``FIELDS`` holds it: its ``F`` and its annotation's type."""
+
+    type: Any  # int, float | None, dict[str, Any] …
 
 
 def _fields() -> dict[str, Field]:

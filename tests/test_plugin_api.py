@@ -265,7 +265,7 @@ def test_legacy_fit_keys_are_kept_by_a_frozen_table():
 
 
 def test_the_runner_keeps_where_weights_came_from_beside_the_plugin_not_on_it(run_args, monkeypatch):
-    """Issue 39: a trained defense's fit state (source, fit key, weights hash, identity) is the
+    """Issue 39: a trained defense's fit state (source, fit key, weights hash) is the
     runner's (bench.run.plan.Fit): the records carry it, the plugin object gets none of it."""
     from bench.plugin import Defense
 
